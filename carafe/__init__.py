@@ -1,0 +1,20 @@
+"""carafe: CARAFE (Content-Aware ReAssembly of FEatures, Wang et al., ICCV 2019,
+arXiv 1905.02188) as a PyTorch operator on CPU and CUDA, with mmcv-compatible
+modules. The core package imports only torch."""
+
+from ._loader import cuda_available, has_kernel
+from .modules import CARAFE, CARAFEPack
+from .ops import carafe
+from .reference import carafe_reference, carafe_unfold
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CARAFE",
+    "CARAFEPack",
+    "carafe",
+    "carafe_reference",
+    "carafe_unfold",
+    "cuda_available",
+    "has_kernel",
+]

@@ -1,0 +1,182 @@
+"""The CARAFE operator: ``carafe.carafe`` and its torch.library registrations.
+
+The kernels (csrc/) register ``torch.ops.carafe.carafe`` and
+``torch.ops.carafe.carafe_backward`` for CPU and CUDA. This module adds what
+PyTorch needs around them, in Python as torch.library recommends: fake
+(meta) kernels, so that torch.compile and torch.export trace the op without
+running it, and autograd formulas, including double backward.
+"""
+
+import torch
+from torch import Tensor
+
+from . import _loader
+
+_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_forward_args(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
+                        scale_factor: int) -> None:
+    """The checks of check_forward_args() in csrc/carafe.cpp, with the same
+    messages, in the same order (tests compare the two)."""
+    if not (kernel_size >= 1 and kernel_size % 2 == 1):
+        raise ValueError(f"carafe: kernel_size must be an odd integer >= 1, got {kernel_size}")
+    if not group_size >= 1:
+        raise ValueError(f"carafe: group_size must be an integer >= 1, got {group_size}")
+    if not scale_factor >= 1:
+        raise ValueError(f"carafe: scale_factor must be an integer >= 1, got {scale_factor}")
+    if features.dim() != 4:
+        raise ValueError("carafe: features must be a 4-D tensor (N, C, H, W), got shape "
+                         f"{list(features.shape)}")
+    if masks.dim() != 4:
+        raise ValueError("carafe: masks must be a 4-D tensor (N, kernel_size*kernel_size*"
+                         "group_size, H*scale_factor, W*scale_factor), got shape "
+                         f"{list(masks.shape)}")
+    if features.dtype not in _SUPPORTED:
+        raise ValueError("carafe: features must be float16, bfloat16, float32 or float64, got "
+                         f"{features.dtype}")
+    if masks.dtype != features.dtype:
+        raise ValueError(f"carafe: masks must have the dtype of features ({features.dtype}), "
+                         f"got {masks.dtype}")
+    if masks.device != features.device:
+        raise ValueError(f"carafe: masks must be on the device of features ({features.device}), "
+                         f"got {masks.device}")
+    N, C, H, W = features.shape
+    if C % group_size != 0:
+        raise ValueError("carafe: group_size must divide the number of feature channels "
+                         f"C={C}, got group_size={group_size}")
+    mask_channels = kernel_size * kernel_size * group_size
+    if masks.shape[1] != mask_channels:
+        raise ValueError("carafe: masks must have kernel_size*kernel_size*group_size="
+                         f"{mask_channels} channels, got {masks.shape[1]}")
+    if masks.shape[0] != N:
+        raise ValueError(f"carafe: masks must have the batch size of features ({N}), "
+                         f"got {masks.shape[0]}")
+    if masks.shape[2] != H * scale_factor or masks.shape[3] != W * scale_factor:
+        raise ValueError("carafe: masks must have spatial size (H*scale_factor, W*scale_factor)="
+                         f"({H * scale_factor}, {W * scale_factor}), got "
+                         f"({masks.shape[2]}, {masks.shape[3]})")
+
+
+def _check_backward_args(grad_output: Tensor, features: Tensor, masks: Tensor, kernel_size: int,
+                         group_size: int, scale_factor: int) -> None:
+    _check_forward_args(features, masks, kernel_size, group_size, scale_factor)
+    N, C, H, W = features.shape
+    expected = [N, C, H * scale_factor, W * scale_factor]
+    if list(grad_output.shape) != expected:
+        raise ValueError(f"carafe: grad_output must have shape {expected}, got "
+                         f"{list(grad_output.shape)}")
+    if grad_output.dtype != features.dtype:
+        raise ValueError(f"carafe: grad_output must have the dtype of features "
+                         f"({features.dtype}), got {grad_output.dtype}")
+    if grad_output.device != features.device:
+        raise ValueError(f"carafe: grad_output must be on the device of features "
+                         f"({features.device}), got {grad_output.device}")
+
+
+def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -> None:
+    """What the op's schema cannot say clearly: argument kinds, and whether
+    kernels exist for the device the tensors are on."""
+    for name, value in (("features", features), ("masks", masks)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"carafe: {name} must be a torch.Tensor, got {type(value).__name__}")
+    for name, value in (("kernel_size", kernel_size), ("group_size", group_size),
+                        ("scale_factor", scale_factor)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"carafe: {name} must be an int, got {type(value).__name__} {value!r}")
+    for t in (features, masks):
+        dev = t.device.type
+        if dev == "cuda" and not _loader.has_kernel("cuda"):
+            raise RuntimeError(
+                "carafe: the tensors are on CUDA but this build of carafe has no CUDA kernels; "
+                "rebuild on a machine with nvcc (FORCE_CUDA=1 make setup, or "
+                "FORCE_CUDA=1 pip install --no-build-isolation -e .)")
+        if dev not in ("cpu", "cuda", "meta"):
+            raise RuntimeError(f"carafe: no kernel for device type {dev!r}; carafe runs on "
+                               "cpu and cuda")
+
+
+def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
+           scale_factor: int) -> Tensor:
+    """Content-Aware ReAssembly of FEatures (arXiv 1905.02188); a drop-in for
+    ``mmcv.ops.carafe`` (same arguments, same result).
+
+    Each output pixel (p, q) is a weighted sum of the k x k input neighbourhood
+    around (p // s, q // s), weighted by its own kernel ``masks[:, :, p, q]``;
+    channel c uses kernel group c // (C / G). Taps outside the input count as
+    zero; the weights are used as given (CARAFEPack softmax-normalises them).
+
+    Args:
+        features: (N, C, H, W), float16 / bfloat16 / float32 / float64, CPU or CUDA.
+        masks: (N, k*k*G, s*H, s*W), same dtype and device; channel
+            g*k*k + ky*k + kx is tap (ky, kx) of group g.
+        kernel_size: k, odd, >= 1.
+        group_size: G, >= 1, divides C.
+        scale_factor: s, integer >= 1.
+    Returns:
+        (N, C, s*H, s*W), contiguous, same dtype and device. Differentiable
+        in both inputs (twice).
+    """
+    _check_python_args(features, masks, kernel_size, group_size, scale_factor)
+    return torch.ops.carafe.carafe(features, masks, kernel_size, group_size, scale_factor)
+
+
+# Fake kernels: shapes, dtypes and devices only, with the C++ checks' errors.
+@torch.library.register_fake("carafe::carafe")
+def _carafe_fake(features, masks, kernel_size, group_size, scale_factor):
+    _check_forward_args(features, masks, kernel_size, group_size, scale_factor)
+    N, C, H, W = features.shape
+    return features.new_empty((N, C, H * scale_factor, W * scale_factor))
+
+
+@torch.library.register_fake("carafe::carafe_backward")
+def _carafe_backward_fake(grad_output, features, masks, kernel_size, group_size, scale_factor):
+    _check_backward_args(grad_output, features, masks, kernel_size, group_size, scale_factor)
+    return features.new_empty(features.shape), masks.new_empty(masks.shape)
+
+
+# Autograd. The op is bilinear in (features, masks): out = F(features, masks).
+def _setup_forward(ctx, inputs, output):
+    features, masks, kernel_size, group_size, scale_factor = inputs
+    ctx.save_for_backward(features, masks)
+    ctx.args = (kernel_size, group_size, scale_factor)
+
+
+def _forward_backward(ctx, grad_output):
+    features, masks = ctx.saved_tensors
+    grad_features, grad_masks = torch.ops.carafe.carafe_backward(
+        grad_output, features, masks, *ctx.args)
+    return grad_features, grad_masks, None, None, None
+
+
+torch.library.register_autograd("carafe::carafe", _forward_backward, setup_context=_setup_forward)
+
+
+def _setup_backward(ctx, inputs, output):
+    grad_output, features, masks, kernel_size, group_size, scale_factor = inputs
+    ctx.save_for_backward(grad_output, features, masks)
+    ctx.args = (kernel_size, group_size, scale_factor)
+
+
+def _backward_backward(ctx, gg_features, gg_masks):
+    """Double backward, from the bilinearity of F: with grad_features =
+    B_f(masks, grad_output) and grad_masks = B_m(features, grad_output),
+      d/d grad_output = F(gg_features, masks) + F(features, gg_masks)
+      d/d features    = B_f(gg_masks, grad_output)
+      d/d masks       = B_m(gg_features, grad_output)
+    all computed with the same two ops (so higher orders work too)."""
+    grad_output, features, masks = ctx.saved_tensors
+    args = ctx.args
+    d_grad_output = d_features = d_masks = None
+    if gg_features is not None:
+        d_grad_output = torch.ops.carafe.carafe(gg_features, masks, *args)
+        d_masks = torch.ops.carafe.carafe_backward(grad_output, gg_features, masks, *args)[1]
+    if gg_masks is not None:
+        term = torch.ops.carafe.carafe(features, gg_masks, *args)
+        d_grad_output = term if d_grad_output is None else d_grad_output + term
+        d_features = torch.ops.carafe.carafe_backward(grad_output, features, gg_masks, *args)[0]
+    return d_grad_output, d_features, d_masks, None, None, None
+
+
+torch.library.register_autograd("carafe::carafe_backward", _backward_backward,
+                                setup_context=_setup_backward)

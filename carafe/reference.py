@@ -1,0 +1,63 @@
+"""Pure-PyTorch CARAFE: the specification and the test oracle.
+
+Nothing in the package falls back to these functions; they exist to define
+the operator and to check (and benchmark) the compiled kernels against.
+
+Semantics (Wang et al., "CARAFE: Content-Aware ReAssembly of FEatures",
+ICCV 2019, arXiv 1905.02188, Eq. 2 with mmcv's indexing)::
+
+    out[n, c, p, q] = sum_{ky, kx < k} masks[n, g*k*k + ky*k + kx, p, q]
+                      * features[n, c, p // s + ky - k // 2, q // s + kx - k // 2]
+
+with g = c // (C / G); taps that fall outside the input contribute zero and
+the weights are not renormalised.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _shapes(features, masks, kernel_size, group_size, scale_factor):
+    N, C, H, W = features.shape
+    k, G, s = kernel_size, group_size, scale_factor
+    return N, C, H, W, k, G, s, H * s, W * s
+
+
+def carafe_reference(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
+                     group_size: int, scale_factor: int) -> torch.Tensor:
+    """The spec: one shifted, nearest-upsampled copy of the input per tap.
+
+    Args:
+        features: (N, C, H, W).
+        masks: (N, k*k*G, s*H, s*W) reassembly kernels.
+    Returns:
+        (N, C, s*H, s*W), in the dtype of ``features``. Differentiable by autograd.
+    """
+    N, C, H, W, k, G, s, Ho, Wo = _shapes(features, masks, kernel_size, group_size, scale_factor)
+    r = k // 2
+    padded = F.pad(features, (r, r, r, r))
+    m = masks.reshape(N, G, 1, k * k, Ho, Wo)
+    out = features.new_zeros(N, G, C // G, Ho, Wo)
+    for ky in range(k):
+        for kx in range(k):
+            # window[n, c, i, j] = features[n, c, i + ky - r, j + kx - r] (zero outside)
+            window = padded[:, :, ky:ky + H, kx:kx + W]
+            up = window.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+            out = out + up.reshape(N, G, C // G, Ho, Wo) * m[:, :, :, ky * k + kx]
+    return out.reshape(N, C, Ho, Wo)
+
+
+def carafe_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
+                  group_size: int, scale_factor: int) -> torch.Tensor:
+    """The common pure-PyTorch re-implementation (the benchmarks' baseline):
+    nearest-upsample the input, gather every k x k window with a dilated
+    ``F.unfold`` (a k*k-times expanded tensor), weight and sum.
+
+    Same arguments, shapes and result as :func:`carafe_reference`.
+    """
+    N, C, H, W, k, G, s, Ho, Wo = _shapes(features, masks, kernel_size, group_size, scale_factor)
+    up = F.interpolate(features, scale_factor=s, mode="nearest")
+    # Dilation s on the upsampled map reads features[p//s + ky - r] for tap ky.
+    cols = F.unfold(up, kernel_size=k, dilation=s, padding=(k // 2) * s)
+    cols = cols.view(N, G, C // G, k * k, Ho, Wo)
+    return (cols * masks.view(N, G, 1, k * k, Ho, Wo)).sum(dim=3).view(N, C, Ho, Wo)

@@ -1,0 +1,106 @@
+"""Build of the carafe._C extension (the operator kernels).
+
+The CPU kernels are always built. The CUDA kernels are built when nvcc and a
+CUDA build of PyTorch are present and either a GPU is visible or
+FORCE_CUDA=1 (to compile them on a machine without a GPU, as CI does).
+Everything else about the package lives in pyproject.toml.
+
+Environment:
+  FORCE_CUDA=1             build the CUDA kernels even without a visible GPU
+  CARAFE_NO_CUDA=1         never build them
+  TORCH_CUDA_ARCH_LIST     GPU architectures (default "8.0;9.0+PTX": A100, H100,
+                           and PTX that newer GPUs compile at load time)
+  CUDA_HOME                the CUDA toolkit (default: /usr/local/cuda if it has nvcc)
+  MAX_JOBS                 parallel compile jobs (ninja)
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _env_flag(name):
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+# torch.utils.cpp_extension settles CUDA_HOME when it is imported, from
+# `which nvcc` if CUDA_HOME is unset; when nvcc on PATH is a wrapper script
+# (as on our machines) that guess is wrong, so prefer the real toolkit.
+if not os.environ.get("CUDA_HOME") and not os.environ.get("CUDA_PATH"):
+    if os.path.exists("/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+
+def _want_cuda():
+    if _env_flag("CARAFE_NO_CUDA"):
+        return False, "CARAFE_NO_CUDA=1"
+    if torch.version.cuda is None:
+        return False, "this PyTorch is a CPU-only build"
+    if CUDA_HOME is None:
+        return False, "no CUDA toolkit (nvcc) found; set CUDA_HOME"
+    if _env_flag("FORCE_CUDA"):
+        return True, "FORCE_CUDA=1"
+    if torch.cuda.is_available():
+        return True, "a CUDA GPU is visible"
+    return False, "no GPU visible (set FORCE_CUDA=1 to build the CUDA kernels anyway)"
+
+
+def _pip_cuda_includes():
+    """Header folders of the nvidia-* pip wheels that a CUDA build of torch
+    depends on (cusparse.h, cublas_v2.h, ...): torch's CUDA headers include
+    them, and a bare toolkit install may lack them."""
+    dirs = []
+    for entry in sys.path:
+        dirs += glob.glob(os.path.join(entry, "nvidia", "cu*", "include"))
+        dirs += glob.glob(os.path.join(entry, "nvidia", "*", "include"))
+    seen, out = set(), []
+    for d in dirs:
+        d = os.path.realpath(d)
+        if d not in seen and os.path.isdir(d):
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def extensions():
+    with_cuda, why = _want_cuda()
+    print(f"carafe: building CPU kernels; CUDA kernels: {'yes' if with_cuda else 'no'} ({why})")
+    sources = ["csrc/carafe.cpp", "csrc/cpu/carafe_kernel.cpp"]
+    cxx_flags = ["-O3"]
+    common = dict(include_dirs=[os.path.join(ROOT, "csrc")])
+    if not with_cuda:
+        return [CppExtension("carafe._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)]
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        # Without a GPU torch cannot pick an architecture (and crashes trying):
+        # give it A100 + H100, plus PTX so newer GPUs JIT-compile at load.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+    print(f"carafe: TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
+    sources.append("csrc/cuda/carafe_kernel.cu")
+    common["include_dirs"] += _pip_cuda_includes()
+    return [
+        CUDAExtension(
+            "carafe._C",
+            sources,
+            define_macros=[("CARAFE_WITH_CUDA", None)],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+            **common,
+        )
+    ]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
