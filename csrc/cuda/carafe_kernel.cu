@@ -191,14 +191,14 @@ unsigned int blocks_for(int64_t total) {
   return static_cast<unsigned int>(std::min<int64_t>(blocks, int64_t(1) << 20));
 }
 
-// 32-bit indices are faster; they are safe when every linear index, plus one
-// grid stride, stays below 2^31.
+// 32-bit indices are faster. They are safe when every tensor has at most
+// 2^30 elements: then a linear index (< 2^30) plus one grid stride (at most
+// 2^20 blocks * 256 threads = 2^28) stays below 2^31.
 bool fits_int32(std::initializer_list<int64_t> numels) {
-  const int64_t limit = std::numeric_limits<int32_t>::max() / 2;
   for (int64_t n : numels) {
-    if (n > limit) return false;
+    if (n > (int64_t(1) << 30)) return false;
   }
-  return int64_t(blocks_for(limit)) * kThreads <= limit + kThreads;
+  return true;
 }
 
 template <typename index_t>

@@ -1,0 +1,142 @@
+"""Malformed calls raise a ValueError/TypeError that names the argument and the
+expected value, the same from the C++ kernels and from the fake kernel."""
+
+import pytest
+import torch
+
+import carafe
+from conftest import make_inputs
+
+
+def good(**kw):
+    args = dict(N=2, C=8, H=3, W=4, k=5, G=2, s=2, dtype=torch.float32)
+    args.update(kw)
+    f, m = make_inputs(**args)
+    return [f, m, args["k"], args["G"], args["s"]]
+
+
+def with_(index, value, base=None):
+    args = base or good()
+    args[index] = value
+    return args
+
+
+CASES = {
+    "even kernel_size": (with_(2, 4), "kernel_size must be an odd integer >= 1, got 4"),
+    "negative kernel_size": (with_(2, -3), "kernel_size must be an odd integer >= 1, got -3"),
+    "zero group_size": (with_(3, 0), "group_size must be an integer >= 1, got 0"),
+    "zero scale_factor": (with_(4, 0), "scale_factor must be an integer >= 1, got 0"),
+    "3-D features": (with_(0, torch.zeros(8, 3, 4)),
+                     "features must be a 4-D tensor (N, C, H, W), got shape [8, 3, 4]"),
+    "5-D masks": (with_(1, torch.zeros(2, 50, 6, 8, 1)),
+                  "masks must be a 4-D tensor (N, kernel_size*kernel_size*group_size, "
+                  "H*scale_factor, W*scale_factor), got shape [2, 50, 6, 8, 1]"),
+    "integer features": (with_(0, torch.zeros(2, 8, 3, 4, dtype=torch.int32)),
+                         "features must be float16, bfloat16, float32 or float64, got torch.int32"),
+    "dtype mismatch": (with_(1, torch.zeros(2, 50, 6, 8, dtype=torch.float64)),
+                       "masks must have the dtype of features (torch.float32), got torch.float64"),
+    "G does not divide C": (good(G=3, C=9)[:3] + [2] + [2],
+                            "group_size must divide the number of feature channels C=9, "
+                            "got group_size=2"),
+    "wrong mask channels": (with_(1, torch.zeros(2, 49, 6, 8)),
+                            "masks must have kernel_size*kernel_size*group_size=50 channels, "
+                            "got 49"),
+    "batch mismatch": (with_(1, torch.zeros(3, 50, 6, 8)),
+                       "masks must have the batch size of features (2), got 3"),
+    "mask size": (with_(1, torch.zeros(2, 50, 6, 7)),
+                  "masks must have spatial size (H*scale_factor, W*scale_factor)=(6, 8), "
+                  "got (6, 7)"),
+    "mask size for another scale": (with_(4, 3),
+                                    "masks must have spatial size (H*scale_factor, "
+                                    "W*scale_factor)=(9, 12), got (6, 8)"),
+}
+
+
+def to_meta(args):
+    return [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_public_function(case):
+    args, message = CASES[case]
+    with pytest.raises(ValueError) as info:
+        carafe.carafe(*args)
+    assert str(info.value).splitlines()[0] == "carafe: " + message
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernel_and_fake_kernel_agree(case):
+    args, message = CASES[case]
+    with pytest.raises(ValueError) as real:
+        torch.ops.carafe.carafe(*args)
+    with pytest.raises(ValueError) as fake:
+        torch.ops.carafe.carafe(*to_meta(args))
+    assert str(real.value).splitlines()[0] == "carafe: " + message
+    assert str(fake.value).splitlines()[0] == "carafe: " + message
+
+
+def test_device_mismatch():
+    f, m, k, G, s = good()
+    with pytest.raises(ValueError, match=r"masks must be on the device of features \(cpu\), "
+                                         r"got meta"):
+        carafe.carafe(f, m.to("meta"), k, G, s)
+
+
+@pytest.mark.parametrize("index,value,name", [
+    (2, 5.0, "kernel_size"), (3, True, "group_size"), (4, "2", "scale_factor"),
+    (0, [[1.0]], "features"),
+])
+def test_argument_types(index, value, name):
+    with pytest.raises(TypeError, match=f"carafe: {name} must be"):
+        carafe.carafe(*with_(index, value))
+
+
+BACKWARD_CASES = {
+    "grad_output shape": (lambda f, m: torch.zeros(2, 8, 6, 7),
+                          "grad_output must have shape [2, 8, 6, 8], got [2, 8, 6, 7]"),
+    "grad_output dtype": (lambda f, m: torch.zeros(2, 8, 6, 8, dtype=torch.float64),
+                          "grad_output must have the dtype of features (torch.float32), "
+                          "got torch.float64"),
+}
+
+
+@pytest.mark.parametrize("case", list(BACKWARD_CASES))
+def test_backward_op_checks(case):
+    make_grad, message = BACKWARD_CASES[case]
+    f, m, k, G, s = good()
+    go = make_grad(f, m)
+    with pytest.raises(ValueError) as real:
+        torch.ops.carafe.carafe_backward(go, f, m, k, G, s)
+    with pytest.raises(ValueError) as fake:
+        torch.ops.carafe.carafe_backward(*to_meta([go, f, m]), k, G, s)
+    assert str(real.value).splitlines()[0] == "carafe: " + message
+    assert str(fake.value).splitlines()[0] == "carafe: " + message
+
+
+def test_nothing_is_modified_on_error():
+    f, m, k, G, s = good()
+    f0, m0 = f.clone(), m.clone()
+    with pytest.raises(ValueError):
+        carafe.carafe(f, m[:, :-1], k, G, s)
+    assert torch.equal(f, f0) and torch.equal(m, m0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(kernel_size=4, group_size=1, scale_factor=2), "kernel_size"),
+    (dict(kernel_size=5, group_size=0, scale_factor=2), "group_size"),
+    (dict(kernel_size=5, group_size=1, scale_factor=0), "scale_factor"),
+])
+def test_module_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        carafe.CARAFE(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(channels=8, scale_factor=2, up_kernel=4), "up_kernel"),
+    (dict(channels=8, scale_factor=2, up_group=3), "up_group"),
+    (dict(channels=8, scale_factor=0), "scale_factor"),
+    (dict(channels=8, scale_factor=2, encoder_kernel=2), "encoder_kernel"),
+])
+def test_pack_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        carafe.CARAFEPack(**kwargs)

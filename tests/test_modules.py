@@ -1,0 +1,81 @@
+"""CARAFE / CARAFEPack: shapes, mmcv-compatible structure and initialisation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import carafe
+from carafe.reference import carafe_reference
+from conftest import devices
+
+
+def test_carafe_module_matches_function():
+    features = torch.randn(2, 8, 5, 6)
+    masks = torch.randn(2, 2 * 9, 10, 12)
+    module = carafe.CARAFE(kernel_size=3, group_size=2, scale_factor=2)
+    torch.testing.assert_close(module(features, masks), carafe.carafe(features, masks, 3, 2, 2))
+    assert "kernel_size=3" in repr(module)
+
+
+def test_pack_parameter_count_and_names():
+    # The paper's default upsampler at C=256, s=2: mmcv's CARAFEPack has
+    # 256*64 + 64 + 64*9*100 + 100 = 74,148 parameters.
+    pack = carafe.CARAFEPack(channels=256, scale_factor=2)
+    assert sum(p.numel() for p in pack.parameters()) == 74_148
+    assert {k: tuple(v.shape) for k, v in pack.state_dict().items()} == {
+        "channel_compressor.weight": (64, 256, 1, 1),
+        "channel_compressor.bias": (64,),
+        "content_encoder.weight": (100, 64, 3, 3),
+        "content_encoder.bias": (100,),
+    }
+
+
+def test_pack_initialisation():
+    torch.manual_seed(0)
+    pack = carafe.CARAFEPack(channels=64, scale_factor=2, up_group=2, compressed_channels=32)
+    w = pack.channel_compressor.weight
+    bound = (6.0 / (64 + 32)) ** 0.5  # xavier uniform, gain 1
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    assert pack.content_encoder.weight.std().item() == pytest.approx(0.001, rel=0.1)
+    assert not pack.channel_compressor.bias.any() and not pack.content_encoder.bias.any()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("s,G,k_up,k_enc,dil", [(2, 1, 5, 3, 1), (4, 2, 3, 1, 1), (3, 4, 5, 5, 2)])
+def test_pack_forward(device, s, G, k_up, k_enc, dil):
+    torch.manual_seed(0)
+    pack = carafe.CARAFEPack(channels=16, scale_factor=s, up_kernel=k_up, up_group=G,
+                             encoder_kernel=k_enc, encoder_dilation=dil,
+                             compressed_channels=8).double().to(device)
+    # Larger encoder weights than the init so the kernels are far from uniform.
+    torch.nn.init.normal_(pack.content_encoder.weight, std=0.3)
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64, device=device, requires_grad=True)
+    out = pack(x)
+    assert out.shape == (2, 16, 5 * s, 7 * s)
+    kernels = pack.predict_kernels(x)
+    assert kernels.shape == (2, G * k_up * k_up, 5 * s, 7 * s)
+    sums = kernels.view(2, G, k_up * k_up, 5 * s, 7 * s).sum(2)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    # Same as the spec applied to mmcv's encoder -> pixel_shuffle -> softmax.
+    enc = pack.content_encoder(pack.channel_compressor(x))
+    masks = F.pixel_shuffle(enc, s).view(2, G, k_up * k_up, 5 * s, 7 * s).softmax(2)
+    expected = carafe_reference(x, masks.reshape(2, -1, 5 * s, 7 * s), k_up, G, s)
+    torch.testing.assert_close(out, expected)
+    out.square().sum().backward()
+    assert x.grad is not None and pack.content_encoder.weight.grad.abs().sum() > 0
+
+
+def test_pack_state_dict_roundtrip():
+    a = carafe.CARAFEPack(channels=32, scale_factor=2)
+    b = carafe.CARAFEPack(channels=32, scale_factor=2)
+    b.load_state_dict(a.state_dict(), strict=True)
+    x = torch.randn(1, 32, 4, 4)
+    torch.testing.assert_close(a(x), b(x))
+
+
+def test_core_imports_only_torch():
+    import subprocess
+    import sys
+    code = ("import sys, carafe; bad = [m for m in ('mmcv', 'mmdet', 'mmengine', 'matplotlib', "
+            "'numpy.testing', 'IPython') if m in sys.modules]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,242 @@
+"""carafe.carafe against the reference, over shapes, dtypes, layouts and devices,
+plus gradcheck, opcheck, torch.compile and determinism."""
+
+import itertools
+
+import pytest
+import torch
+
+import carafe
+from carafe.reference import carafe_reference
+from conftest import devices, make_inputs, requires_cuda
+
+# Tolerances against a float64 reference, per dtype (outputs are O(1)).
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=1e-2, atol=1e-2),
+    torch.bfloat16: dict(rtol=4e-2, atol=4e-2),
+}
+
+
+def reference_with_grads(features, masks, k, G, s, grad_output):
+    f = features.detach().double().cpu().requires_grad_()
+    m = masks.detach().double().cpu().requires_grad_()
+    out = carafe_reference(f, m, k, G, s)
+    out.backward(grad_output.detach().double().cpu())
+    return out.detach(), f.grad, m.grad
+
+
+def check_against_reference(features, masks, k, G, s, tol=None):
+    tol = tol or TOL[features.dtype]
+    f = features.detach().clone().requires_grad_()
+    m = masks.detach().clone().requires_grad_()
+    out = carafe.carafe(f, m, k, G, s)
+    assert out.shape == (f.shape[0], f.shape[1], f.shape[2] * s, f.shape[3] * s)
+    assert out.dtype == f.dtype and out.device == f.device
+    grad_output = torch.randn(out.shape, generator=torch.Generator().manual_seed(1),
+                              dtype=torch.float64).to(out)
+    out.backward(grad_output)
+    ref_out, ref_gf, ref_gm = reference_with_grads(features, masks, k, G, s, grad_output)
+    torch.testing.assert_close(out.detach().cpu().double(), ref_out, **tol)
+    torch.testing.assert_close(f.grad.cpu().double(), ref_gf, **tol)
+    torch.testing.assert_close(m.grad.cpu().double(), ref_gm, **tol)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("k,G,s", list(itertools.product([1, 3, 5, 7], [1, 2, 4], [1, 2, 3, 4])))
+def test_matches_reference(device, k, G, s):
+    features, masks = make_inputs(N=2, C=8, H=4, W=5, k=k, G=G, s=s, device=device,
+                                  normalized=False)
+    check_against_reference(features, masks, k, G, s)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,G,s", [(5, 1, 2), (3, 4, 2), (9, 2, 3)])
+def test_dtypes(device, dtype, k, G, s):
+    features, masks = make_inputs(N=2, C=16, H=6, W=9, k=k, G=G, s=s, device=device, dtype=dtype)
+    check_against_reference(features, masks, k, G, s)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("N,C,H,W", [
+    (1, 4, 1, 1),     # one pixel: every tap but the centre is outside
+    (2, 4, 1, 9),     # one row
+    (2, 4, 11, 2),    # non-square, narrow
+    (3, 12, 7, 13),   # odd sizes, C/G = 3
+    (1, 4, 2, 3),     # window wider than the map (k = 9 below)
+])
+@pytest.mark.parametrize("k,s", [(5, 2), (9, 3)])
+def test_shapes(device, N, C, H, W, k, s):
+    features, masks = make_inputs(N=N, C=C, H=H, W=W, k=k, G=4, s=s, device=device)
+    check_against_reference(features, masks, k, 4, s)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("shape", [(0, 8, 4, 5), (2, 0, 4, 5), (2, 8, 0, 5), (2, 8, 4, 0)])
+def test_empty(device, shape):
+    N, C, H, W = shape
+    G = 1 if C == 0 else 2
+    features, masks = make_inputs(N=N, C=C, H=H, W=W, k=3, G=G, s=2, device=device,
+                                  requires_grad=True)
+    out = carafe.carafe(features, masks, 3, G, 2)
+    assert out.shape == (N, C, 2 * H, 2 * W)
+    out.sum().backward()
+    assert features.grad.shape == features.shape and masks.grad.shape == masks.shape
+    assert not features.grad.any() and not masks.grad.any()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed", "expanded_batch"])
+def test_layouts(device, layout):
+    k, G, s = 5, 2, 2
+    features, masks = make_inputs(N=2, C=8, H=6, W=7, k=k, G=G, s=s, device=device)
+    if layout == "channels_last":
+        features = features.contiguous(memory_format=torch.channels_last)
+        masks = masks.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        # every other channel / row of larger tensors: strided, offset storage
+        big_f, big_m = make_inputs(N=2, C=16, H=12, W=7, k=k, G=2 * G, s=s, device=device)
+        features = big_f[:, 1::2, ::2]
+        masks = big_m[:, k * k * G:, ::2][:, :, :12]
+        assert not features.is_contiguous() and not masks.is_contiguous()
+    elif layout == "transposed":
+        features = features.transpose(2, 3).contiguous().transpose(2, 3)
+        masks = masks.transpose(2, 3).contiguous().transpose(2, 3)
+    elif layout == "expanded_batch":
+        features = features[:1].expand(2, -1, -1, -1)
+        masks = masks[:1].expand(2, -1, -1, -1)
+    check_against_reference(features, masks, k, G, s)
+    # The result does not depend on the layout.
+    out = carafe.carafe(features, masks, k, G, s)
+    torch.testing.assert_close(
+        out, carafe.carafe(features.contiguous(), masks.contiguous(), k, G, s), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("k,G,s", [(3, 2, 2), (5, 1, 3), (1, 2, 1)])
+def test_gradcheck(device, k, G, s):
+    features, masks = make_inputs(N=2, C=4, H=3, W=4, k=k, G=G, s=s, device=device,
+                                  requires_grad=True, normalized=False)
+    fn = lambda f, m: carafe.carafe(f, m, k, G, s)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (features, masks))
+    assert torch.autograd.gradgradcheck(fn, (features, masks))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_gradcheck_backward_op(device):
+    """The backward op's own autograd (double backward) is exact too."""
+    k, G, s = 3, 2, 2
+    features, masks = make_inputs(N=1, C=4, H=3, W=3, k=k, G=G, s=s, device=device,
+                                  requires_grad=True, normalized=False)
+    grad_output = torch.randn(1, 4, 6, 6, dtype=torch.float64, device=device,
+                              requires_grad=True)
+    fn = lambda go, f, m: torch.ops.carafe.carafe_backward(go, f, m, k, G, s)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (grad_output, features, masks))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(device, dtype):
+    k, G, s = 3, 2, 2
+    features, masks = make_inputs(N=2, C=4, H=3, W=5, k=k, G=G, s=s, device=device,
+                                  dtype=dtype, requires_grad=True)
+    torch.library.opcheck(torch.ops.carafe.carafe.default, (features, masks, k, G, s))
+    grad_output = torch.randn(2, 4, 6, 10, dtype=dtype, device=device)
+    torch.library.opcheck(torch.ops.carafe.carafe_backward.default,
+                          (grad_output, features, masks, k, G, s))
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compile_fullgraph(device, backend):
+    torch._dynamo.reset()
+    k, G, s = 5, 2, 2
+    features, masks = make_inputs(N=2, C=8, H=4, W=6, k=k, G=G, s=s, device=device,
+                                  dtype=torch.float32, requires_grad=True)
+
+    def fn(f, m):
+        return (carafe.carafe(f, m, k, G, s) * 2).relu()
+
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    out = compiled(features, masks)
+    (gf, gm) = torch.autograd.grad(out.sum(), (features, masks))
+    expected = fn(features, masks)
+    (ef, em) = torch.autograd.grad(expected.sum(), (features, masks))
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(gf, ef)
+    torch.testing.assert_close(gm, em)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_backward_deterministic(device):
+    features, masks = make_inputs(N=2, C=32, H=9, W=11, k=5, G=4, s=2, device=device,
+                                  dtype=torch.float32)
+    grad_output = torch.randn(2, 32, 18, 22, device=device)
+    first = torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 4, 2)
+    for _ in range(3):
+        again = torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 4, 2)
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_cpu_threads_agree():
+    """The parallel split does not change the result (each element is summed
+    in a fixed order by one thread)."""
+    features, masks = make_inputs(N=2, C=16, H=9, W=11, k=5, G=2, s=2, dtype=torch.float32)
+    grad_output = torch.randn(2, 16, 18, 22)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = (carafe.carafe(features, masks, 5, 2, 2),
+               *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 2, 2))
+        torch.set_num_threads(max(2, old))
+        many = (carafe.carafe(features, masks, 5, 2, 2),
+                *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 2, 2))
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)
+
+
+def test_nonfinite_features_stay_local():
+    """An inf in the input reaches only the outputs whose windows read it."""
+    features, masks = make_inputs(N=1, C=2, H=8, W=8, k=3, G=1, s=2, dtype=torch.float32)
+    features[0, 0, 0, 0] = float("inf")
+    out = carafe.carafe(features, masks, 3, 1, 2)
+    ref = carafe_reference(features, masks, 3, 1, 2)
+    assert torch.equal(out.isfinite(), ref.isfinite())
+    assert out[0, 0, 4:].isfinite().all() and out[0, 1].isfinite().all()
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 4), (7, 2, 3), (9, 1, 2)])
+def test_cuda_agrees_with_cpu(dtype, k, G, s):
+    features, masks = make_inputs(N=2, C=40, H=13, W=17, k=k, G=G, s=s, dtype=dtype)
+    grad_output = torch.randn(2, 40, 13 * s, 17 * s).to(dtype)
+    cpu = (carafe.carafe(features, masks, k, G, s),
+           *torch.ops.carafe.carafe_backward(grad_output, features, masks, k, G, s))
+    cuda = (carafe.carafe(features.cuda(), masks.cuda(), k, G, s),
+            *torch.ops.carafe.carafe_backward(grad_output.cuda(), features.cuda(), masks.cuda(),
+                                              k, G, s))
+    # Both accumulate in float (double for float64), in different orders.
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2,
+           torch.bfloat16: 5e-2}[dtype]
+    for a, b in zip(cpu, cuda):
+        torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_other_stream_and_device_guard():
+    features, masks = make_inputs(N=2, C=8, H=5, W=7, k=5, G=2, s=2, dtype=torch.float32,
+                                  device="cuda")
+    expected = carafe.carafe(features, masks, 5, 2, 2)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        out = carafe.carafe(features, masks, 5, 2, 2)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
