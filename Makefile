@@ -1,0 +1,55 @@
+# The README's commands. Everything installs into a virtual environment at
+# $(VENV) (default .venv at the repository root).
+#
+#   make demo    set up, then run the main job on a small default
+#   make test    set up, then run the test suite
+#   make bench   set up, then run the full operator benchmark (writes benchmarks/results/)
+#   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
+#
+# Variables: PYTHON (interpreter that creates the venv), TORCH_SPEC (what pip
+# installs for PyTorch), FORCE_CUDA=1 (compile the CUDA kernels without a
+# GPU), TORCH_CUDA_ARCH_LIST, MAX_JOBS: see setup.py.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.carafe-installed
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+export MAX_JOBS ?= 2
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(VENV)/.deps-installed:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip "setuptools>=64,<81" wheel ninja
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install pytest numpy expecttest
+	touch $@
+
+# The extension is compiled against the torch installed above, hence
+# --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
+$(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
+	$(PY) -m pip install --no-build-isolation -e ".[dev]"
+	touch $@
+
+$(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
+	rm -f $(VENV)/.force-cuda-*
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -rs tests
+
+demo: setup
+	$(PY) -m carafe.grad_check --quick
+	$(PY) benchmarks/bench_op.py --quick --repeat 5 --out build/demo/bench_op_quick.json
+	@echo "demo done: the quick benchmark is in build/demo/bench_op_quick.json"
+
+bench: setup
+	$(PY) benchmarks/bench_op.py
+	$(PY) benchmarks/report.py --update-readme
+
+clean:
+	rm -rf build *.egg-info carafe/_C*.so

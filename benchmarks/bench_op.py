@@ -1,0 +1,225 @@
+"""Speed and memory of the CARAFE op against the common pure-PyTorch
+re-implementation (nearest upsample + dilated F.unfold + weighted sum) and
+F.interpolate(bilinear) for context, in one run, as ratios; on CUDA also
+mmcv's op when it is installed.
+
+    python benchmarks/bench_op.py [--device cpu|cuda] [--quick] [--out FILE]
+
+Reports, per size and method: forward and forward+backward wall time (median
+of repeats, after a warm-up) and the peak memory a call adds on top of its
+inputs (CUDA: the caching allocator's peak; CPU: the process's peak resident
+set, with glibc told to return large blocks to the OS so freed memory is not
+reused unseen). Writes JSON with a machine description under
+benchmarks/results/.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import carafe
+from carafe.reference import carafe_unfold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
+QUICK_SIZES = {"2x64x25x38": (2, 64, 25, 38)}
+K, G, S = 5, 1, 2
+
+
+def _glibc_return_freed_memory():
+    """Serve allocations over 64 KiB with mmap, so that free() gives them back
+    and the resident set measures what is live (CPU peak memory)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _rss(field):
+    with open("/proc/self/status") as fh:
+        return int(re.search(field + r":\s+(\d+)", fh.read()).group(1)) * 1024
+
+
+def peak_extra_bytes(fn, device):
+    """Peak bytes that one call of fn adds to what is already allocated."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base = _rss("VmRSS")
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to now
+        fh.write("5")
+    fn()
+    return max(0, _rss("VmHWM") - base)
+
+
+def median_seconds(fn, device, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def methods(device):
+    out = {
+        "carafe": lambda f, m: carafe.carafe(f, m, K, G, S),
+        "unfold": lambda f, m: carafe_unfold(f, m, K, G, S),
+        "bilinear": lambda f, m: F.interpolate(f, scale_factor=S, mode="bilinear",
+                                               align_corners=False),
+    }
+    if device == "cuda":
+        try:
+            from mmcv.ops import carafe as mmcv_carafe
+            out["mmcv"] = lambda f, m: mmcv_carafe(f, m, K, G, S)
+        except Exception as e:  # noqa: BLE001 - any import failure means "not available"
+            print(f"mmcv CARAFE not available ({type(e).__name__}: {e}); skipping it")
+    return out
+
+
+def machine(device):
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "carafe": carafe.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = re.search(r"model name\s*:\s*(.*)", fh.read()).group(1).strip()
+    except (OSError, AttributeError):
+        info["cpu"] = platform.processor() or "unknown"
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def run(device, sizes, repeat):
+    rows = []
+    for size_name, (N, C, H, W) in sizes.items():
+        gen = torch.Generator().manual_seed(0)
+        f = torch.randn(N, C, H, W, generator=gen).to(device)
+        m = torch.randn(N, G, K * K, H * S, W * S, generator=gen).softmax(2)
+        m = m.reshape(N, G * K * K, H * S, W * S).to(device)
+        grad_out = torch.randn(N, C, H * S, W * S, generator=gen).to(device)
+        out_bytes = grad_out.numel() * grad_out.element_size()
+        for name, fn in methods(device).items():
+            fr, mr = f.clone().requires_grad_(), m.clone().requires_grad_()
+
+            def forward():
+                with torch.no_grad():
+                    return fn(f, m)
+
+            def forward_backward():
+                fr.grad = mr.grad = None
+                fn(fr, mr).backward(grad_out)
+
+            # The slow baselines need fewer repeats to give a stable median.
+            reps = repeat if name in ("carafe", "bilinear") else max(3, repeat // 4)
+            row = {
+                "size": size_name, "method": name,
+                "forward_ms": 1e3 * median_seconds(forward, device, reps),
+                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
+                "forward_peak_extra_bytes": peak_extra_bytes(forward, device),
+                "forward_backward_peak_extra_bytes": peak_extra_bytes(forward_backward, device),
+                "output_bytes": out_bytes,
+            }
+            fr.grad = mr.grad = None
+            rows.append(row)
+            print(f"  {size_name:>14} {name:>8}: fwd {row['forward_ms']:9.2f} ms, "
+                  f"fwd+bwd {row['forward_backward_ms']:9.2f} ms, peak extra fwd "
+                  f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB "
+                  f"(output {out_bytes / 2**20:.1f} MiB)", flush=True)
+    return rows
+
+
+def ratios(rows):
+    """Per size: each method's time and memory divided by ours (>1: ours is better)."""
+    out = {}
+    for row in rows:
+        ours = next(r for r in rows if r["size"] == row["size"] and r["method"] == "carafe")
+        if row["method"] == "carafe":
+            continue
+        out.setdefault(row["size"], {})[row["method"]] = {
+            "forward_time": row["forward_ms"] / ours["forward_ms"],
+            "forward_backward_time": row["forward_backward_ms"] / ours["forward_backward_ms"],
+            "forward_peak_memory": (row["forward_peak_extra_bytes"]
+                                    / max(1, ours["forward_peak_extra_bytes"])),
+        }
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="CARAFE op benchmark")
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if carafe.cuda_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="one small size (a smoke run)")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not carafe.cuda_available():
+        parser.error("--device cuda needs a GPU and carafe's CUDA kernels")
+    if args.device == "cpu":
+        _glibc_return_freed_memory()
+    info = machine(args.device)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
+          f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
+    rows = run(args.device, sizes, args.repeat)
+    result = {"machine": info, "device": args.device, "k": K, "group_size": G,
+              "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
+    for size, by_method in result["ratios"].items():
+        for name, r in by_method.items():
+            print(f"  {size:>14} {name:>8}: fwd {r['forward_time']:7.1f}x, fwd+bwd "
+                  f"{r['forward_backward_time']:7.1f}x, fwd peak memory "
+                  f"{r['forward_peak_memory']:7.1f}x")
+    name = info.get("gpu") if args.device == "cuda" else f"{info['cpu']}-{info['cpu_count']}c"
+    out = args.out or RESULTS / f"bench_op_{args.device}_{slug(name)}{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
