@@ -1,0 +1,76 @@
+"""Render the saved benchmark results (benchmarks/results/bench_op_*.json,
+quick runs excluded) as markdown tables, and optionally write them into the
+README between its `<!-- bench:start -->` / `<!-- bench:end -->` markers.
+
+    python benchmarks/report.py [--update-readme]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def load_results(folder=RESULTS):
+    runs = []
+    for path in sorted(folder.glob("bench_op_*.json")):
+        data = json.loads(path.read_text())
+        if not data.get("quick"):
+            runs.append((path, data))
+    return runs
+
+
+def mib(n):
+    return f"{n / 2**20:.1f}"
+
+
+def render(runs):
+    parts = []
+    for path, data in runs:
+        m = data["machine"]
+        where = (f"{m['gpu']} (CUDA {m.get('cuda')})" if data["device"] == "cuda"
+                 else f"{m['cpu']}, {m['torch_threads']} threads")
+        parts.append(f"**{data['device'].upper()}: {where}**, torch {m['torch']}, "
+                     f"k={data['k']}, G={data['group_size']}, s={data['scale_factor']} "
+                     f"(`{path.relative_to(ROOT)}`, commit {m.get('git_commit', '?')})\n")
+        parts.append("| input -> x2 | method | forward ms | fwd+bwd ms | fwd+bwd speed-up "
+                     "of carafe | forward peak extra MiB (output MiB) |")
+        parts.append("|---|---|---:|---:|---:|---:|")
+        for row in data["results"]:
+            ratio = data["ratios"].get(row["size"], {}).get(row["method"])
+            speedup = "1.0x" if row["method"] == "carafe" else (
+                f"{ratio['forward_backward_time']:.1f}x" if ratio else "")
+            parts.append(f"| {row['size']} | {row['method']} | {row['forward_ms']:.2f} | "
+                         f"{row['forward_backward_ms']:.2f} | {speedup} | "
+                         f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def update_readme(text, readme=README):
+    content = readme.read_text()
+    a, b = content.index(START) + len(START), content.index(END)
+    new = content[:a] + "\n" + text + content[b:]
+    readme.write_text(new)
+    return new
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+    text = render(load_results())
+    print(text)
+    if args.update_readme:
+        update_readme(text)
+        print(f"updated {README.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
