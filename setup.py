@@ -79,7 +79,14 @@ def extensions():
     print(f"carafe: building CPU kernels; CUDA kernels: {'yes' if with_cuda else 'no'} ({why})")
     sources = ["csrc/carafe.cpp", "csrc/cpu/carafe_kernel.cpp"]
     cxx_flags = ["-O3"]
-    common = dict(include_dirs=[os.path.join(ROOT, "csrc")])
+    link_flags = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is an inline OpenMP loop in the headers: without
+        # -fopenmp it silently runs on one thread. The OpenMP runtime is the
+        # libgomp that torch has already loaded (same soname).
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
+    common = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=link_flags)
     if not with_cuda:
         return [CppExtension("carafe._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)]
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
