@@ -1,12 +1,15 @@
 // CPU kernels of carafe::carafe and carafe::carafe_backward.
 //
-// Layout: NCHW throughout (inputs are made contiguous; outputs are
-// contiguous NCHW). Work is split with at::parallel_for over rows, and every
-// inner loop is a contiguous multiply-add over an output row that the compiler
-// vectorises: a feature row is first copied into a small zero-padded,
-// nearest-upsampled row buffer U (see fill_upsampled_rows), so that tap kx of output
-// column q reads U[q + s*kx]. No k*k-expanded buffer is ever built; besides its
-// output the forward only uses per-thread buffers of a few rows.
+// Layout: NCHW throughout (inputs are made contiguous; outputs are contiguous
+// NCHW). Work is split with at::parallel_for over rows. All three results
+// (output, grad_masks, grad_features) reduce to one micro-kernel,
+// pair_sum_row: out[q] = sum_i a_i[q] * b_i[q] over a list of row pairs,
+// computed 32 columns at a time in registers. The rows are made contiguous
+// and unshifted by small per-thread row buffers:
+// - U: a feature row, zero-padded and nearest-upsampled, so that tap kx of
+//   output column q reads U[q + s*kx] (fill_upsampled_row);
+// - for grad_features, zero-padded copies of mask and grad_output rows.
+// No k*k-expanded buffer is ever built; the forward allocates only its output.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -26,37 +29,34 @@ namespace carafe {
 namespace {
 
 // One portable binary, with an AVX2+FMA clone chosen at load time on CPUs
-// that have it: the inner loops below are where all the time goes.
+// that have it: the micro-kernel is where the time goes.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CARAFE_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define CARAFE_CLONES
 #endif
 
-// out[q] = sum_{ky: row_ok[ky]} sum_{kx < k} a[ky*k + kx][q] * b[ky*b_stride + s*kx + q],
-// for q < n. The forward's inner loop (a = mask rows, b = upsampled feature
-// rows).
-template <typename T, typename Acc>
-void tap_sum_row(Acc* __restrict__ out, const T* const* a, const Acc* b, int64_t b_stride,
-                 const char* row_ok, int64_t k, int64_t s, int64_t n) {
+// out[q] = sum_{i < pairs} a[i][q] * b[i][q], for q < n (generic types:
+// float16/bfloat16 operands, float/double accumulators).
+template <typename Out, typename A, typename B>
+void pair_sum_row(Out* __restrict__ out, const A* const* a, const B* const* b, int64_t pairs,
+                  int64_t n) {
+  using Acc = std::conditional_t<std::is_same_v<Out, double>, double, float>;
   for (int64_t q = 0; q < n; ++q) {
     Acc acc = 0;
-    for (int64_t ky = 0; ky < k; ++ky) {
-      if (!row_ok[ky]) continue;
-      for (int64_t kx = 0; kx < k; ++kx) {
-        acc += static_cast<Acc>(a[ky * k + kx][q]) * b[ky * b_stride + s * kx + q];
-      }
+    for (int64_t i = 0; i < pairs; ++i) {
+      acc += static_cast<Acc>(a[i][q]) * static_cast<Acc>(b[i][q]);
     }
-    out[q] = acc;
+    out[q] = static_cast<Out>(acc);
   }
 }
 
-// float32: 32 output columns at a time in four 8-wide vector registers,
-// summed over all k*k taps before one store (the accumulator never goes
-// through memory). GCC vector extensions: the AVX2 clone uses ymm FMAs, the
-// baseline clone pairs of SSE ops. A row whose width is not a multiple of 32
-// ends with a block that overlaps the previous one (outputs are written, not
-// accumulated, so recomputing a few is harmless); rows under 32 use the loop above.
+// float32: 32 columns at a time in four 8-wide vector accumulators that stay
+// in registers over all pairs, then one store (GCC vector extensions: ymm
+// FMAs in the AVX2 clone, pairs of SSE ops in the baseline one). A row whose
+// width is not a multiple of 32 ends with a block overlapping the previous one
+// (results are written, not accumulated, so recomputing a few is harmless);
+// rows under 32 take the loop above.
 typedef float v8f __attribute__((vector_size(32)));
 inline v8f load8(const float* p) {
   v8f v;
@@ -65,25 +65,20 @@ inline v8f load8(const float* p) {
 }
 inline void store8(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
-CARAFE_CLONES void tap_sum_row(float* __restrict__ out, const float* const* a, const float* b,
-                               int64_t b_stride, const char* row_ok, int64_t k, int64_t s,
-                               int64_t n) {
+CARAFE_CLONES void pair_sum_row(float* __restrict__ out, const float* const* a,
+                                const float* const* b, int64_t pairs, int64_t n) {
   constexpr int64_t B = 32;
-  if (n < B) return tap_sum_row<float, float>(out, a, b, b_stride, row_ok, k, s, n);
+  if (n < B) return pair_sum_row<float, float, float>(out, a, b, pairs, n);
   for (int64_t q0 = 0; q0 < n; q0 += B) {
     const int64_t base = std::min(q0, n - B);
     v8f acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
-    for (int64_t ky = 0; ky < k; ++ky) {
-      if (!row_ok[ky]) continue;
-      const float* brow = b + ky * b_stride + base;
-      for (int64_t kx = 0; kx < k; ++kx) {
-        const float* ar = a[ky * k + kx] + base;
-        const float* br = brow + s * kx;
-        acc0 += load8(ar) * load8(br);
-        acc1 += load8(ar + 8) * load8(br + 8);
-        acc2 += load8(ar + 16) * load8(br + 16);
-        acc3 += load8(ar + 24) * load8(br + 24);
-      }
+    for (int64_t i = 0; i < pairs; ++i) {
+      const float* ar = a[i] + base;
+      const float* br = b[i] + base;
+      acc0 += load8(ar) * load8(br);
+      acc1 += load8(ar + 8) * load8(br + 8);
+      acc2 += load8(ar + 16) * load8(br + 16);
+      acc3 += load8(ar + 24) * load8(br + 24);
     }
     store8(out + base, acc0);
     store8(out + base + 8, acc1);
@@ -92,19 +87,17 @@ CARAFE_CLONES void tap_sum_row(float* __restrict__ out, const float* const* a, c
   }
 }
 
-// acc[i] += a[i] * b[i] for i < n.
-CARAFE_CLONES void fma_row(float* __restrict__ acc, const float* __restrict__ a,
-                           const float* __restrict__ b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += a[i] * b[i];
-}
-CARAFE_CLONES void fma_row(double* __restrict__ acc, const double* __restrict__ a,
-                           const double* __restrict__ b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += a[i] * b[i];
-}
-// float16 / bfloat16 operands, accumulated in float.
-template <typename Acc, typename A, typename B>
-void fma_row(Acc* __restrict__ acc, const A* __restrict__ a, const B* __restrict__ b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<Acc>(a[i]) * static_cast<Acc>(b[i]);
+// Sums into an accumulator row, then stores in the tensor's dtype; for
+// float32 (and float64) the accumulator is the destination itself.
+template <typename scalar_t, typename acc_t, typename A, typename Bt>
+void pair_sum_to(scalar_t* dst, std::vector<acc_t>& tmp, const A* const* a, const Bt* const* b,
+                 int64_t pairs, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    pair_sum_row(dst, a, b, pairs, n);
+  } else {
+    pair_sum_row(tmp.data(), a, b, pairs, n);
+    for (int64_t q = 0; q < n; ++q) dst[q] = static_cast<scalar_t>(tmp[q]);
+  }
 }
 
 struct Dims {
@@ -113,18 +106,20 @@ struct Dims {
   int64_t Wo() const { return W * s; }
   int64_t kk() const { return k * k; }
   int64_t cpg() const { return C / G; }
-  // Length of a padded upsampled row U: s*W plus s*r on either side.
+  // Length of an upsampled feature row U: s*W plus s*r zeros on either side.
   int64_t Up() const { return s * (W + k - 1); }
+  // Zero margin of the padded output-width rows used for grad_features.
+  int64_t pad() const { return s * kernel_radius(k); }
 };
 
 // U <- the zero-padded, nearest-upsampled copy of one feature row:
-// U[j] = row[j/s - r] for 0 <= j/s - r < W, else 0; U has s*(W + 2r) entries.
-// Position j = s*xs + u holds input column tap_coord(xs, 0) = xs - r, so the
-// row is written as r*s zeros, W runs of s copies, r*s zeros: loops without
-// division or bounds tests, that the compiler vectorises.
+// U[j] = row[j/s - r] for 0 <= j/s - r < W, else 0 (Up() entries).
+// Position j = s*xs + u holds input column tap_coord(xs, 0) = xs - r, so U is
+// r*s zeros, W runs of s copies, r*s zeros: loops without division or bounds
+// tests, which the compiler vectorises.
 template <typename scalar_t, typename acc_t>
 void fill_upsampled_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* __restrict__ U) {
-  const int64_t r = kernel_radius(d.k), s = d.s, W = d.W;
+  const int64_t s = d.s, W = d.W;
   const int64_t first = -tap_coord(int64_t(0), int64_t(0), d.k);  // xs of input column 0 (= r)
   std::fill(U, U + first * s, acc_t(0));
   acc_t* mid = U + first * s;
@@ -142,20 +137,16 @@ void fill_upsampled_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* 
       for (int64_t u = 0; u < s; ++u) mid[x * s + u] = v;
     }
   }
-  std::fill(mid + W * s, mid + (W + r) * s, acc_t(0));
+  std::fill(mid + W * s, U + d.Up(), acc_t(0));
 }
 
-// Fill U[ky] (ky < k) with the upsampled copy of feature row tap_coord(i, ky)
-// of one channel plane; row_ok[ky] says whether that row lies inside the input
-// (if not, every tap on it reads zero and is skipped).
+// dst <- row (Wo entries) with pad() zeros on either side.
 template <typename scalar_t, typename acc_t>
-void fill_upsampled_rows(const scalar_t* plane, int64_t i, const Dims& d, acc_t* U,
-                         char* row_ok) {
-  for (int64_t ky = 0; ky < d.k; ++ky) {
-    const int64_t y = tap_coord(i, ky, d.k);
-    row_ok[ky] = in_bounds(y, d.H);
-    if (row_ok[ky]) fill_upsampled_row(plane + y * d.W, d, U + ky * d.Up());
-  }
+void fill_padded_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* __restrict__ dst) {
+  const int64_t pad = d.pad(), Wo = d.Wo();
+  std::fill(dst, dst + pad, acc_t(0));
+  for (int64_t q = 0; q < Wo; ++q) dst[pad + q] = static_cast<acc_t>(row[q]);
+  std::fill(dst + pad + Wo, dst + 2 * pad + Wo, acc_t(0));
 }
 
 // Grain: about 32K multiply-adds per task, so tiny inputs stay on one thread.
@@ -163,6 +154,7 @@ int64_t grain_for(int64_t madds_per_item) {
   return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, madds_per_item));
 }
 
+// out[n, c, p, :] = sum_{ky, kx} masks[n, g*k*k + ky*k + kx, p, :] * U_{c, ky}[s*kx :]
 template <typename scalar_t>
 void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
                   const Dims& d) {
@@ -176,27 +168,32 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
   // from input row i for channel c; neighbouring items reuse the same mask
   // rows from cache.
   at::parallel_for(0, d.N * d.H * d.C, grain_for(d.kk() * d.s * Wo), [&](int64_t b, int64_t e) {
-    std::vector<acc_t> U(d.k * Up), acc(Wo);
-    std::vector<char> row_ok(d.k);
-    std::vector<const scalar_t*> mrows(d.kk());
+    std::vector<acc_t> U(d.k * Up), tmp(Wo);
+    std::vector<const scalar_t*> a_rows(d.kk());
+    std::vector<const acc_t*> b_rows(d.kk());
     for (int64_t item = b; item < e; ++item) {
       const int64_t c = item % d.C, i = (item / d.C) % d.H, n = item / (d.C * d.H);
       const int64_t g = channel_group(c, d.cpg());
-      fill_upsampled_rows(f + (n * d.C + c) * d.H * d.W, i, d, U.data(), row_ok.data());
+      const scalar_t* plane = f + (n * d.C + c) * d.H * d.W;
+      // Taps on rows outside the input read zeros: they are left out.
+      int64_t pairs = 0;
+      for (int64_t ky = 0; ky < d.k; ++ky) {
+        const int64_t y = tap_coord(i, ky, d.k);
+        if (!in_bounds(y, d.H)) continue;
+        fill_upsampled_row(plane + y * d.W, d, U.data() + ky * Up);
+        for (int64_t kx = 0; kx < d.k; ++kx) b_rows[pairs++] = U.data() + ky * Up + d.s * kx;
+      }
       for (int64_t t = 0; t < d.s; ++t) {
         const int64_t p = i * d.s + t;
+        int64_t j = 0;
         for (int64_t ky = 0; ky < d.k; ++ky) {
+          if (!in_bounds(tap_coord(i, ky, d.k), d.H)) continue;
           for (int64_t kx = 0; kx < d.k; ++kx) {
-            mrows[ky * d.k + kx] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
+            a_rows[j++] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
           }
         }
-        scalar_t* orow = out + ((n * d.C + c) * Ho + p) * Wo;
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {
-          tap_sum_row(orow, mrows.data(), U.data(), Up, row_ok.data(), d.k, d.s, Wo);
-        } else {
-          tap_sum_row(acc.data(), mrows.data(), U.data(), Up, row_ok.data(), d.k, d.s, Wo);
-          for (int64_t q = 0; q < Wo; ++q) orow[q] = static_cast<scalar_t>(acc[q]);
-        }
+        pair_sum_to(out + ((n * d.C + c) * Ho + p) * Wo, tmp, a_rows.data(), b_rows.data(),
+                    pairs, Wo);
       }
     }
   });
@@ -213,70 +210,95 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   scalar_t* gf = grad_features.mutable_data_ptr<scalar_t>();
   scalar_t* gm = grad_masks.mutable_data_ptr<scalar_t>();
   const int64_t Ho = d.Ho(), Wo = d.Wo(), Up = d.Up(), mC = d.kk() * d.G, cpg = d.cpg();
+  const int64_t HoWo = Ho * Wo, pad = d.pad(), Wp = Wo + 2 * pad;
 
-  // grad_masks[n, g*kk + ky*k + kx, p, q] = sum_{c in g} grad_out[n, c, p, q] * U_c[ky][q + s*kx].
-  // Items (n, i, g) own disjoint mask rows, so there is no race and no atomic;
-  // each sums over its group's channels in a fixed order (deterministic).
-  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk() * d.s * Wo * cpg), [&](int64_t b, int64_t e) {
-    std::vector<acc_t> U(d.k * Up), acc(d.kk() * d.s * Wo);
-    std::vector<char> row_ok(d.k);
+  // grad_masks[n, g*k*k + ky*k + kx, p, q] = sum_{c in g} grad_out[n, c, p, q] * U_{c,ky}[q + s*kx]:
+  // a sum over the group's channels. Item (n, i, g, ky) upsamples row
+  // tap_coord(i, ky) of every channel of the group once, then writes the k*s
+  // mask rows of taps (ky, *) at output rows i*s .. i*s+s-1. Items own
+  // disjoint rows: no race, no atomics, a fixed summation order.
+  at::parallel_for(0, d.N * d.H * d.G * d.k, grain_for(d.k * d.s * Wo * cpg),
+                   [&](int64_t b, int64_t e) {
+    std::vector<acc_t> U(cpg * Up), tmp(Wo);
+    std::vector<const scalar_t*> a_rows(cpg);
+    std::vector<const acc_t*> b_rows(cpg);
     for (int64_t item = b; item < e; ++item) {
-      const int64_t g = item % d.G, i = (item / d.G) % d.H, n = item / (d.G * d.H);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        fill_upsampled_rows(f + (n * d.C + c) * d.H * d.W, i, d, U.data(), row_ok.data());
-        for (int64_t t = 0; t < d.s; ++t) {
-          const scalar_t* gorow = go + ((n * d.C + c) * Ho + i * d.s + t) * Wo;
-          for (int64_t ky = 0; ky < d.k; ++ky) {
-            if (!row_ok[ky]) continue;
-            for (int64_t kx = 0; kx < d.k; ++kx) {
-              fma_row(acc.data() + ((ky * d.k + kx) * d.s + t) * Wo, gorow,
-                      U.data() + ky * Up + d.s * kx, Wo);
-            }
-          }
+      const int64_t ky = item % d.k, g = (item / d.k) % d.G, i = (item / (d.k * d.G)) % d.H;
+      const int64_t n = item / (d.k * d.G * d.H);
+      const int64_t y = tap_coord(i, ky, d.k);
+      const bool row_ok = in_bounds(y, d.H);
+      if (row_ok) {
+        for (int64_t c = 0; c < cpg; ++c) {
+          fill_upsampled_row(f + ((n * d.C + g * cpg + c) * d.H + y) * d.W, d,
+                             U.data() + c * Up);
         }
       }
-      for (int64_t ky = 0; ky < d.k; ++ky) {
+      for (int64_t t = 0; t < d.s; ++t) {
+        const int64_t p = i * d.s + t;
         for (int64_t kx = 0; kx < d.k; ++kx) {
-          for (int64_t t = 0; t < d.s; ++t) {
-            const acc_t* src = acc.data() + ((ky * d.k + kx) * d.s + t) * Wo;
-            scalar_t* dst = gm + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + i * d.s + t) * Wo;
-            for (int64_t q = 0; q < Wo; ++q) dst[q] = static_cast<scalar_t>(src[q]);
+          scalar_t* dst = gm + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
+          if (!row_ok) {  // the tap reads outside the input: zero gradient
+            std::fill(dst, dst + Wo, scalar_t(0));
+            continue;
           }
+          for (int64_t c = 0; c < cpg; ++c) {
+            a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
+            b_rows[c] = U.data() + c * Up + d.s * kx;
+          }
+          pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), cpg, Wo);
         }
       }
     }
   });
 
-  // grad_features: the adjoint of the forward's gather, computed as a gather
-  // too. Item (n, y, c) accumulates, in the upsampled domain G (the layout of
-  // U), every (output row p, tap) that reads input row y, then folds each run
-  // of s positions of G back onto one input column.
-  at::parallel_for(0, d.N * d.H * d.C, grain_for(d.kk() * d.s * Wo), [&](int64_t b, int64_t e) {
-    std::vector<acc_t> Gup(Up);
+  // grad_features: the adjoint of the forward's gather, as a gather too.
+  // Input column x of row y receives, from every output row p = i*s + t whose
+  // window row ky reads y (i = center_reading(y, ky)) and every kx, the terms
+  // masks[tap][p][q] * grad_out[c][p][q] at q = s*(x - kx + r) + u, u < s.
+  // In "upsampled" coordinates J = s*x + u (0 <= J < Wo) that is the pair sum
+  // over (ky, t, kx) of rows shifted by s*(r - kx), then a fold of each run
+  // of s values of J onto x. Zero-padded row copies (pad() = s*r on each
+  // side) make the shifts safe. Item (n, y, g) pads its k*k*s mask rows
+  // once and reuses them for every channel of the group.
+  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk() * d.s * Wo * cpg),
+                   [&](int64_t b, int64_t e) {
+    std::vector<acc_t> Mp(d.kk() * d.s * Wp), Gp(d.k * d.s * Wp), sum(Wo);
+    std::vector<const acc_t*> a_rows(d.kk() * d.s), b_rows(d.kk() * d.s);
     for (int64_t item = b; item < e; ++item) {
-      const int64_t c = item % d.C, y = (item / d.C) % d.H, n = item / (d.C * d.H);
-      const int64_t g = channel_group(c, cpg);
-      std::fill(Gup.begin(), Gup.end(), acc_t(0));
+      const int64_t g = item % d.G, y = (item / d.G) % d.H, n = item / (d.G * d.H);
+      int64_t pairs = 0;
       for (int64_t ky = 0; ky < d.k; ++ky) {
         const int64_t i = center_reading(y, ky, d.k);
         if (!in_bounds(i, d.H)) continue;
         for (int64_t t = 0; t < d.s; ++t) {
           const int64_t p = i * d.s + t;
-          const scalar_t* gorow = go + ((n * d.C + c) * Ho + p) * Wo;
           for (int64_t kx = 0; kx < d.k; ++kx) {
-            const scalar_t* mrow = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
-            fma_row(Gup.data() + d.s * kx, mrow, gorow, Wo);
+            acc_t* mrow = Mp.data() + ((ky * d.s + t) * d.k + kx) * Wp;
+            fill_padded_row(m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo, d, mrow);
+            // column J of the sum reads q = J - s*(kx - r), i.e. padded index
+            // J + pad - s*kx + s*r = J + 2*pad - s*kx
+            a_rows[pairs] = mrow + 2 * pad - d.s * kx;
+            b_rows[pairs] = Gp.data() + (ky * d.s + t) * Wp + 2 * pad - d.s * kx;
+            ++pairs;
           }
         }
       }
-      scalar_t* gfrow = gf + ((n * d.C + c) * d.H + y) * d.W;
-      const int64_t r = kernel_radius(d.k);
-      for (int64_t x = 0; x < d.W; ++x) {
-        const acc_t* src = Gup.data() + (x + r) * d.s;
-        acc_t sum = 0;
-        for (int64_t u = 0; u < d.s; ++u) sum += src[u];
-        gfrow[x] = static_cast<scalar_t>(sum);
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
+        for (int64_t ky = 0; ky < d.k; ++ky) {
+          const int64_t i = center_reading(y, ky, d.k);
+          if (!in_bounds(i, d.H)) continue;
+          for (int64_t t = 0; t < d.s; ++t) {
+            fill_padded_row(go + (n * d.C + c) * HoWo + (i * d.s + t) * Wo, d,
+                            Gp.data() + (ky * d.s + t) * Wp);
+          }
+        }
+        pair_sum_row(sum.data(), a_rows.data(), b_rows.data(), pairs, Wo);
+        scalar_t* gfrow = gf + ((n * d.C + c) * d.H + y) * d.W;
+        for (int64_t x = 0; x < d.W; ++x) {
+          acc_t total = 0;
+          for (int64_t u = 0; u < d.s; ++u) total += sum[x * d.s + u];
+          gfrow[x] = static_cast<scalar_t>(total);
+        }
       }
     }
   });
