@@ -9,7 +9,8 @@ Reports, per size and method: forward and forward+backward wall time (median
 of repeats, after a warm-up) and the peak memory a call adds on top of its
 inputs (CUDA: the caching allocator's peak; CPU: the process's peak resident
 set, with glibc told to return large blocks to the OS so freed memory is not
-reused unseen). Writes JSON with a machine description under
+reused unseen; accurate to about 0.5 MiB, the kernel's RSS accounting
+granularity). Writes JSON with a machine description under
 benchmarks/results/.
 """
 
@@ -132,42 +133,63 @@ def slug(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def _problem(device, N, C, H, W):
+    gen = torch.Generator().manual_seed(0)
+    f = torch.randn(N, C, H, W, generator=gen).to(device)
+    m = torch.randn(N, G, K * K, H * S, W * S, generator=gen).softmax(2)
+    m = m.reshape(N, G * K * K, H * S, W * S).to(device)
+    grad_out = torch.randn(N, C, H * S, W * S, generator=gen).to(device)
+    return f, m, grad_out
+
+
+def _calls(fn, f, m, grad_out):
+    fr, mr = f.clone().requires_grad_(), m.clone().requires_grad_()
+
+    def forward():
+        with torch.no_grad():
+            return fn(f, m)
+
+    def forward_backward():
+        fr.grad = mr.grad = None
+        fn(fr, mr).backward(grad_out)
+        fr.grad = mr.grad = None
+
+    return forward, forward_backward
+
+
 def run(device, sizes, repeat):
+    """Timings of every (size, method) first, then peak memory: on CPU the
+    memory probe changes how glibc serves large blocks, which would slow the
+    allocation-heavy baselines' timings."""
     rows = []
-    for size_name, (N, C, H, W) in sizes.items():
-        gen = torch.Generator().manual_seed(0)
-        f = torch.randn(N, C, H, W, generator=gen).to(device)
-        m = torch.randn(N, G, K * K, H * S, W * S, generator=gen).softmax(2)
-        m = m.reshape(N, G * K * K, H * S, W * S).to(device)
-        grad_out = torch.randn(N, C, H * S, W * S, generator=gen).to(device)
-        out_bytes = grad_out.numel() * grad_out.element_size()
+    for size_name, shape in sizes.items():
+        f, m, grad_out = _problem(device, *shape)
         for name, fn in methods(device).items():
-            fr, mr = f.clone().requires_grad_(), m.clone().requires_grad_()
-
-            def forward():
-                with torch.no_grad():
-                    return fn(f, m)
-
-            def forward_backward():
-                fr.grad = mr.grad = None
-                fn(fr, mr).backward(grad_out)
-
+            forward, forward_backward = _calls(fn, f, m, grad_out)
             # The slow baselines need fewer repeats to give a stable median.
             reps = repeat if name in ("carafe", "bilinear") else max(3, repeat // 4)
-            row = {
+            rows.append({
                 "size": size_name, "method": name,
                 "forward_ms": 1e3 * median_seconds(forward, device, reps),
                 "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
-                "forward_peak_extra_bytes": peak_extra_bytes(forward, device),
-                "forward_backward_peak_extra_bytes": peak_extra_bytes(forward_backward, device),
-                "output_bytes": out_bytes,
-            }
-            fr.grad = mr.grad = None
-            rows.append(row)
-            print(f"  {size_name:>14} {name:>8}: fwd {row['forward_ms']:9.2f} ms, "
-                  f"fwd+bwd {row['forward_backward_ms']:9.2f} ms, peak extra fwd "
-                  f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB "
-                  f"(output {out_bytes / 2**20:.1f} MiB)", flush=True)
+                "output_bytes": grad_out.numel() * grad_out.element_size(),
+            })
+            print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
+                  f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms", flush=True)
+    if device == "cpu":
+        _glibc_return_freed_memory()
+    for size_name, shape in sizes.items():
+        f, m, grad_out = _problem(device, *shape)
+        for name, fn in methods(device).items():
+            forward, forward_backward = _calls(fn, f, m, grad_out)
+            forward()  # warm-up (thread pools, first-touch of code paths)
+            row = next(r for r in rows if r["size"] == size_name and r["method"] == name)
+            row["forward_peak_extra_bytes"] = peak_extra_bytes(forward, device)
+            row["forward_backward_peak_extra_bytes"] = peak_extra_bytes(forward_backward, device)
+            print(f"  {size_name:>14} {name:>8}: peak extra fwd "
+                  f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB, fwd+bwd "
+                  f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
+                  f"(output {row['output_bytes'] / 2**20:.1f} MiB)", flush=True)
     return rows
 
 
@@ -197,8 +219,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.device == "cuda" and not carafe.cuda_available():
         parser.error("--device cuda needs a GPU and carafe's CUDA kernels")
-    if args.device == "cpu":
-        _glibc_return_freed_memory()
     info = machine(args.device)
     sizes = QUICK_SIZES if args.quick else SIZES
     print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "

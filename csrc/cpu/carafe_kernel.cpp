@@ -87,6 +87,61 @@ CARAFE_CLONES void pair_sum_row(float* __restrict__ out, const float* const* a,
   }
 }
 
+// out[kx][q] = sum_{c < count} a[c][q] * b[c][q + s*kx], for kx < K, q < n:
+// grad_masks for the K taps (ky, 0..K-1) of one mask row at once. Each a[c]
+// block is loaded once for all K taps, and the 2*K accumulators stay in
+// registers over the whole channel sum: K times less traffic than K separate
+// pair sums over the same channel rows. 16 columns per block; narrower rows
+// return false (the caller falls back to pair sums).
+template <int K>
+inline __attribute__((always_inline)) bool shift_sum_rows_body(
+    float* const* out, const float* const* a, const float* const* b, int64_t count, int64_t s,
+    int64_t n) {
+  constexpr int64_t B = 16;
+  if (n < B) return false;
+  for (int64_t q0 = 0; q0 < n; q0 += B) {
+    const int64_t base = std::min(q0, n - B);
+    v8f acc[K][2] = {};
+    for (int64_t c = 0; c < count; ++c) {
+      const v8f a0 = load8(a[c] + base), a1 = load8(a[c] + base + 8);
+      const float* br = b[c] + base;
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) {
+        acc[kx][0] += a0 * load8(br + s * kx);
+        acc[kx][1] += a1 * load8(br + s * kx + 8);
+      }
+    }
+#pragma GCC unroll 8
+    for (int kx = 0; kx < K; ++kx) {
+      store8(out[kx] + base, acc[kx][0]);
+      store8(out[kx] + base + 8, acc[kx][1]);
+    }
+  }
+  return true;
+}
+// target_clones does not apply to templates: one clone set per K.
+CARAFE_CLONES bool shift_sum_rows_k3(float* const* o, const float* const* a,
+                                     const float* const* b, int64_t c, int64_t s, int64_t n) {
+  return shift_sum_rows_body<3>(o, a, b, c, s, n);
+}
+CARAFE_CLONES bool shift_sum_rows_k5(float* const* o, const float* const* a,
+                                     const float* const* b, int64_t c, int64_t s, int64_t n) {
+  return shift_sum_rows_body<5>(o, a, b, c, s, n);
+}
+CARAFE_CLONES bool shift_sum_rows_k7(float* const* o, const float* const* a,
+                                     const float* const* b, int64_t c, int64_t s, int64_t n) {
+  return shift_sum_rows_body<7>(o, a, b, c, s, n);
+}
+bool shift_sum_rows(int64_t k, float* const* out, const float* const* a, const float* const* b,
+                    int64_t count, int64_t s, int64_t n) {
+  switch (k) {
+    case 3: return shift_sum_rows_k3(out, a, b, count, s, n);
+    case 5: return shift_sum_rows_k5(out, a, b, count, s, n);
+    case 7: return shift_sum_rows_k7(out, a, b, count, s, n);
+    default: return false;
+  }
+}
+
 // Sums into an accumulator row, then stores in the tensor's dtype; for
 // float32 (and float64) the accumulator is the destination itself.
 template <typename scalar_t, typename acc_t, typename A, typename Bt>
@@ -222,6 +277,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
     std::vector<acc_t> U(cpg * Up), tmp(Wo);
     std::vector<const scalar_t*> a_rows(cpg);
     std::vector<const acc_t*> b_rows(cpg);
+    std::vector<scalar_t*> dst_rows(d.k);
     for (int64_t item = b; item < e; ++item) {
       const int64_t ky = item % d.k, g = (item / d.k) % d.G, i = (item / (d.k * d.G)) % d.H;
       const int64_t n = item / (d.k * d.G * d.H);
@@ -236,11 +292,23 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
       for (int64_t t = 0; t < d.s; ++t) {
         const int64_t p = i * d.s + t;
         for (int64_t kx = 0; kx < d.k; ++kx) {
-          scalar_t* dst = gm + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
-          if (!row_ok) {  // the tap reads outside the input: zero gradient
-            std::fill(dst, dst + Wo, scalar_t(0));
+          dst_rows[kx] = gm + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
+        }
+        if (!row_ok) {  // the taps read outside the input: zero gradient
+          for (int64_t kx = 0; kx < d.k; ++kx) std::fill(dst_rows[kx], dst_rows[kx] + Wo, scalar_t(0));
+          continue;
+        }
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          for (int64_t c = 0; c < cpg; ++c) {
+            a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
+            b_rows[c] = U.data() + c * Up;
+          }
+          if (shift_sum_rows(d.k, dst_rows.data(), a_rows.data(), b_rows.data(), cpg, d.s, Wo)) {
             continue;
           }
+        }
+        for (int64_t kx = 0; kx < d.k; ++kx) {
+          scalar_t* dst = dst_rows[kx];
           for (int64_t c = 0; c < cpg; ++c) {
             a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
             b_rows[c] = U.data() + c * Up + d.s * kx;
