@@ -16,6 +16,7 @@ benchmarks/results/.
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -38,16 +39,28 @@ QUICK_SIZES = {"2x64x25x38": (2, 64, 25, 38)}
 K, G, S = 5, 1, 2
 
 
+_LIBC = None
+
+
 def _glibc_return_freed_memory():
     """Serve allocations over 64 KiB with mmap, so that free() gives them back
     and the resident set measures what is live (CPU peak memory)."""
+    global _LIBC
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+        _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        _LIBC.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
         return True
     except (OSError, AttributeError):
+        _LIBC = None
         return False
+
+
+def _release_free_heap():
+    """Give freed heap memory back to the OS, so that reusing it shows up in
+    the resident set again."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _rss(field):
@@ -64,6 +77,8 @@ def peak_extra_bytes(fn, device):
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
+    gc.collect()
+    _release_free_heap()
     base = _rss("VmRSS")
     with open("/proc/self/clear_refs", "w") as fh:  # reset the peak (VmHWM) to now
         fh.write("5")

@@ -37,7 +37,7 @@ def render(runs):
                  else f"{m['cpu']}, {m['torch_threads']} threads")
         parts.append(f"**{data['device'].upper()}: {where}**, torch {m['torch']}, "
                      f"k={data['k']}, G={data['group_size']}, s={data['scale_factor']} "
-                     f"(`{path.relative_to(ROOT)}`, commit {m.get('git_commit', '?')})\n")
+                     f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n")
         parts.append("| input -> x2 | method | forward ms | fwd+bwd ms | fwd+bwd speed-up "
                      "of carafe | forward peak extra MiB (output MiB) |")
         parts.append("|---|---|---:|---:|---:|---:|")

@@ -115,10 +115,26 @@ def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
         scale_factor: s, integer >= 1.
     Returns:
         (N, C, s*H, s*W), contiguous, same dtype and device. Differentiable
-        in both inputs (twice).
+        in both inputs (twice). Under ``torch.autocast`` both inputs are cast
+        to the autocast dtype first.
     """
     _check_python_args(features, masks, kernel_size, group_size, scale_factor)
+    features, masks = _autocast_inputs(features, masks)
     return torch.ops.carafe.carafe(features, masks, kernel_size, group_size, scale_factor)
+
+
+def _autocast_inputs(features: Tensor, masks: Tensor):
+    """Under torch.autocast, run in the autocast dtype (the kernels accumulate
+    in float32 anyway). Without this, mixed precision would hand the op
+    float16 features and float32 kernels (softmax autocasts to float32) and
+    fail the dtype check."""
+    device_type = features.device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return features, masks
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = [t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+            for t in (features, masks)]
+    return cast[0], cast[1]
 
 
 # Fake kernels: shapes, dtypes and devices only, with the C++ checks' errors.

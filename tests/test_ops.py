@@ -241,3 +241,20 @@ def test_cuda_other_stream_and_device_guard():
         out = carafe.carafe(features, masks, 5, 2, 2)
     torch.cuda.current_stream().wait_stream(stream)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_autocast(device):
+    """Mixed precision: conv outputs in the autocast dtype, softmax kernels in
+    float32; the op runs in the autocast dtype (accumulating in float32)."""
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    pack = carafe.CARAFEPack(channels=16, scale_factor=2, compressed_channels=8).to(device)
+    torch.nn.init.normal_(pack.content_encoder.weight, std=0.3)
+    x = torch.randn(2, 16, 6, 7, device=device)
+    with torch.autocast(device_type=device, dtype=dtype):
+        out = pack(x)
+    assert out.dtype == dtype
+    expected = pack(x)
+    torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
+    out.float().sum().backward()
+    assert pack.content_encoder.weight.grad is not None
