@@ -1,0 +1,159 @@
+"""A small, deterministic COCO-format instance dataset for offline / CPU runs.
+
+Objects of four shape classes (disk, square, triangle, star), from small to
+large (so that upsampling quality matters), textured with crops of the
+photographs scikit-image ships, pasted with random rotation and occlusion
+onto textured backgrounds (brick, grass, gravel, photographs). Each image gets
+boxes and polygon masks of the visible parts, in the standard COCO layout::
+
+    ROOT/annotations/instances_train.json, ROOT/annotations/instances_val.json
+    ROOT/train/000000.png ..., ROOT/val/000000.png ...
+    ROOT/meta.json            (the generator's parameters)
+
+``ensure_offline_coco(root)`` writes it on first use and reuses it while the
+parameters match.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ("disk", "square", "triangle", "star")
+GENERATOR_VERSION = 1
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "offline_coco"
+
+# Photographs and textures bundled with scikit-image (no download).
+_OBJECT_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
+                   "hubble_deep_field", "retina", "colorwheel")
+_BACKGROUND_SOURCES = ("brick", "grass", "gravel", "camera", "moon", "coins")
+
+
+def _load_sources():
+    from skimage import data
+
+    def rgb(name):
+        im = getattr(data, name)()
+        if im.ndim == 2:
+            im = np.stack([im] * 3, axis=-1)
+        return np.ascontiguousarray(im[..., :3]).astype(np.uint8)
+
+    return [rgb(n) for n in _OBJECT_SOURCES], [rgb(n) for n in _BACKGROUND_SOURCES]
+
+
+def _crop(rng, image, h, w):
+    """A random h x w crop of image (resized up first if it is too small)."""
+    import cv2
+    H, W = image.shape[:2]
+    if H < h or W < w:
+        f = max(h / H, w / W) * 1.05
+        image = cv2.resize(image, (int(W * f) + 1, int(H * f) + 1))
+        H, W = image.shape[:2]
+    y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
+    return image[y:y + h, x:x + w]
+
+
+def _shape_polygon(rng, cls, cx, cy, r):
+    angle = rng.uniform(0, 2 * math.pi)
+    if cls == "disk":
+        a = r * rng.uniform(0.7, 1.0)
+        b = r * rng.uniform(0.7, 1.0)
+        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        pts = np.stack([a * np.cos(t), b * np.sin(t)], 1)
+    elif cls == "square":
+        pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * r * 0.75
+    elif cls == "triangle":
+        t = np.array([0, 2 * math.pi / 3, 4 * math.pi / 3]) - math.pi / 2
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * r
+    else:  # star: five points
+        t = np.arange(10) * math.pi / 5 - math.pi / 2
+        rad = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        pts = np.stack([rad * np.cos(t), rad * np.sin(t)], 1)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return pts @ rot.T + np.array([cx, cy])
+
+
+def _mask_polygons(mask):
+    import cv2
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    polys = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+    return polys
+
+
+def _make_image(rng, size, objects_src, backgrounds, max_objects):
+    import cv2
+    bg = _crop(rng, backgrounds[rng.integers(len(backgrounds))], size, size).astype(np.float32)
+    tint = rng.uniform(0.6, 1.2, size=3).astype(np.float32)
+    image = np.clip(bg * tint, 0, 255)
+    masks, labels = [], []
+    for _ in range(int(rng.integers(2, max_objects + 1))):
+        cls = int(rng.integers(len(CLASSES)))
+        # log-uniform radius: 4 px (COCO "small") to size/3 ("large")
+        r = float(np.exp(rng.uniform(math.log(4), math.log(size / 3))))
+        cx, cy = rng.uniform(0, size), rng.uniform(0, size)
+        poly = _shape_polygon(rng, CLASSES[cls], cx, cy, r)
+        mask = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        if mask.sum() < 12:
+            continue
+        texture = _crop(rng, objects_src[rng.integers(len(objects_src))], size, size)
+        texture = texture.astype(np.float32) * rng.uniform(0.8, 1.3)
+        m = mask.astype(bool)
+        image[m] = np.clip(texture[m], 0, 255)
+        for prev in masks:  # the new object occludes the earlier ones
+            prev[m] = 0
+        masks.append(mask)
+        labels.append(cls)
+    return image.astype(np.uint8), masks, labels
+
+
+def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0):
+    """Write the dataset under root (see the module docstring); returns root."""
+    import cv2
+    root = Path(root)
+    objects_src, backgrounds = _load_sources()
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"}
+                  for i, n in enumerate(CLASSES)]
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, count, split_seed in (("train", num_train, seed), ("val", num_val, seed + 1)):
+        rng = np.random.default_rng(split_seed)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for idx in range(count):
+            image, masks, labels = _make_image(rng, size, objects_src, backgrounds, max_objects)
+            name = f"{idx:06d}.png"
+            cv2.imwrite(str(root / split / name), image[..., ::-1])  # RGB -> BGR for cv2
+            images.append({"id": idx + 1, "file_name": name, "height": size, "width": size})
+            for mask, label in zip(masks, labels):
+                area = int(mask.sum())
+                polys = _mask_polygons(mask)
+                if area < 8 or not polys:
+                    continue  # almost fully occluded
+                ys, xs = np.nonzero(mask)
+                x0, y0 = int(xs.min()), int(ys.min())
+                bbox = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+                annotations.append({"id": len(annotations) + 1, "image_id": idx + 1,
+                                    "category_id": label + 1, "bbox": bbox, "area": area,
+                                    "segmentation": polys, "iscrowd": 0})
+        coco = {"images": images, "annotations": annotations, "categories": categories,
+                "info": {"description": "carafe offline shapes dataset"}}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
+def ensure_offline_coco(root=DEFAULT_ROOT, **params):
+    """The dataset at root, generated now unless one with the same parameters
+    is already there. Returns the root as a Path."""
+    root = Path(root)
+    wanted = {"version": GENERATOR_VERSION, "num_train": 64, "num_val": 16, "size": 256,
+              "max_objects": 6, "seed": 0}
+    wanted.update(params)
+    meta = root / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()) == wanted:
+        return root
+    args = {k: v for k, v in wanted.items() if k != "version"}
+    generate(root, **args)
+    meta.write_text(json.dumps(wanted, indent=2))
+    return root

@@ -1,0 +1,98 @@
+"""Train and test mmdetection configs with mmengine's Runner (no training
+loop of our own), each run in its own folder::
+
+    experiments/runs/<config name>/<YYYYmmdd_HHMMSS>/
+        <timestamp>/<timestamp>.log, <timestamp>/vis_data/scalars.json   (mmengine)
+        <config name>.py                                                   (dumped config)
+        epoch_N.pth, last_checkpoint                                       (mmengine)
+        env.json, metrics.json, metrics.jsonl                              (ours)
+"""
+
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUNS = REPO / "experiments" / "runs"
+
+
+def _trusted_checkpoints():
+    # torch >= 2.6 loads with weights_only=True, which rejects the numpy
+    # objects mmengine stores in checkpoint meta (resume, load_from). These
+    # are checkpoints our own runs wrote, or ones the user chose to load.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+def load_config(config, cfg_options=None, launcher="none"):
+    import torch
+    from mmengine.config import Config, DictAction  # noqa: F401
+    cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    if not torch.cuda.is_available():
+        # mmdet's default runtime asks for NCCL, which needs GPUs.
+        cfg.env_cfg = dict(cfg.get("env_cfg", {}))
+        cfg.env_cfg["dist_cfg"] = dict(backend="gloo")
+    # custom_imports are acted on inside Config.fromfile only, so the modules
+    # the launcher adds are imported here.
+    import carafe.experiments.hooks  # noqa: F401  (registers CarafeRunRecorderHook)
+    import carafe.mmdet  # noqa: F401
+    hooks = list(cfg.get("custom_hooks", []))
+    if not any(h.get("type") == "CarafeRunRecorderHook" for h in hooks):
+        hooks.append(dict(type="CarafeRunRecorderHook"))
+    cfg.custom_hooks = hooks
+    return cfg
+
+
+def prepare_data(cfg):
+    """Generate the offline dataset a config declares (``offline_data``)."""
+    if "offline_data" in cfg:
+        from .data import ensure_offline_coco
+        params = dict(cfg.offline_data)
+        ensure_offline_coco(params.pop("root"), **params)
+
+
+def new_work_dir(config):
+    return RUNS / Path(config).stem / time.strftime("%Y%m%d_%H%M%S")
+
+
+def latest_work_dir(config):
+    runs = sorted((RUNS / Path(config).stem).glob("*/last_checkpoint"))
+    return runs[-1].parent if runs else None
+
+
+def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False):
+    """Train config; returns the run folder. With resume=True, continue the
+    run in work_dir (default: this config's latest run that has a checkpoint)
+    from its last checkpoint; the earlier logs stay in place."""
+    _trusted_checkpoints()
+    from mmengine.runner import Runner
+    cfg = load_config(config, cfg_options, launcher)
+    if resume:
+        work_dir = Path(work_dir) if work_dir else latest_work_dir(config)
+        if work_dir is None or not (Path(work_dir) / "last_checkpoint").exists():
+            raise SystemExit(f"--resume: no checkpoint to resume from in {work_dir} "
+                             f"(expected {work_dir}/last_checkpoint)")
+        cfg.resume = True
+        cfg.load_from = None
+    else:
+        work_dir = Path(work_dir) if work_dir else new_work_dir(config)
+    cfg.work_dir = str(work_dir)
+    prepare_data(cfg)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return Path(work_dir)
+
+
+def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none"):
+    """Evaluate checkpoint; metrics land in work_dir/test_metrics.json
+    (default work_dir: the checkpoint's folder). Returns the metrics."""
+    _trusted_checkpoints()
+    from mmengine.runner import Runner
+    cfg = load_config(config, cfg_options, launcher)
+    cfg.work_dir = str(work_dir or Path(checkpoint).parent)
+    cfg.load_from = str(checkpoint)
+    prepare_data(cfg)
+    runner = Runner.from_cfg(cfg)
+    return runner.test()

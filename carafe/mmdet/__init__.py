@@ -1,0 +1,99 @@
+"""mmdetection 3 plugin: our CARAFE op in mmdet's FPN and mask head.
+
+Load it from a config (never imported by ``import carafe``)::
+
+    custom_imports = dict(imports=['carafe.mmdet'], allow_failed_imports=False)
+
+It registers, under names that cannot clash with mmcv's own ``carafe``
+(which ``import mmcv.ops`` registers):
+
+- ``CARAFELabFPN`` (mmdet MODELS): mmdet's ``FPN_CARAFE`` (same layers, the P6
+  conv joining the top-down path included) whose CARAFE upsamplers are
+  ours: ``upsample_cfg=dict(type='carafe_lab', up_kernel=5, ...)``. The other
+  upsample types ('nearest', 'bilinear', 'deconv', 'pixel_shuffle') behave as
+  in ``FPN_CARAFE``, so baselines use the same neck.
+- ``CARAFELabMaskHead`` (mmdet MODELS): mmdet's ``FCNMaskHead`` with
+  ``upsample_cfg=dict(type='carafe_lab', scale_factor=2, ...)``.
+- ``CARAFELabPack`` (mmengine MODELS, so also mmcv's ``build_upsample_layer``):
+  :class:`carafe.CARAFEPack`.
+
+State dicts are key-for-key those of ``FPN_CARAFE`` / ``FCNMaskHead`` with
+mmcv's ``CARAFEPack``, so mmdet CARAFE checkpoints load unchanged.
+"""
+
+from mmcv.ops.carafe import CARAFEPack as _MMCVCARAFEPack
+from mmdet.models.necks import FPN_CARAFE
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmdet.registry import MODELS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+
+from ..modules import CARAFEPack
+
+#: The upsample ``type`` that selects our op in the neck and mask head.
+UPSAMPLE_TYPE = "carafe_lab"
+
+MMENGINE_MODELS.register_module(name="CARAFELabPack", module=CARAFEPack)
+
+
+def _ours_like(module: _MMCVCARAFEPack) -> CARAFEPack:
+    return CARAFEPack(module.channels, module.scale_factor, up_kernel=module.up_kernel,
+                      up_group=module.up_group, encoder_kernel=module.encoder_kernel,
+                      encoder_dilation=module.encoder_dilation,
+                      compressed_channels=module.compressed_channels)
+
+
+def _split_type(upsample_cfg):
+    """(cfg mmdet accepts, whether ours was asked for): ours is built by
+    mmdet's code as mmcv's 'carafe' and then swapped, so the layer layout is
+    mmdet's by construction."""
+    cfg = dict(upsample_cfg) if upsample_cfg is not None else None
+    ours = cfg is not None and cfg.get("type") == UPSAMPLE_TYPE
+    if ours:
+        cfg["type"] = "carafe"
+    return cfg, ours
+
+
+@MODELS.register_module()
+class CARAFELabFPN(FPN_CARAFE):
+    """``FPN_CARAFE`` with :class:`carafe.CARAFEPack` upsamplers (type
+    'carafe_lab'); all other arguments as mmdet's ``FPN_CARAFE``."""
+
+    def __init__(self, *args, upsample_cfg=dict(type=UPSAMPLE_TYPE, up_kernel=5, up_group=1,
+                                                 encoder_kernel=3, encoder_dilation=1),
+                 **kwargs):
+        cfg, ours = _split_type(upsample_cfg)
+        super().__init__(*args, upsample_cfg=cfg, **kwargs)
+        if ours:
+            for i, m in enumerate(self.upsample_modules):
+                if isinstance(m, _MMCVCARAFEPack):
+                    self.upsample_modules[i] = _ours_like(m)
+            self.upsample = UPSAMPLE_TYPE
+
+    def init_weights(self):
+        # FPN_CARAFE: xavier on every conv, then CARAFEPack's own init -- for
+        # mmcv's class only, so redo it for ours.
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, CARAFEPack):
+                m.init_weights()
+
+
+@MODELS.register_module()
+class CARAFELabMaskHead(FCNMaskHead):
+    """``FCNMaskHead`` whose upsampler can be :class:`carafe.CARAFEPack`
+    (``upsample_cfg=dict(type='carafe_lab', scale_factor=2, ...)``)."""
+
+    def __init__(self, *args, upsample_cfg=dict(type="deconv", scale_factor=2), **kwargs):
+        cfg, ours = _split_type(upsample_cfg)
+        super().__init__(*args, upsample_cfg=cfg, **kwargs)
+        if ours:
+            self.upsample = _ours_like(self.upsample)
+            self.upsample_method = UPSAMPLE_TYPE
+
+    def init_weights(self):
+        super().init_weights()
+        if isinstance(self.upsample, CARAFEPack):
+            self.upsample.init_weights()
+
+
+__all__ = ["CARAFELabFPN", "CARAFELabMaskHead", "UPSAMPLE_TYPE"]
