@@ -40,6 +40,16 @@ def environment(device: str) -> dict:
     return info
 
 
+def _progress(runner):
+    """(epoch, iter) of the training loop, or (None, None) when the runner
+    only tests: asking a test-only runner for them would build its training
+    loop and data."""
+    from mmengine.runner import BaseLoop
+    if isinstance(getattr(runner, "_train_loop", None), BaseLoop):
+        return runner.epoch, runner.iter
+    return None, None
+
+
 def _plain(value):
     try:
         return float(value)
@@ -49,9 +59,9 @@ def _plain(value):
 
 @HOOKS.register_module()
 class CarafeRunRecorderHook(Hook):
-    """Writes env.json at the start and, after each validation or test,
-    appends the metrics to metrics.jsonl and rewrites metrics.json (the
-    latest) in the run's work_dir."""
+    """Writes env.json at the start; after each validation or test appends
+    the metrics to metrics.jsonl and rewrites metrics.json (the latest); at
+    the end writes run.json (iterations, wall time, peak memory)."""
 
     priority = "VERY_LOW"
 
@@ -75,12 +85,39 @@ class CarafeRunRecorderHook(Hook):
         if not is_main_process() or not metrics:
             return
         work_dir = Path(runner.work_dir)
-        row = {"split": split, "epoch": runner.epoch, "iter": runner.iter,
+        epoch, iteration = _progress(runner)
+        row = {"split": split, "epoch": epoch, "iter": iteration,
                **{k: _plain(v) for k, v in metrics.items()}}
         with open(work_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         (work_dir / ("metrics.json" if split == "val" else "test_metrics.json")).write_text(
             json.dumps(row, indent=2) + "\n")
+
+    def after_run(self, runner) -> None:
+        """run.json: how far the run got and what it cost (wall time of this
+        session, peak memory)."""
+        epoch, iteration = _progress(runner)
+        if not is_main_process() or iteration is None:
+            return
+        import resource
+
+        import torch
+        work_dir = Path(runner.work_dir)
+        env = json.loads((work_dir / "env.json").read_text())
+        started = time.mktime(time.strptime((env.get("resumed") or [env])[-1]["started"],
+                                            "%Y-%m-%d %H:%M:%S"))
+        summary = {"epoch": epoch, "iter": iteration,
+                   "wall_seconds": round(time.time() - started, 1),
+                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                         1)}
+        if torch.cuda.is_available():
+            summary["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        path = work_dir / "run.json"
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        # A resumed run adds its time to the earlier sessions'.
+        if previous.get("iter", 0) < iteration:
+            summary["wall_seconds"] += previous.get("wall_seconds", 0)
+        path.write_text(json.dumps(summary, indent=2) + "\n")
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self._record(runner, metrics, "val")
