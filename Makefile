@@ -22,17 +22,21 @@ export MAX_JOBS ?= 2
 
 setup: $(STAMP)
 
-$(VENV)/.deps-installed:
+$(VENV)/.deps-installed: scripts/install_mmcv.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip "setuptools>=64,<81" wheel ninja
 	$(PY) -m pip install $(TORCH_SPEC)
 	$(PY) -m pip install pytest numpy expecttest
+	# The detection stack: mmcv 2.1.0 (prebuilt wheel when one is found,
+	# else built from source), then mmengine and mmdet (see README).
+	bash scripts/install_mmcv.sh $(PY)
+	$(PY) -m pip install "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
 	touch $@
 
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,mmdet]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
@@ -42,10 +46,17 @@ $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
 test: setup
 	$(PY) -m pytest -q -rs tests
 
+# The main job on a small default: the op's checks and a quick benchmark, then
+# one short epoch of the offline Faster R-CNN + CARAFE and its summary.
 demo: setup
 	$(PY) -m carafe.grad_check --quick
 	$(PY) benchmarks/bench_op.py --quick --repeat 5 --out build/demo/bench_op_quick.json
-	@echo "demo done: the quick benchmark is in build/demo/bench_op_quick.json"
+	rm -rf build/demo/runs
+	$(PY) -W ignore -m carafe.experiments train experiments/configs/faster-rcnn_r18_fpn-carafe_offline.py \
+		--work-dir build/demo/runs/faster-rcnn_r18_fpn-carafe_offline/demo \
+		--cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1
+	$(PY) -W ignore -m carafe.experiments summarize --runs build/demo/runs --out build/demo/results
+	@echo "demo done: benchmark in build/demo/bench_op_quick.json, detection run in build/demo/runs/, summary in build/demo/results/"
 
 bench: setup
 	$(PY) benchmarks/bench_op.py

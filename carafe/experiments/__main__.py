@@ -3,7 +3,7 @@
     data       [--root DIR]                       write the offline dataset
     train      CONFIG [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch] [--resume]
     test       CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
-    summarize  [--runs DIR] [--out DIR]           tables and plots of every run
+    summarize  [--runs DIR] [--out DIR] [--update-readme]   tables and plots of every run
 
 Distributed (mmengine's launcher, as mmdetection users run it):
     torchrun --nproc_per_node=2 -m carafe.experiments train CONFIG --launcher pytorch
@@ -42,6 +42,8 @@ def main(argv=None):
     p = sub.add_parser("summarize", help="results table and plots of every run")
     p.add_argument("--runs", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--update-readme", action="store_true",
+                   help="also write the table into README.md")
 
     args = parser.parse_args(argv)
     if args.command == "data":
@@ -59,7 +61,7 @@ def main(argv=None):
         print(metrics)
     else:
         from .summarize import summarize
-        for path in summarize(args.runs, args.out):
+        for path in summarize(args.runs, args.out, readme=args.update_readme):
             print(f"wrote {path}")
     return 0
 

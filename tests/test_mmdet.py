@@ -1,0 +1,237 @@
+"""Detection experiments: the mmdet plugin, configs, offline data, launcher
+(train, test, resume, torchrun) and summaries. Needs the mmdet extra
+(installed by `make setup`); skipped with the reason where it is missing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+mmdet = pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengine)")
+
+import carafe  # noqa: E402
+from carafe.experiments import data as offline_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "experiments" / "configs"
+TOP_CONFIGS = sorted(p for p in CONFIGS.glob("*.py"))
+TINY = ["offline_data.num_train=8", "offline_data.num_val=4", "default_hooks.logger.interval=1"]
+
+
+def build_model(config):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    cfg = Config.fromfile(str(config))
+    # COCO configs start from ImageNet weights, which cannot be downloaded here.
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def launch(*args, cwd, timeout=900, env=None):
+    """Run the launcher as a user would; returns the completed process."""
+    cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def train_losses(run_dir):
+    rows = []
+    for path in sorted(Path(run_dir).glob("*/vis_data/scalars.json")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.mark.parametrize("config", TOP_CONFIGS, ids=lambda p: p.stem)
+def test_config_builds(config):
+    model = build_model(config)
+    packs = [m for m in model.modules() if isinstance(m, carafe.CARAFEPack)]
+    if "carafe" in config.stem:
+        assert packs, "a CARAFE config must use our CARAFEPack"
+        for p in packs:  # init_weights kept mmcv's CARAFEPack initialisation
+            assert p.content_encoder.weight.std() < 0.01
+    else:
+        assert not packs
+
+
+@pytest.mark.parametrize("ours,stock", [
+    ("faster-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py"),
+    ("mask-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/mask-rcnn_r50_fpn-carafe_1x_coco.py"),
+])
+def test_mmdet_checkpoints_load_unchanged(ours, stock):
+    """A checkpoint of mmdet's stock CARAFE config loads into ours with no
+    missing or unexpected keys (same keys, same shapes)."""
+    from mmcv.ops.carafe import CARAFEPack as MMCVCARAFEPack
+    ours_model = build_model(CONFIGS / ours)
+    stock_model = build_model(Path(mmdet.__file__).parent / ".mim" / "configs" / stock)
+    ours_sd, stock_sd = ours_model.state_dict(), stock_model.state_dict()
+    assert {k: tuple(v.shape) for k, v in ours_sd.items()} == \
+           {k: tuple(v.shape) for k, v in stock_sd.items()}
+    result = ours_model.load_state_dict(stock_sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert any(isinstance(m, MMCVCARAFEPack) for m in stock_model.modules())
+    assert not any(isinstance(m, MMCVCARAFEPack) for m in ours_model.modules())
+
+
+def test_neck_runs_our_op_on_cpu():
+    from mmdet.registry import MODELS
+    import carafe.mmdet  # noqa: F401
+    neck = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16, 32], out_channels=16,
+                             num_outs=4, upsample_cfg=dict(type="carafe_lab", up_kernel=5,
+                                                           compressed_channels=8)))
+    neck.init_weights()
+    feats = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
+    outs = neck(feats)
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 32, 32), (1, 16, 16, 16), (1, 16, 8, 8),
+                                              (1, 16, 4, 4)]
+    sum(o.sum() for o in outs).backward()
+
+
+def test_offline_dataset(tmp_path):
+    a = offline_data.generate(tmp_path / "a", num_train=6, num_val=2, size=128, seed=3)
+    b = offline_data.generate(tmp_path / "b", num_train=6, num_val=2, size=128, seed=3)
+    for split in ("train", "val"):
+        ja = json.loads((a / "annotations" / f"instances_{split}.json").read_text())
+        jb = json.loads((b / "annotations" / f"instances_{split}.json").read_text())
+        assert ja == jb  # deterministic
+        assert [c["name"] for c in ja["categories"]] == list(offline_data.CLASSES)
+        for ann in ja["annotations"]:
+            x, y, w, h = ann["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= 128 and y + h <= 128
+            assert 0 < ann["area"] <= w * h and ann["segmentation"]
+    assert (a / "train" / "000000.png").read_bytes() == (b / "train" / "000000.png").read_bytes()
+    big = offline_data.generate(tmp_path / "big", num_train=40, num_val=1, size=256, seed=0)
+    areas = [a["area"] for a in
+             json.loads((big / "annotations" / "instances_train.json").read_text())["annotations"]]
+    assert min(areas) < 32 ** 2 and max(areas) > 96 ** 2  # small and large objects
+    root = offline_data.ensure_offline_coco(tmp_path / "c", num_train=2, num_val=1, size=64)
+    stamp = (root / "meta.json").stat().st_mtime
+    offline_data.ensure_offline_coco(tmp_path / "c", num_train=2, num_val=1, size=64)
+    assert (root / "meta.json").stat().st_mtime == stamp  # reused, not regenerated
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """Short CPU training runs of the offline Faster and Mask R-CNN with our
+    CARAFE (3 epochs of 4 iterations), then evaluation."""
+    cwd = tmp_path_factory.mktemp("det")
+    runs = {}
+    for name in ("faster-rcnn_r18_fpn-carafe_offline", "mask-rcnn_r18_fpn-carafe_offline"):
+        work_dir = cwd / "runs" / name / "run0"
+        launch("train", str(CONFIGS / f"{name}.py"), "--work-dir", str(work_dir),
+               "--cfg-options", *TINY, "train_cfg.max_epochs=3", "train_cfg.val_interval=3",
+               cwd=cwd)
+        runs[name] = work_dir
+    return cwd, runs
+
+
+@pytest.mark.slow
+def test_training_loss_falls_and_metrics_are_written(trained_runs):
+    _, runs = trained_runs
+    for name, run in runs.items():
+        losses = train_losses(run)
+        assert len(losses) >= 10, name
+        assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, (name, losses)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0 <= metrics["coco/bbox_mAP"] <= 1
+        if name.startswith("mask"):
+            assert 0 <= metrics["coco/segm_mAP"] <= 1
+        env = json.loads((run / "env.json").read_text())
+        assert env["mmdet"] == mmdet.__version__ and env["carafe"] == carafe.__version__
+        assert json.loads((run / "run.json").read_text())["iter"] == 12
+        assert list(run.glob("*/*.log")) and (run / f"{name}.py").exists()
+
+
+@pytest.mark.slow
+def test_test_command_and_summarize(trained_runs, tmp_path):
+    cwd, runs = trained_runs
+    run = runs["faster-rcnn_r18_fpn-carafe_offline"]
+    launch("test", str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py"),
+           str(run / "epoch_3.pth"), "--cfg-options", *TINY, cwd=cwd)
+    assert "coco/bbox_mAP" in json.loads((run / "test_metrics.json").read_text())
+    launch("summarize", "--runs", str(cwd / "runs"), "--out", str(tmp_path), cwd=cwd)
+    table = (tmp_path / "results.md").read_text()
+    assert "| Faster R-CNN | CARAFE (ours) | offline shapes | 12 |" in table
+    assert "| Mask R-CNN | CARAFE (ours) | offline shapes | 12 |" in table
+    assert "Published COCO numbers (not ours" in table
+    assert (tmp_path / "results.csv").read_text().startswith("config,run,model,upsampler")
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    assert (tmp_path / "ap_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_resume_after_interruption(tmp_path):
+    """Kill a run after its first checkpoint; --resume continues from it and
+    both sessions' logs are kept."""
+    config = str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py")
+    work_dir = tmp_path / "run"
+    cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", "train", config,
+           "--work-dir", str(work_dir), "--cfg-options", *TINY, "train_cfg.max_epochs=3",
+           "train_cfg.val_interval=3"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not (work_dir / "epoch_1.pth").exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.5)
+    time.sleep(1.0)  # let the checkpoint file be completed
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work_dir / "epoch_3.pth").exists()
+    first_logs = sorted(work_dir.glob("*/*.log"))
+    first_text = first_logs[0].read_text()
+    launch("train", config, "--work-dir", str(work_dir), "--resume", "--cfg-options", *TINY,
+           "train_cfg.max_epochs=3", "train_cfg.val_interval=3", cwd=tmp_path)
+    logs = sorted(work_dir.glob("*/*.log"))
+    assert len(logs) == 2 and logs[0].read_text().startswith(first_text)
+    resumed = logs[1].read_text()
+    assert "resumed" in resumed.lower()
+    assert "Epoch(train) [1]" not in resumed and "Epoch(train) [3]" in resumed
+    assert (work_dir / "epoch_3.pth").exists()
+    assert json.loads((work_dir / "run.json").read_text())["iter"] == 12
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tmp_path):
+    config = str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py")
+    work_dir = tmp_path / "run"
+    # Generate the data once, before two processes would race to write it.
+    launch("data", "--root", str(tmp_path / "data" / "offline_coco"), cwd=tmp_path)
+    offline_data.ensure_offline_coco(tmp_path / "data" / "offline_coco", num_train=8,
+                                     num_val=4)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29531", "-m", "carafe.experiments", "train", config,
+           "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options", *TINY,
+           "train_cfg.max_epochs=1", "train_cfg.val_interval=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = json.loads((work_dir / "env.json").read_text())
+    assert env["world_size"] == 2
+    assert "coco/bbox_mAP" in json.loads((work_dir / "metrics.json").read_text())
+    # 8 images, 2 processes x batch 2: 2 iterations per epoch
+    assert json.loads((work_dir / "run.json").read_text())["iter"] == 2
+
+
+def test_readme_results_are_the_committed_summary():
+    """The README's detection table is what summarize makes of the committed runs."""
+    from carafe.experiments import summarize
+    rows = summarize.collect()
+    assert rows, "no committed example runs under experiments/runs/"
+    readme = (REPO / "README.md").read_text()
+    start, end = summarize.README_MARKERS
+    section = readme[readme.index(start) + len(start):readme.index(end)]
+    assert section.strip() == summarize.markdown(rows).replace("## ", "#### ").strip()
+    committed = (REPO / "experiments" / "results" / "results.md").read_text()
+    assert summarize.markdown(rows).strip() in committed
