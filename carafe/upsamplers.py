@@ -1,0 +1,248 @@
+"""The upsampler zoo of the paper's ablations (Wang et al., ICCV 2019,
+Sec. 4.4 / Table 5) plus DySample (Liu et al., ICCV 2023).
+
+Every upsampler is an ``nn.Module`` built as ``cls(channels, scale_factor,
+**options)`` and maps (N, C, H, W) -> (N, C, s*H, s*W); ``build_upsampler(name,
+channels, scale_factor, **options)`` builds one by name. Each also reports
+``flops_per_pixel()``: the paper's convention, 2 x multiply-adds per *input*
+pixel, weights only (biases, softmax and other elementwise work left out), so
+CARAFE at C=256, s=2 with the defaults comes out at the paper's ~199K.
+Only torch is needed.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .modules import CARAFEPack
+
+
+class Nearest(nn.Module):
+    """Nearest-neighbour interpolation (no parameters)."""
+
+    def __init__(self, channels: int, scale_factor: int):
+        super().__init__()
+        self.channels, self.scale_factor = channels, scale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode="nearest")
+
+    def flops_per_pixel(self) -> int:
+        return 0
+
+
+class Bilinear(Nearest):
+    """Bilinear interpolation, align_corners=False (no parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear",
+                             align_corners=False)
+
+
+class Deconv(nn.Module):
+    """Transposed convolution (C -> C), kernel 2s - s%2, stride s: exactly s x."""
+
+    def __init__(self, channels: int, scale_factor: int, kernel_size=None):
+        super().__init__()
+        s = scale_factor
+        k = kernel_size or (2 * s - s % 2)
+        self.channels, self.scale_factor, self.kernel_size = channels, s, k
+        self.deconv = nn.ConvTranspose2d(channels, channels, k, stride=s, padding=(k - s) // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.deconv(x)
+
+    def flops_per_pixel(self) -> int:
+        # each input pixel scatters a k x k patch of C x C weights
+        return 2 * self.channels * self.channels * self.kernel_size ** 2
+
+
+class PixelShuffle(nn.Module):
+    """Sub-pixel convolution: a k x k conv to C*s*s channels, then pixel shuffle."""
+
+    def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
+        super().__init__()
+        self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
+        self.conv = nn.Conv2d(channels, channels * scale_factor ** 2, kernel_size,
+                              padding=kernel_size // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.conv(x), self.scale_factor)
+
+    def flops_per_pixel(self) -> int:
+        return 2 * self.channels * self.channels * self.scale_factor ** 2 * self.kernel_size ** 2
+
+
+class SpatialAttention(nn.Module):
+    """Nearest upsampling reweighted by a predicted spatial attention map: a
+    k x k conv predicts s*s sigmoid weights per input pixel (one per output
+    sub-pixel, shared over channels), pixel-shuffled to the output grid. Our
+    reading of the paper's "spatial attention" baseline (Table 5), which it
+    does not specify further."""
+
+    def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
+        super().__init__()
+        self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
+        self.attention = nn.Conv2d(channels, scale_factor ** 2, kernel_size,
+                                   padding=kernel_size // 2)
+        nn.init.zeros_(self.attention.weight)
+        nn.init.zeros_(self.attention.bias)  # 2 * sigmoid(0) = 1: starts as nearest
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights = 2 * torch.sigmoid(F.pixel_shuffle(self.attention(x), self.scale_factor))
+        return F.interpolate(x, scale_factor=self.scale_factor, mode="nearest") * weights
+
+    def flops_per_pixel(self) -> int:
+        return 2 * self.channels * self.scale_factor ** 2 * self.kernel_size ** 2
+
+
+def _sample_with_offsets(x: Tensor, offsets: Tensor, scale_factor: int, groups: int) -> Tensor:
+    """Bilinear sampling of x (N, C, H, W) at the output grid's nearest source
+    positions plus offsets (N, 2*groups, s*H, s*W) in input pixels (x, y);
+    channel group g uses offsets[:, 2g:2g+2]."""
+    N, C, H, W = x.shape
+    s = scale_factor
+    Ho, Wo = H * s, W * s
+    # centre of output pixel (p, q) in input pixel coordinates
+    ys = (torch.arange(Ho, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
+    xs = (torch.arange(Wo, device=x.device, dtype=x.dtype) + 0.5) / s - 0.5
+    base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
+    off = offsets.view(N, groups, 2, Ho, Wo)
+    px = base_x + off[:, :, 0]
+    py = base_y + off[:, :, 1]
+    # grid_sample's normalised coordinates (align_corners=False)
+    grid = torch.stack([(2 * px + 1) / W - 1, (2 * py + 1) / H - 1], dim=-1)
+    grid = grid.view(N * groups, Ho, Wo, 2)
+    out = F.grid_sample(x.reshape(N * groups, C // groups, H, W), grid, mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out.view(N, C, Ho, Wo)
+
+
+class GUM(nn.Module):
+    """Guided Upsampling Module (Mazzini, BMVC 2018): a k x k conv predicts, for
+    every output pixel, a 2-D offset of its sampling position; features are
+    sampled bilinearly there. Offsets start at zero (bilinear upsampling)."""
+
+    def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
+        super().__init__()
+        self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
+        self.offset = nn.Conv2d(channels, 2 * scale_factor ** 2, kernel_size,
+                                padding=kernel_size // 2)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        offsets = F.pixel_shuffle(self.offset(x), self.scale_factor)
+        return _sample_with_offsets(x, offsets, self.scale_factor, 1)
+
+    def flops_per_pixel(self) -> int:
+        return 2 * self.channels * 2 * self.scale_factor ** 2 * self.kernel_size ** 2
+
+
+class DySample(nn.Module):
+    """DySample (Liu et al., "Learning to Upsample by Learning to Sample",
+    ICCV 2023), its "LP" static-scope variant: a 1x1 linear layer predicts
+    2*G*s*s offsets per input pixel, scaled by 0.25 (so neighbouring sampling
+    points cannot swap places), pixel-shuffled to the output grid and added to
+    the initial sampling positions; features are sampled bilinearly."""
+
+    def __init__(self, channels: int, scale_factor: int, groups: int = 4):
+        super().__init__()
+        if channels % groups != 0:
+            raise ValueError(f"DySample: groups={groups} must divide channels={channels}")
+        self.channels, self.scale_factor, self.groups = channels, scale_factor, groups
+        self.offset = nn.Conv2d(channels, 2 * groups * scale_factor ** 2, 1)
+        nn.init.normal_(self.offset.weight, std=0.001)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s, g = self.scale_factor, self.groups
+        # Channel order (xy, group, sub-pixel) as in the official code, so its
+        # checkpoints' offset layer means the same here.
+        offsets = F.pixel_shuffle(self.offset(x) * 0.25, s)  # (N, 2*g, sH, sW)
+        N, _, Ho, Wo = offsets.shape
+        offsets = offsets.view(N, 2, g, Ho, Wo).transpose(1, 2).reshape(N, 2 * g, Ho, Wo)
+        return _sample_with_offsets(x, offsets, s, g)
+
+    def flops_per_pixel(self) -> int:
+        return 2 * self.channels * 2 * self.groups * self.scale_factor ** 2
+
+
+class CARAFE(CARAFEPack):
+    """CARAFE (the paper's upsampler): :class:`carafe.CARAFEPack` with the zoo's
+    constructor shape; options: up_kernel, up_group, encoder_kernel,
+    encoder_dilation, compressed_channels, normalizer."""
+
+    def __init__(self, channels: int, scale_factor: int, normalizer: str = "softmax",
+                 **options):
+        super().__init__(channels, scale_factor, **options)
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"CARAFE: normalizer must be one of {sorted(NORMALIZERS)}, "
+                             f"got {normalizer!r}")
+        self.normalizer = normalizer
+
+    def kernel_normalizer(self, mask: Tensor) -> Tensor:
+        if self.normalizer == "softmax":
+            return super().kernel_normalizer(mask)
+        mask = F.pixel_shuffle(mask, self.scale_factor)
+        n, c, h, w = mask.shape
+        mask = torch.sigmoid(mask.view(n, c // self.up_kernel ** 2, -1, h, w))
+        if self.normalizer == "sigmoid_normalized":
+            mask = mask / mask.sum(dim=2, keepdim=True)
+        return mask.reshape(n, c, h, w).contiguous()
+
+    def flops_per_pixel(self) -> int:
+        s2, k2 = self.scale_factor ** 2, self.up_kernel ** 2
+        return 2 * (self.channels * self.compressed_channels
+                    + self.encoder_kernel ** 2 * s2 * k2 * self.up_group
+                    * self.compressed_channels
+                    + s2 * k2 * self.channels)
+
+
+#: The paper's kernel normalisers (ablation, Table 8): sigmoid,
+#: sigmoid + normalise (sum to one), softmax.
+NORMALIZERS = ("sigmoid", "sigmoid_normalized", "softmax")
+
+UPSAMPLERS = {
+    "nearest": Nearest,
+    "bilinear": Bilinear,
+    "deconv": Deconv,
+    "pixel_shuffle": PixelShuffle,
+    "spatial_attention": SpatialAttention,
+    "gum": GUM,
+    "carafe": CARAFE,
+    "dysample": DySample,
+}
+
+
+def build_upsampler(name: str, channels: int, scale_factor: int, **options) -> nn.Module:
+    """The zoo's upsampler ``name`` for (N, channels, H, W) -> (N, channels, s*H, s*W)."""
+    if name not in UPSAMPLERS:
+        raise ValueError(f"unknown upsampler {name!r}; choose from {sorted(UPSAMPLERS)}")
+    if not isinstance(scale_factor, int) or scale_factor < 1:
+        raise ValueError(f"scale_factor must be an integer >= 1, got {scale_factor!r}")
+    return UPSAMPLERS[name](channels, scale_factor, **options)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def measured_flops_per_pixel(module: nn.Module, channels: int, size: int = 8) -> float:
+    """FLOPs per input pixel as torch's FlopCounterMode counts them on a
+    (1, C, size, size) input, with our op's reassembly counted as 2*C*k*k per
+    output pixel: the check of flops_per_pixel()."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.randn(1, channels, size, size)
+    with FlopCounterMode(display=False) as counter:
+        module(x)
+    total = counter.get_total_flops()
+    for sub in module.modules():
+        if isinstance(sub, CARAFEPack):
+            s = sub.scale_factor
+            total += 2 * channels * sub.up_kernel ** 2 * (size * s) ** 2
+    return total / size ** 2
+
+
+__all__ = ["UPSAMPLERS", "NORMALIZERS", "build_upsampler", "count_parameters",
+           "measured_flops_per_pixel"] + [c.__name__ for c in UPSAMPLERS.values()]
