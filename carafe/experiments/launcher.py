@@ -16,6 +16,28 @@ REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "experiments" / "runs"
 
 
+def _cpu_distributed(cfg):
+    """mmengine 0.10 assumes a GPU per process when distributed: init_dist
+    calls torch.cuda.set_device and the DDP wrapper gets device_ids. On a
+    machine without CUDA, start the gloo process group here (mmengine then
+    leaves it alone) and wrap the model in DDP without device_ids."""
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+
+    if "CarafeCPUDistributedDataParallel" not in MODEL_WRAPPERS.module_dict:
+        @MODEL_WRAPPERS.register_module(name="CarafeCPUDistributedDataParallel")
+        class _CPUDDP:  # not a DDP subclass, so mmengine adds no device_ids
+            def __new__(cls, module, **kwargs):
+                return MMDistributedDataParallel(module=module, device_ids=None, **kwargs)
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    cfg.model_wrapper_cfg = dict(type="CarafeCPUDistributedDataParallel",
+                                 broadcast_buffers=False,
+                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+
+
 def _trusted_checkpoints():
     # torch >= 2.6 loads with weights_only=True, which rejects the numpy
     # objects mmengine stores in checkpoint meta (resume, load_from). These
@@ -53,6 +75,11 @@ def prepare_data(cfg):
         ensure_offline_coco(params.pop("root"), **params)
 
 
+def torch_cuda_available():
+    import torch
+    return torch.cuda.is_available()
+
+
 def new_work_dir(config):
     return RUNS / Path(config).stem / time.strftime("%Y%m%d_%H%M%S")
 
@@ -80,6 +107,8 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
         work_dir = Path(work_dir) if work_dir else new_work_dir(config)
     cfg.work_dir = str(work_dir)
     prepare_data(cfg)
+    if launcher != "none" and not torch_cuda_available():
+        _cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return Path(work_dir)
@@ -94,5 +123,7 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none"):
     cfg.work_dir = str(work_dir or Path(checkpoint).parent)
     cfg.load_from = str(checkpoint)
     prepare_data(cfg)
+    if launcher != "none" and not torch_cuda_available():
+        _cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     return runner.test()
