@@ -206,10 +206,7 @@ def test_resume_after_interruption(tmp_path):
 def test_torchrun_two_processes_gloo(tmp_path):
     config = str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py")
     work_dir = tmp_path / "run"
-    # Generate the data once, before two processes would race to write it.
-    launch("data", "--root", str(tmp_path / "data" / "offline_coco"), cwd=tmp_path)
-    offline_data.ensure_offline_coco(tmp_path / "data" / "offline_coco", num_train=8,
-                                     num_val=4)
+    # No data yet: the two processes must not both write it (a file lock).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            "--master_port=29531", "-m", "carafe.experiments", "train", config,
            "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options", *TINY,
@@ -235,3 +232,9 @@ def test_readme_results_are_the_committed_summary():
     assert section.strip() == summarize.markdown(rows).replace("## ", "#### ").strip()
     committed = (REPO / "experiments" / "results" / "results.md").read_text()
     assert summarize.markdown(rows).strip() in committed
+
+
+def test_data_command(tmp_path):
+    launch("data", "--root", str(tmp_path / "shapes"), cwd=tmp_path)
+    meta = json.loads((tmp_path / "shapes" / "meta.json").read_text())
+    assert meta["num_train"] == 64 and len(list((tmp_path / "shapes" / "train").glob("*.png"))) == 64

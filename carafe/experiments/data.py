@@ -146,14 +146,21 @@ def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0):
 def ensure_offline_coco(root=DEFAULT_ROOT, **params):
     """The dataset at root, generated now unless one with the same parameters
     is already there. Returns the root as a Path."""
+    import fcntl
     root = Path(root)
     wanted = {"version": GENERATOR_VERSION, "num_train": 64, "num_val": 16, "size": 256,
               "max_objects": 6, "seed": 0}
     wanted.update(params)
     meta = root / "meta.json"
-    if meta.exists() and json.loads(meta.read_text()) == wanted:
-        return root
-    args = {k: v for k, v in wanted.items() if k != "version"}
-    generate(root, **args)
-    meta.write_text(json.dumps(wanted, indent=2))
+    root.mkdir(parents=True, exist_ok=True)
+    # Processes of a distributed run start together: one writes, the others
+    # wait on the lock and then find it written.
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if meta.exists() and json.loads(meta.read_text()) == wanted:
+            return root
+        if meta.exists():
+            meta.unlink()
+        generate(root, **{k: v for k, v in wanted.items() if k != "version"})
+        meta.write_text(json.dumps(wanted, indent=2))
     return root

@@ -5,7 +5,7 @@ loop of our own), each run in its own folder::
         <timestamp>/<timestamp>.log, <timestamp>/vis_data/scalars.json   (mmengine)
         <config name>.py                                                   (dumped config)
         epoch_N.pth, last_checkpoint                                       (mmengine)
-        env.json, metrics.json, metrics.jsonl                              (ours)
+        env.json, metrics.json, metrics.jsonl, run.json                    (ours)
 """
 
 import os
@@ -47,7 +47,7 @@ def _trusted_checkpoints():
 
 def load_config(config, cfg_options=None, launcher="none"):
     import torch
-    from mmengine.config import Config, DictAction  # noqa: F401
+    from mmengine.config import Config
     cfg = Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
