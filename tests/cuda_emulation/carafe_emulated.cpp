@@ -1,0 +1,108 @@
+// The CUDA kernels of csrc/cuda/carafe_kernels.cuh compiled for the host and
+// run under a sequential emulation of the CUDA grid, as ops
+// carafe_cuda_emulation::{forward,backward}. Lets tests check the GPU
+// kernels' arithmetic (both index widths, unrolled and generic kernel sizes,
+// the grid-stride loop) on machines without a GPU. Built by
+// tests/test_cuda_emulation.py with torch.utils.cpp_extension.load.
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+
+// What the kernels use of CUDA: the grid built-ins, qualifiers, min().
+struct EmulatedDim3 {
+  unsigned int x = 1, y = 1, z = 1;
+};
+static thread_local EmulatedDim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+using std::min;
+
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "cuda/carafe_kernels.cuh"
+
+namespace {
+
+using namespace carafe::kernels;
+
+// Runs every (block, thread) of a launch in turn. Fewer blocks than threads
+// would need (at most `max_blocks`), so the grid-stride loops run too.
+template <typename Kernel, typename... Args>
+void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... args) {
+  if (total == 0) return;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, max_blocks);
+  gridDim.x = static_cast<unsigned int>(blocks);
+  blockDim.x = kThreads;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int t = 0; t < kThreads; ++t) {
+      blockIdx.x = static_cast<unsigned int>(b);
+      threadIdx.x = static_cast<unsigned int>(t);
+      kernel(args...);
+    }
+  }
+}
+
+template <typename scalar_t, typename index_t>
+void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
+                   int64_t G, int64_t s, int64_t max_blocks) {
+  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  const index_t chunks = forward_chunks(d);
+  const int64_t total = forward_threads(d, chunks);
+  dispatch_kernel_size(k, [&](auto K) {
+    emulate_launch(total, max_blocks, carafe_forward_kernel<scalar_t, index_t, decltype(K)::value>,
+                   f.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
+                   out.mutable_data_ptr<scalar_t>(), d, chunks, index_t(total));
+  });
+}
+
+template <typename scalar_t, typename index_t>
+void backward_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor& m, at::Tensor& gf,
+                    at::Tensor& gm, int64_t k, int64_t G, int64_t s, int64_t max_blocks) {
+  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  emulate_launch(gm.numel(), max_blocks, carafe_grad_masks_kernel<scalar_t, index_t>,
+                 go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
+                 gm.mutable_data_ptr<scalar_t>(), d, index_t(gm.numel()));
+  emulate_launch(gf.numel(), max_blocks, carafe_grad_features_kernel<scalar_t, index_t>,
+                 go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
+                 gf.mutable_data_ptr<scalar_t>(), d, index_t(gf.numel()));
+}
+
+at::Tensor forward(const at::Tensor& features, const at::Tensor& masks, int64_t k, int64_t G,
+                   int64_t s, bool wide_index, int64_t max_blocks) {
+  const at::Tensor f = features.contiguous(), m = masks.contiguous();
+  at::Tensor out = at::empty({f.size(0), f.size(1), f.size(2) * s, f.size(3) * s}, f.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "emu_forward", [&] {
+    if (wide_index) forward_typed<scalar_t, int64_t>(f, m, out, k, G, s, max_blocks);
+    else forward_typed<scalar_t, int32_t>(f, m, out, k, G, s, max_blocks);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output,
+                                            const at::Tensor& features, const at::Tensor& masks,
+                                            int64_t k, int64_t G, int64_t s, bool wide_index,
+                                            int64_t max_blocks) {
+  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
+                   m = masks.contiguous();
+  at::Tensor gf = at::empty(f.sizes(), f.options()), gm = at::empty(m.sizes(), m.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "emu_backward", [&] {
+    if (wide_index) backward_typed<scalar_t, int64_t>(go, f, m, gf, gm, k, G, s, max_blocks);
+    else backward_typed<scalar_t, int32_t>(go, f, m, gf, gm, k, G, s, max_blocks);
+  });
+  return {gf, gm};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(carafe_cuda_emulation, m) {
+  m.def("forward(Tensor features, Tensor masks, int kernel_size, int group_size, "
+        "int scale_factor, bool wide_index, int max_blocks) -> Tensor", &forward);
+  m.def("backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
+        "int group_size, int scale_factor, bool wide_index, int max_blocks) -> (Tensor, Tensor)",
+        &backward);
+}
