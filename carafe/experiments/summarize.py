@@ -89,7 +89,9 @@ def markdown(rows):
                      f"{_fmt(r['device'])} | `{r['config']}/{r['run']}` |")
     lines += ["", "Offline-shapes numbers come from short CPU runs from random initialisation "
               "on a tiny synthetic dataset: they show the pipeline works and compare "
-              "upsamplers under equal conditions, not COCO accuracy.", "",
+              "upsamplers under equal conditions, not COCO accuracy. Single runs (one seed): "
+              "differences of an AP point or two are within run-to-run noise here. Wall "
+              "time is elapsed time on the run's machine, whatever else it was doing.", "",
               "## Published COCO numbers (not ours; R50-FPN, 1x schedule)", "",
               "| model | upsampler | box AP | mask AP | source |", "|---|---|---:|---:|---|"]
     for p in PUBLISHED:
