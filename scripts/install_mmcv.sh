@@ -19,7 +19,7 @@ if [ -d "$HERE/../shared/wheels" ]; then links=(--find-links "$HERE/../shared/wh
 if "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   echo "mmcv 2.1.0 with ops already installed"; exit 0
 fi
-if "$PY" -m pip install --only-binary=mmcv "${links[@]}" mmcv==2.1.0; then
+if "$PY" -m pip install --only-binary=mmcv ${links[@]+"${links[@]}"} mmcv==2.1.0; then
   exit 0
 fi
 echo "no mmcv 2.1.0 wheel for this torch/python: building from source (this takes a while)"
