@@ -1,0 +1,38 @@
+"""python -m carafe.ablations list
+python -m carafe.ablations run STUDY [--task sr] [--quick] [--seeds N] [--device cpu|cuda] [--scale 2|4]
+
+Tasks available: sr (super-resolution). Writes
+experiments/ablations/<study>/<task>/<timestamp>/ (results.json, table.md, figure.png).
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None):
+    from .harness import TASKS, run_study
+    from .studies import STUDIES
+    parser = argparse.ArgumentParser(prog="python -m carafe.ablations")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the studies and their variants")
+    p = sub.add_parser("run", help="run a study")
+    p.add_argument("study", choices=sorted(STUDIES))
+    p.add_argument("--task", choices=sorted(TASKS), default="sr")
+    p.add_argument("--quick", action="store_true", help="a few-minute CPU setting")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--scale", type=int, choices=[2, 4], default=2)
+    p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for study, variants in STUDIES.items():
+            print(f"{study}: " + ", ".join(label for label, _, _ in variants))
+        return 0
+    out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
+                    args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
