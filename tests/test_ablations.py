@@ -1,14 +1,20 @@
 """The ablation harness: every study runs end to end on the sr task at a tiny
-size and writes results.json (every variant), table.md and a figure."""
+size and writes results.json (every variant), table.md and a figure; the seg
+task and its metrics; the det task's neck (and, slow, a tiny det run)."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 pytest.importorskip("skimage", reason="the sr task needs scikit-image's photographs")
 pytest.importorskip("matplotlib", reason="figures need matplotlib")
 
-from carafe.ablations import harness, paper  # noqa: E402
+import torch  # noqa: E402
+
+from carafe.ablations import harness, paper, seg  # noqa: E402
+from carafe.upsamplers import UPSAMPLERS  # noqa: E402
 from carafe.ablations.studies import STUDIES  # noqa: E402
 
 
@@ -39,5 +45,113 @@ def test_paper_numbers_are_marked():
 def test_unknown_study_and_task(tmp_path):
     with pytest.raises(ValueError, match="unknown study"):
         harness.run_study("bogus", out_root=tmp_path)
-    with pytest.raises(ValueError, match="task 'det' is not available"):
-        harness.run_study("upsamplers", "det", out_root=tmp_path)
+    with pytest.raises(ValueError, match="task 'bogus' is not available"):
+        harness.run_study("upsamplers", "bogus", out_root=tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is missing")
+def test_cuda_device_without_cuda_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="device: 'cuda'"):
+        harness.run_study("normalizer", "sr", device="cuda", out_root=tmp_path)
+
+
+def test_seg_study_runs(tmp_path):
+    out = harness.run_study("upsamplers", "seg", quick=True, seeds=1, out_root=tmp_path,
+                            steps=2, log=lambda *_: None)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["label"] for r in results["rows"]] == [label for label, _, _ in
+                                                     STUDIES["upsamplers"]]
+    for row in results["rows"]:
+        s = row["seeds"][0]
+        assert 0 <= s["miou"] <= 1 and 0 <= s["boundary_f"] <= 1 and 0 <= s["pixel_acc"] <= 1
+    assert "miou" in (out / "table.md").read_text()
+
+
+def test_seg_data_is_the_offline_generator():
+    x, y = seg.make_split(4, 64, seed=3)
+    assert x.shape == (4, 3, 64, 64) and y.shape == (4, 64, 64)
+    assert 0 <= x.min() and x.max() <= 1
+    assert set(y.unique().tolist()) <= set(range(seg.NUM_CLASSES)) and (y > 0).any()
+    x2, y2 = seg.make_split(4, 64, seed=3)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def _square_labels(shift=0):
+    y = torch.zeros(1, 64, 64, dtype=torch.long)
+    y[:, 20:40, 20 + shift:40 + shift] = 2
+    return y
+
+
+def test_seg_metrics():
+    y = _square_labels()
+    assert seg.miou(seg.confusion(y, y)) == 1.0
+    assert seg.boundary_f(y, y) == 1.0
+    # a 1 px shift is inside the 2 px boundary tolerance, a 6 px one is not
+    assert seg.boundary_f(_square_labels(1), y) == 1.0
+    assert seg.boundary_f(_square_labels(6), y) < 0.5
+    # IoU of the shifted square: 20x14 / 20x26; background 64*64 - 20*26 union
+    iou_sq = (20 * 14) / (20 * 26)
+    iou_bg = (64 * 64 - 20 * 26) / (64 * 64 - 20 * 14)
+    assert seg.miou(seg.confusion(_square_labels(6), y)) == pytest.approx((iou_sq + iou_bg) / 2)
+    # predicting background everywhere: square class IoU 0, no predicted boundary
+    assert seg.boundary_f(torch.zeros_like(y), y) == 0.0
+
+
+def test_seg_rejects_scale_4():
+    with pytest.raises(ValueError, match="scale"):
+        seg.run("nearest", {}, scale=4, setting="quick", steps=1)
+
+
+def test_cli_list():
+    proc = subprocess.run([sys.executable, "-m", "carafe.ablations", "list"], capture_output=True,
+                          text=True, check=True)
+    for study, variants in STUDIES.items():
+        assert study in proc.stdout and variants[-1][0] in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(UPSAMPLERS))
+def test_det_neck_uses_the_zoo_upsampler(name):
+    pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
+    from mmdet.registry import MODELS
+
+    import carafe.mmdet  # noqa: F401
+    from carafe.upsamplers import build_upsampler
+    neck = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16, 32], out_channels=16,
+                             num_outs=4, upsample_cfg=dict(type="zoo", name=name)))
+    neck.init_weights()
+    kind = type(build_upsampler(name, 16, 2))
+    assert len(neck.upsample_modules) == 3
+    assert all(type(m) is kind for m in neck.upsample_modules)
+    fresh = build_upsampler(name, 16, 2)
+    if name in ("spatial_attention", "gum"):
+        # their own init (start as nearest) survives FPN_CARAFE's xavier init
+        for (k, v), w in zip(neck.upsample_modules[0].state_dict().items(),
+                             fresh.state_dict().values()):
+            assert torch.equal(v, w), k
+    feats = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
+    outs = neck(feats)
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 32, 32), (1, 16, 16, 16), (1, 16, 8, 8),
+                                              (1, 16, 4, 4)]
+    sum(o.sum() for o in outs).backward()
+
+
+def test_det_neck_needs_a_name():
+    pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
+    from mmdet.registry import MODELS
+
+    import carafe.mmdet  # noqa: F401
+    with pytest.raises(ValueError, match="needs name="):
+        MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
+                          num_outs=2, upsample_cfg=dict(type="zoo")))
+
+
+@pytest.mark.slow
+def test_det_task_trains_through_the_launcher(tmp_path, monkeypatch):
+    pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
+    from carafe.ablations import det
+    monkeypatch.chdir(harness.REPO)  # the offline data path is relative to the repository
+    result = det.run("dysample", {}, seed=0, setting="quick", steps=2,
+                     work_dir=tmp_path / "run")
+    assert 0 <= result["bbox_mAP"] <= 1 and "bbox_mAP_50" in result
+    cfg = (tmp_path / "run" / "faster-rcnn_r18_fpn-carafe_offline.py").read_text()
+    assert "'zoo'" in cfg and "'dysample'" in cfg

@@ -1,8 +1,12 @@
 """python -m carafe.ablations list
-python -m carafe.ablations run STUDY [--task sr] [--quick] [--seeds N] [--device cpu|cuda] [--scale 2|4]
+python -m carafe.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
+                                     [--device cpu|cuda] [--scale 2|4]
 
-Tasks available: sr (super-resolution). Writes
-experiments/ablations/<study>/<task>/<timestamp>/ (results.json, table.md, figure.png).
+Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
+segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
+offline shapes through the detection launcher; box AP; needs the mmdet extra).
+Writes experiments/ablations/<study>/<task>/<timestamp>/ (results.json,
+table.md, figure.png; det also runs/ with mmengine's logs). --scale 4 is for sr.
 """
 
 import argparse

@@ -10,12 +10,24 @@ from pathlib import Path
 import torch
 
 from ..upsamplers import build_upsampler, count_parameters
-from . import paper, sr
+from . import paper
 from .studies import STUDIES
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "experiments" / "ablations"
-TASKS = {"sr": ("psnr", "ssim")}
+# task -> (module under carafe.ablations, its two headline metrics)
+TASKS = {"sr": ("sr", ("psnr", "ssim")),
+         "seg": ("seg", ("miou", "boundary_f")),
+         "det": ("det", ("bbox_mAP", "bbox_mAP_50"))}
+
+
+def task_module(task):
+    import importlib
+    return importlib.import_module(f"{__package__}.{TASKS[task][0]}")
+
+
+def metrics_of(task):
+    return TASKS[task][1]
 
 
 def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
@@ -45,7 +57,10 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     out = Path(out_root or OUT) / study / task / time.strftime("%Y%m%d_%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     setting = "quick" if quick else "default"
-    metrics = TASKS[task]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
+    metrics = metrics_of(task)
+    runner = task_module(task)
     rows = []
     variants = STUDIES[study]
     started = time.perf_counter()
@@ -56,8 +71,11 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
                "flops_per_pixel_c256_s2": module.flops_per_pixel(),
                "latency_ms_c64_64px": latency_ms(name, options, device=device), "seeds": []}
         for seed in range(seeds):
-            result = sr.run(name, options, scale=scale, seed=seed, setting=setting,
-                            device=device, steps=steps)
+            # det runs keep their mmengine folders (logs, config) beside the results
+            extra = ({"work_dir": out / "runs" / f"{i:02d}_{label}_seed{seed}"}
+                     if task == "det" else {})
+            result = runner.run(name, options, scale=scale, seed=seed, setting=setting,
+                                device=device, steps=steps, **extra)
             row["seeds"].append({"seed": seed, **result})
             log(f"[{study}/{task}] {i + 1}/{len(variants)} {label} seed {seed}: "
                 + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
@@ -78,7 +96,7 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
 
 
 def table(results):
-    m0, m1 = TASKS[results["task"]]
+    m0, m1 = metrics_of(results["task"])
     lines = [f"# {results['study']} on {results['task']} (x{results['scale']}, "
              f"{results['setting']} setting, {results['seeds']} seed(s), {results['device']})",
              "", f"| variant | params (C=256) | FLOPs/px (C=256) | latency ms | {m0} | {m1} | "
@@ -98,7 +116,7 @@ def figure(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    m0 = TASKS[results["task"]][0]
+    m0 = metrics_of(results["task"])[0]
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows)), 3.5))
     ax.bar(range(len(rows)), [r[f"{m0}_mean"] for r in rows],

@@ -1,0 +1,59 @@
+"""The `det` task: Faster R-CNN (ResNet-18 FPN, random init) on the offline
+shapes dataset through the detection launcher (mmengine's Runner), with every
+upsampler of the FPN neck replaced by the one under test
+(``CARAFELabFPN(upsample_cfg=dict(type='zoo', name=...))``). Box AP on the
+held-out images, as mmdet's COCO metric reports it.
+
+The paper's setting (R-50, COCO, 1x, GPUs) is
+``experiments/configs/faster-rcnn_r50_fpn-carafe_1x_coco.py``; pass it as
+``config=`` (and its data) to run the same study there. mmengine chooses the
+device itself (CUDA when torch sees one).
+"""
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "experiments" / "configs" / "faster-rcnn_r18_fpn-carafe_offline.py"
+SETTINGS = {
+    # epochs over the 64 training images (32 iterations each at batch 2)
+    "default": dict(max_epochs=8),
+    "quick": dict(max_epochs=1),
+}
+
+
+def cfg_options(upsampler, options, seed, max_epochs, steps=None):
+    """mmengine cfg_options that put the upsampler in the neck and set the
+    schedule; steps (tests) trains on the first 2*steps images for one epoch."""
+    out = {
+        "model.neck.upsample_cfg": dict(_delete_=True, type="zoo", name=upsampler, **options),
+        "randomness.seed": seed,
+        "train_cfg.max_epochs": max_epochs,
+        "train_cfg.val_interval": max_epochs,  # evaluate once, at the end
+        "default_hooks.checkpoint.interval": max_epochs,
+        "default_hooks.checkpoint.max_keep_ckpts": 1,
+    }
+    if steps is not None:
+        out["train_dataloader.dataset.indices"] = 2 * steps
+        # The metric still scores all val images of the annotation file, so
+        # AP is low; steps is for tests that check the plumbing.
+        out["val_dataloader.dataset.indices"] = 4
+    return out
+
+
+def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
+        work_dir=None, config=CONFIG):
+    """Train and evaluate once; returns {"bbox_mAP", "bbox_mAP_50", ...,
+    "train_seconds", "work_dir"}. scale must be 2 (the FPN's step)."""
+    if scale != 2:
+        raise ValueError(f"scale: the FPN neck upsamples by 2 per level; got {scale}")
+    from ..experiments.launcher import train
+    cfg = dict(SETTINGS[setting])
+    options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps)
+    run_dir = train(config, work_dir=work_dir, cfg_options=options_)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_dir / "run.json").read_text())
+    result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
+    result["train_seconds"] = summary.get("wall_seconds", float("nan"))
+    result["work_dir"] = str(run_dir)
+    return result

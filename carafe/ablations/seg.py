@@ -1,0 +1,184 @@
+"""The `seg` task: semantic segmentation of the offline shapes dataset (the
+generator of `carafe.experiments.data`, drawn in memory: background + the four
+shape classes, objects from 4 px up, textured with real photographs).
+
+The network is a small FPN-style decoder, where upsampling matters: a
+stride-4 encoder, then the upsampler under test twice (1/4 -> 1/2 -> 1/1),
+each time added to a lateral 1x1 projection of the encoder feature at that
+resolution, then a 1x1 classifier at full resolution. Metrics on held-out
+images: mIoU over the five classes, and the boundary F-score (Csurka et al.
+2013: per class, boundary pixels of prediction and ground truth matched within
+a 2 px tolerance, F averaged over the classes present), where the quality of
+upsampling shows most.
+"""
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..upsamplers import build_upsampler
+
+NUM_CLASSES = 5  # background + disk, square, triangle, star
+SETTINGS = {
+    # steps, batch, image size, features, train / val images, lr
+    "default": dict(steps=500, batch=8, size=96, channels=24, num_train=256, num_val=32,
+                    lr=3e-3),
+    "quick": dict(steps=60, batch=4, size=64, channels=16, num_train=32, num_val=8, lr=3e-3),
+}
+BOUNDARY_TOLERANCE = 2  # pixels
+
+
+def make_split(num, size, seed):
+    """(images (N, 3, size, size) float in [0, 1], labels (N, size, size) int64)
+    drawn with the offline detection dataset's generator."""
+    from ..experiments.data import _load_sources, _make_image
+    rng = np.random.default_rng(seed)
+    objects_src, backgrounds = _load_sources()
+    images = np.empty((num, size, size, 3), np.uint8)
+    labels = np.zeros((num, size, size), np.int64)
+    for i in range(num):
+        image, masks, classes = _make_image(rng, size, objects_src, backgrounds, max_objects=6)
+        images[i] = image
+        for mask, cls in zip(masks, classes):  # masks are already occlusion-resolved
+            labels[i][mask.astype(bool)] = cls + 1
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return x, torch.from_numpy(labels)
+
+
+_SPLITS = {}
+
+
+def _cached_split(num, size, seed):
+    key = (num, size, seed)
+    if key not in _SPLITS:
+        _SPLITS[key] = make_split(num, size, seed)
+    return _SPLITS[key]
+
+
+def _conv(cin, cout, stride=1):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class SegNet(nn.Module):
+    """(N, 3, H, W) -> logits (N, NUM_CLASSES, H, W); H, W divisible by 8."""
+
+    def __init__(self, upsampler: str, channels: int, **options):
+        super().__init__()
+        c = channels
+        # Encoder to 1/8: the shape classes need a receptive field of a whole
+        # object; the work is at low resolution, where it is cheap.
+        self.enc0 = _conv(3, c)                                      # 1/1
+        self.enc1 = nn.Sequential(_conv(c, c, 2), _conv(c, c))       # 1/2
+        self.enc2 = nn.Sequential(_conv(c, 2 * c, 2), _conv(2 * c, 2 * c))  # 1/4
+        self.enc3 = nn.Sequential(_conv(2 * c, 2 * c, 2), _conv(2 * c, 2 * c),
+                                  _conv(2 * c, 2 * c))               # 1/8
+        # FPN-style top-down path: reduce to c channels, then three x2 steps
+        # with the upsampler under test, each added to a lateral projection.
+        self.reduce = nn.Conv2d(2 * c, c, 1)
+        self.laterals = nn.ModuleList([nn.Conv2d(2 * c, c, 1), nn.Conv2d(c, c, 1),
+                                       nn.Conv2d(c, c, 1)])
+        self.ups = nn.ModuleList([build_upsampler(upsampler, c, 2, **options) for _ in range(3)])
+        self.smooth = nn.ModuleList([_conv(c, c), _conv(c, c)])
+        self.classifier = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, NUM_CLASSES, 1))
+
+    def forward(self, x):
+        f0 = self.enc0(x)
+        f1 = self.enc1(f0)
+        f2 = self.enc2(f1)
+        p = self.reduce(self.enc3(f2))
+        for i, skip in enumerate((f2, f1, f0)):
+            p = self.laterals[i](skip) + self.ups[i](p)
+            if i < 2:
+                p = self.smooth[i](p)
+        return self.classifier(p)
+
+
+def confusion(pred, target, n=NUM_CLASSES):
+    """(n, n) counts, rows = ground truth."""
+    return torch.bincount(target.reshape(-1) * n + pred.reshape(-1), minlength=n * n).view(n, n)
+
+
+def miou(conf):
+    """Mean IoU over the classes present in the ground truth or the prediction."""
+    conf = conf.double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return (inter[present] / union[present]).mean().item()
+
+
+def _boundary(mask):
+    """Boundary pixels of a boolean (N, H, W) mask: inside, with a 4-neighbour
+    outside (image borders do not count)."""
+    m = mask.float().unsqueeze(1)
+    eroded = -F.max_pool2d(-F.pad(m, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return (m - eroded).squeeze(1) > 0
+
+
+def _dilate(mask, radius):
+    return F.max_pool2d(mask.float().unsqueeze(1), 2 * radius + 1, 1, radius).squeeze(1) > 0
+
+
+def boundary_f(pred, target, tolerance=BOUNDARY_TOLERANCE, n=NUM_CLASSES):
+    """Boundary F-score of label maps pred, target (N, H, W), averaged over the
+    classes whose ground-truth or predicted boundary is non-empty."""
+    scores = []
+    for c in range(n):
+        bp, bt = _boundary(pred == c), _boundary(target == c)
+        n_p, n_t = int(bp.sum()), int(bt.sum())
+        if n_p == 0 and n_t == 0:
+            continue
+        precision = float((bp & _dilate(bt, tolerance)).sum()) / n_p if n_p else 0.0
+        recall = float((bt & _dilate(bp, tolerance)).sum()) / n_t if n_t else 0.0
+        scores.append(0.0 if precision + recall == 0 else
+                      2 * precision * recall / (precision + recall))
+    return sum(scores) / len(scores)
+
+
+def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
+        **overrides):
+    """Train on the generated training images, evaluate on held-out ones.
+    Returns {"miou", "boundary_f", "train_seconds"}. scale is the upsampler's
+    step and must be 2 (the decoder goes up in two x2 steps)."""
+    if scale != 2:
+        raise ValueError(f"scale: the seg task's decoder upsamples in x2 steps; got {scale}")
+    cfg = dict(SETTINGS[setting])
+    if steps is not None:
+        cfg["steps"] = steps
+    cfg.update(overrides)
+    # The data do not depend on the seed: seeds vary the model and batches only.
+    train_x, train_y = _cached_split(cfg["num_train"], cfg["size"], 1000)
+    val_x, val_y = _cached_split(cfg["num_val"], cfg["size"], 2000)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = SegNet(upsampler, cfg["channels"], **options).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    warmup = max(1, cfg["steps"] // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(i, cfg["steps"]) / cfg["steps"])))
+    start = time.perf_counter()
+    model.train()
+    for _ in range(cfg["steps"]):
+        idx = torch.randint(len(train_x), (cfg["batch"],), generator=gen)
+        x, y = train_x[idx], train_y[idx]
+        if torch.rand((), generator=gen) < 0.5:  # horizontal flip
+            x, y = x.flip(-1), y.flip(-1)
+        loss = F.cross_entropy(model(x.to(device)), y.to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    seconds = time.perf_counter() - start
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(val_x), 8):
+            preds.append(model(val_x[i:i + 8].to(device)).argmax(1).cpu())
+    pred = torch.cat(preds)
+    return {"miou": miou(confusion(pred, val_y)), "boundary_f": boundary_f(pred, val_y),
+            "pixel_acc": (pred == val_y).double().mean().item(), "train_seconds": seconds}
