@@ -1,8 +1,10 @@
 # The README's commands. Everything installs into a virtual environment at
 # $(VENV) (default .venv at the repository root).
 #
-#   make demo    set up, then run the main job on a small default
-#   make test    set up, then run the test suite
+#   make demo    set up, then run the main job on a small default (checks, quick
+#                benchmark, and the four notebooks executed headless)
+#   make test    set up, then run the test suite (executes the notebooks too)
+#   make lab     set up, install JupyterLab, open it on notebooks/
 #   make bench   set up, then run the full operator benchmark (writes benchmarks/results/)
 #   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
 #
@@ -18,7 +20,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench lab clean
 
 setup: $(STAMP)
 
@@ -31,6 +33,8 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 	# else built from source), then mmengine and mmdet (see README).
 	bash scripts/install_mmcv.sh $(PY)
 	$(PY) -m pip install "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
+	# Executing the notebooks headless (tests, demo); `make lab` adds JupyterLab.
+	$(PY) -m pip install nbclient nbformat ipykernel
 	touch $@
 
 # The extension is compiled against the torch installed above, hence
@@ -47,20 +51,23 @@ test: setup
 	$(PY) -m pytest -q -rs tests
 
 # The main job on a small default: the op's checks and a quick benchmark, then
-# one short epoch of the offline Faster R-CNN + CARAFE and its summary.
+# the four notebooks executed headless at their defaults (the quickstart, the
+# reassembly kernels of a CARAFE trained for a minute, a quick ablation study,
+# one short epoch of the offline Faster R-CNN + CARAFE with its summary).
 demo: setup
 	$(PY) -m carafe.grad_check --quick
 	$(PY) benchmarks/bench_op.py --quick --repeat 5 --out build/demo/bench_op_quick.json
-	rm -rf build/demo/runs
-	$(PY) -W ignore -m carafe.experiments train experiments/configs/faster-rcnn_r18_fpn-carafe_offline.py \
-		--work-dir build/demo/runs/faster-rcnn_r18_fpn-carafe_offline/demo \
-		--cfg-options train_cfg.max_epochs=1 train_cfg.val_interval=1
-	$(PY) -W ignore -m carafe.experiments summarize --runs build/demo/runs --out build/demo/results
-	@echo "demo done: benchmark in build/demo/bench_op_quick.json, detection run in build/demo/runs/, summary in build/demo/results/"
+	$(PY) scripts/run_notebooks.py --out build/demo/notebooks
+	@echo "demo done: benchmark in build/demo/bench_op_quick.json; executed notebooks in build/demo/notebooks/;"
+	@echo "figures in experiments/figures/; the notebooks' runs in build/notebooks/ (ablation study, detection run)"
 
 bench: setup
 	$(PY) benchmarks/bench_op.py
 	$(PY) benchmarks/report.py --update-readme
+
+lab: setup
+	$(PY) -m pip install --no-build-isolation -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf build *.egg-info carafe/_C*.so

@@ -1,4 +1,5 @@
 """python -m carafe.ablations list
+python -m carafe.ablations report [--update-readme]
 python -m carafe.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
 
@@ -27,7 +28,18 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--scale", type=int, choices=[2, 4], default=2)
     p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
+    r = sub.add_parser("report", help="summary table of the latest default-setting results")
+    r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
+    r.add_argument("--update-readme", action="store_true",
+                   help="write the table between the README's abl markers")
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from . import report
+        text = report.summary_markdown(args.root or report.OUT)
+        print(text)
+        if args.update_readme:
+            report.update_readme(text)
+        return 0
     if args.command == "list":
         for study, variants in STUDIES.items():
             print(f"{study}: " + ", ".join(label for label, _, _ in variants))

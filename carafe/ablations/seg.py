@@ -12,7 +12,6 @@ a 2 px tolerance, F averaged over the classes present), where the quality of
 upsampling shows most.
 """
 
-import math
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..upsamplers import build_upsampler
+from .schedule import warmup_cosine
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
@@ -158,9 +158,7 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
     gen = torch.Generator().manual_seed(seed)
     model = SegNet(upsampler, cfg["channels"], **options).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=1e-4)
-    warmup = max(1, cfg["steps"] // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(i, cfg["steps"]) / cfg["steps"])))
+    sched = warmup_cosine(opt, cfg["steps"])
     start = time.perf_counter()
     model.train()
     for _ in range(cfg["steps"]):

@@ -6,7 +6,6 @@ PSNR (RGB) and SSIM (luminance) on held-out photographs, and those of plain
 bicubic upsampling on the same crops for reference.
 """
 
-import math
 import time
 
 import torch
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..upsamplers import build_upsampler
+from .schedule import warmup_cosine
 
 TRAIN_IMAGES = ("chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
                 "brick", "grass", "gravel", "coins", "moon")
@@ -104,24 +104,20 @@ def _random_patches(images, n, size, gen):
     return torch.stack(out)
 
 
-def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        **overrides):
-    """Train on random patches of the training photographs, evaluate on the
-    held-out ones. Returns {"psnr", "ssim", "train_seconds"}."""
+def train_model(upsampler, options, scale=2, seed=0, setting="default", device="cpu",
+                steps=None, **overrides):
+    """Train an SRNet on random patches of the training photographs.
+    Returns (model in eval mode, training seconds, the settings used)."""
     cfg = dict(SETTINGS[setting])
     if steps is not None:
         cfg["steps"] = steps
     cfg.update(overrides)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    train, test = load_images(TRAIN_IMAGES), load_images(TEST_IMAGES)
+    train = load_images(TRAIN_IMAGES)
     model = SRNet(upsampler, scale, cfg["channels"], **options).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    # Linear warm-up then cosine decay: a full learning rate from step 0 killed
-    # the head's ReLUs in some seeds (output stuck at bicubic).
-    warmup = max(1, cfg["steps"] // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(i, cfg["steps"]) / cfg["steps"])))
+    sched = warmup_cosine(opt, cfg["steps"])
     patch = cfg["patch"] - cfg["patch"] % scale
     start = time.perf_counter()
     for _ in range(cfg["steps"]):
@@ -131,16 +127,28 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
         loss.backward()
         opt.step()
         sched.step()
-    seconds = time.perf_counter() - start
-    model.eval()
+    return model.eval(), time.perf_counter() - start, cfg
+
+
+def test_crops(scale, eval_crop):
+    """The held-out evaluation crops: centred, at most eval_crop HR pixels a
+    side, divisible by scale; a list of (3, c, c) tensors."""
+    crops = []
+    for im in load_images(TEST_IMAGES):
+        _, H, W = im.shape
+        c = min(eval_crop, H, W)
+        c -= c % scale
+        y0, x0 = (H - c) // 2, (W - c) // 2
+        crops.append(im[:, y0:y0 + c, x0:x0 + c])
+    return crops
+
+
+def evaluate(model, scale, eval_crop, device="cpu"):
+    """PSNR / SSIM of model and of plain bicubic on the held-out crops."""
     scores = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
     with torch.no_grad():
-        for im in test:
-            _, H, W = im.shape
-            c = min(cfg["eval_crop"], H, W)
-            c -= c % scale
-            y0, x0 = (H - c) // 2, (W - c) // 2
-            hr = im[:, y0:y0 + c, x0:x0 + c].unsqueeze(0).to(device)
+        for crop in test_crops(scale, eval_crop):
+            hr = crop.unsqueeze(0).to(device)
             lr = downscale(hr, scale)
             sr = model(lr).cpu()
             # plain bicubic on the same crops: the bar a learned upsampler must clear
@@ -151,6 +159,16 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
             scores["ssim"].append(ssim(sr, hr, scale))
             scores["bicubic_psnr"].append(psnr(bicubic, hr, scale))
             scores["bicubic_ssim"].append(ssim(bicubic, hr, scale))
-    result = {k: sum(v) / len(v) for k, v in scores.items()}
+    return {k: sum(v) / len(v) for k, v in scores.items()}
+
+
+def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
+        **overrides):
+    """Train on random patches of the training photographs, evaluate on the
+    held-out ones. Returns {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim",
+    "train_seconds"}."""
+    model, seconds, cfg = train_model(upsampler, options, scale, seed, setting, device, steps,
+                                      **overrides)
+    result = evaluate(model, scale, cfg["eval_crop"], device)
     result["train_seconds"] = seconds
     return result

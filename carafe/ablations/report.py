@@ -1,0 +1,105 @@
+"""Reading ablation results back: every results.json under a root, the latest
+run of each (study, task, setting), the README summary table and the
+speed / parameters vs quality trade-off figure.
+
+    python -m carafe.ablations report [--root DIR] [--update-readme]
+"""
+
+import json
+from pathlib import Path
+
+from . import paper
+from .harness import OUT, REPO, metrics_of
+
+README = REPO / "README.md"
+README_MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
+
+
+def load_results(root=OUT):
+    """Every results.json under root, oldest first; each dict gets "_dir"."""
+    out = []
+    for path in sorted(Path(root).glob("*/*/*/results.json")):
+        results = json.loads(path.read_text())
+        results["_dir"] = path.parent
+        out.append(results)
+    return out
+
+
+def latest(results, setting="default"):
+    """{(study, task): the latest results at that setting}."""
+    chosen = {}
+    for r in results:  # oldest first, so later runs replace earlier ones
+        if r["setting"] == setting:
+            chosen[(r["study"], r["task"])] = r
+    return chosen
+
+
+def best_label(results):
+    m0 = metrics_of(results["task"])[0]
+    return max(results["rows"], key=lambda row: row[f"{m0}_mean"])["label"]
+
+
+def summary_markdown(root=OUT):
+    """The README section: one table per (study, task) at the default setting."""
+    chosen = latest(load_results(root))
+    if not chosen:
+        return "No default-setting ablation results yet.\n"
+    lines = []
+    for (study, task), r in sorted(chosen.items()):
+        m0, m1 = metrics_of(task)
+        run = Path(r["_dir"]).relative_to(REPO) if Path(r["_dir"]).is_relative_to(REPO) \
+            else r["_dir"]
+        lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
+                  f"`{run}`)", "",
+                  f"| variant | params (C=256) | FLOPs/px (C=256) | {m0} | {m1} | "
+                  "paper (Faster R-CNN box AP) |", "|---|---:|---:|---:|---:|---|"]
+        best = best_label(r)
+        for row in r["rows"]:
+            name = f"**{row['label']}**" if row["label"] == best else row["label"]
+            extra = ""
+            if task == "sr" and row is r["rows"][0]:
+                extra = f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})"
+            lines.append(
+                f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
+                f"{row[f'{m0}_mean']:.3f} ± {row[f'{m0}_std']:.3f}{extra} | "
+                f"{row[f'{m1}_mean']:.4f} ± {row[f'{m1}_std']:.4f} | "
+                f"{paper.paper_cell(study, row['label'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def update_readme(text, readme=README):
+    start, end = README_MARKERS
+    content = readme.read_text()
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+
+
+def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
+    """Quality (the task's first metric, mean ± std over seeds) against x
+    (latency, params or FLOPs) for each variant of one results dict; saved to
+    path when given. Returns the Figure."""
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    m0 = metrics_of(results["task"])[0]
+    labels = {"latency_ms_c64_64px": "CPU latency, ms (C=64, 64x64 input)",
+              "params_c256_s2": "parameters (C=256)",
+              "flops_per_pixel_c256_s2": "FLOPs per input pixel (C=256)"}
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for row in results["rows"]:
+        ax.errorbar(row[x], row[f"{m0}_mean"], yerr=row[f"{m0}_std"], fmt="o", capsize=3)
+        ax.annotate(row["label"], (row[x], row[f"{m0}_mean"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    if x != "latency_ms_c64_64px":
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel=labels.get(x, x), ylabel=m0,
+           title=f"{results['study']} on {results['task']} ({results['seeds']} seed(s), "
+                 f"{results['setting']})")
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
