@@ -155,3 +155,39 @@ def test_det_task_trains_through_the_launcher(tmp_path, monkeypatch):
     assert 0 <= result["bbox_mAP"] <= 1 and "bbox_mAP_50" in result
     cfg = (tmp_path / "run" / "faster-rcnn_r18_fpn-carafe_offline.py").read_text()
     assert "'zoo'" in cfg and "'dysample'" in cfg
+
+
+def test_report_and_tradeoff_figure(tmp_path):
+    from carafe.ablations import report
+    out = harness.run_study("normalizer", "sr", quick=True, seeds=1, out_root=tmp_path, steps=1,
+                            log=lambda *_: None)
+    results = report.load_results(tmp_path)
+    assert len(results) == 1 and results[0]["_dir"] == out
+    assert report.latest(results) == {}  # quick runs are not reported as results
+    assert list(report.latest(results, "quick")) == [("normalizer", "sr")]
+    assert "No default-setting" in report.summary_markdown(tmp_path)
+    fig = report.tradeoff_figure(results[0], tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    fig.clf()
+
+
+def test_committed_results_cover_every_study():
+    """Each study on sr at the default setting with 3 seeds, and the
+    upsamplers study on seg, are committed with every variant."""
+    from carafe.ablations import report
+    chosen = report.latest(report.load_results())
+    wanted = [(study, "sr") for study in STUDIES] + [("upsamplers", "seg")]
+    for key in wanted:
+        assert key in chosen, f"no committed default-setting result for {key}"
+        r = chosen[key]
+        assert r["seeds"] == 3
+        assert [row["label"] for row in r["rows"]] == [label for label, _, _ in STUDIES[key[0]]]
+
+
+def test_readme_ablation_tables_are_the_committed_results():
+    from carafe.ablations import report
+    readme = report.README.read_text()
+    start, end = report.README_MARKERS
+    section = readme.split(start, 1)[1].split(end, 1)[0]
+    assert section.strip() == report.summary_markdown().strip(), \
+        "run `python -m carafe.ablations report --update-readme`"
