@@ -191,3 +191,10 @@ def test_readme_ablation_tables_are_the_committed_results():
     section = readme.split(start, 1)[1].split(end, 1)[0]
     assert section.strip() == report.summary_markdown().strip(), \
         "run `python -m carafe.ablations report --update-readme`"
+
+
+def test_at_bicubic_counts_collapsed_seeds():
+    from carafe.ablations import report
+    row = {"seeds": [{"psnr": 29.2548, "bicubic_psnr": 29.2547},
+                     {"psnr": 30.1, "bicubic_psnr": 29.2547}]}
+    assert report.at_bicubic(row) == 1

@@ -39,6 +39,13 @@ def best_label(results):
     return max(results["rows"], key=lambda row: row[f"{m0}_mean"])["label"]
 
 
+def at_bicubic(row, tolerance_db=0.01):
+    """How many of an sr row's seeds ended at plain bicubic (PSNR within
+    tolerance): the head learned a zero residual and the upsampler then gets
+    no gradient, a failure of training rather than of the upsampler."""
+    return sum(abs(s["psnr"] - s["bicubic_psnr"]) < tolerance_db for s in row["seeds"])
+
+
 def summary_markdown(root=OUT):
     """The README section: one table per (study, task) at the default setting."""
     chosen = latest(load_results(root))
@@ -49,10 +56,13 @@ def summary_markdown(root=OUT):
         m0, m1 = metrics_of(task)
         run = Path(r["_dir"]).relative_to(REPO) if Path(r["_dir"]).is_relative_to(REPO) \
             else r["_dir"]
+        sr = task == "sr"
         lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
                   f"`{run}`)", "",
                   f"| variant | params (C=256) | FLOPs/px (C=256) | {m0} | {m1} | "
-                  "paper (Faster R-CNN box AP) |", "|---|---:|---:|---:|---:|---|"]
+                  + ("seeds stuck at bicubic | " if sr else "")
+                  + "paper (Faster R-CNN box AP) |",
+                  "|---|---:|---:|---:|---:|" + ("---:|" if sr else "") + "---|"]
         best = best_label(r)
         for row in r["rows"]:
             name = f"**{row['label']}**" if row["label"] == best else row["label"]
@@ -63,7 +73,8 @@ def summary_markdown(root=OUT):
                 f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
                 f"{row[f'{m0}_mean']:.3f} ± {row[f'{m0}_std']:.3f}{extra} | "
                 f"{row[f'{m1}_mean']:.4f} ± {row[f'{m1}_std']:.4f} | "
-                f"{paper.paper_cell(study, row['label'])} |")
+                + (f"{at_bicubic(row)} |" if sr else "")
+                + f" {paper.paper_cell(study, row['label'])} |")
         lines.append("")
     return "\n".join(lines)
 
