@@ -73,8 +73,8 @@ def summary_markdown(root=OUT):
                 f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
                 f"{row[f'{m0}_mean']:.3f} ± {row[f'{m0}_std']:.3f}{extra} | "
                 f"{row[f'{m1}_mean']:.4f} ± {row[f'{m1}_std']:.4f} | "
-                + (f"{at_bicubic(row)} |" if sr else "")
-                + f" {paper.paper_cell(study, row['label'])} |")
+                + (f"{at_bicubic(row)} | " if sr else "")
+                + f"{paper.paper_cell(study, row['label'])} |")
         lines.append("")
     return "\n".join(lines)
 
