@@ -21,13 +21,14 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from carafe.timing import median_seconds
 import torch.nn.functional as F
 
 import carafe
@@ -84,20 +85,6 @@ def peak_extra_bytes(fn, device):
         fh.write("5")
     fn()
     return max(0, _rss("VmHWM") - base)
-
-
-def median_seconds(fn, device, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def methods(device):

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from carafe._readme import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -53,11 +55,7 @@ def render(runs):
 
 
 def update_readme(text, readme=README):
-    content = readme.read_text()
-    a, b = content.index(START) + len(START), content.index(END)
-    new = content[:a] + "\n" + text + content[b:]
-    readme.write_text(new)
-    return new
+    return write_section(readme, (START, END), text)
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ pytest.importorskip("matplotlib", reason="figures need matplotlib")
 
 import torch  # noqa: E402
 
+from carafe._readme import read_section  # noqa: E402
 from carafe.ablations import harness, paper, seg  # noqa: E402
 from carafe.upsamplers import UPSAMPLERS  # noqa: E402
 from carafe.ablations.studies import STUDIES  # noqa: E402
@@ -186,9 +187,7 @@ def test_committed_results_cover_every_study():
 
 def test_readme_ablation_tables_are_the_committed_results():
     from carafe.ablations import report
-    readme = report.README.read_text()
-    start, end = report.README_MARKERS
-    section = readme.split(start, 1)[1].split(end, 1)[0]
+    section = read_section(report.README, report.README_MARKERS)
     assert section.strip() == report.summary_markdown().strip(), \
         "run `python -m carafe.ablations report --update-readme`"
 

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from carafe._readme import read_section
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,10 +33,8 @@ def test_results_are_complete():
 
 def test_readme_table_is_generated_from_results():
     report = load_report()
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index(report.START) + len(report.START)
-    end = readme.index(report.END)
-    assert readme[start:end].strip() == report.render(report.load_results()).strip(), (
+    section = read_section(ROOT / "README.md", (report.START, report.END))
+    assert section.strip() == report.render(report.load_results()).strip(), (
         "README benchmark table is stale: run `python benchmarks/report.py --update-readme`")
 
 

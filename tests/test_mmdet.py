@@ -16,6 +16,7 @@ import torch
 mmdet = pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengine)")
 
 import carafe  # noqa: E402
+from carafe._readme import read_section  # noqa: E402
 from carafe.experiments import data as offline_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,9 +227,7 @@ def test_readme_results_are_the_committed_summary():
     from carafe.experiments import summarize
     rows = summarize.collect()
     assert rows, "no committed example runs under experiments/runs/"
-    readme = (REPO / "README.md").read_text()
-    start, end = summarize.README_MARKERS
-    section = readme[readme.index(start) + len(start):readme.index(end)]
+    section = read_section(REPO / "README.md", summarize.README_MARKERS)
     assert section.strip() == summarize.markdown(rows).replace("## ", "#### ").strip()
     committed = (REPO / "experiments" / "results" / "results.md").read_text()
     assert summarize.markdown(rows).strip() in committed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters
 from . import paper
 from .studies import STUDIES
@@ -34,18 +35,8 @@ def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
     """Median forward time of the upsampler alone on (1, channels, size, size)."""
     m = build_upsampler(name, channels, 2, **options).to(device).eval()
     x = torch.randn(1, channels, size, size, device=device)
-    times = []
     with torch.no_grad():
-        m(x)
-        for _ in range(repeat):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            m(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        return 1e3 * median_seconds(lambda: m(x), device, repeat)
 
 
 def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out_root=None,

@@ -8,6 +8,7 @@ speed / parameters vs quality trade-off figure.
 import json
 from pathlib import Path
 
+from .._readme import write_section
 from . import paper
 from .harness import OUT, REPO, metrics_of
 
@@ -80,11 +81,7 @@ def summary_markdown(root=OUT):
 
 
 def update_readme(text, readme=README):
-    start, end = README_MARKERS
-    content = readme.read_text()
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text.rstrip()}\n{end}{tail}")
+    write_section(readme, README_MARKERS, text)
 
 
 def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):

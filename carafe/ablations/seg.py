@@ -12,6 +12,7 @@ a 2 px tolerance, F averaged over the classes present), where the quality of
 upsampling shows most.
 """
 
+import functools
 import time
 
 import numpy as np
@@ -49,14 +50,8 @@ def make_split(num, size, seed):
     return x, torch.from_numpy(labels)
 
 
-_SPLITS = {}
-
-
-def _cached_split(num, size, seed):
-    key = (num, size, seed)
-    if key not in _SPLITS:
-        _SPLITS[key] = make_split(num, size, seed)
-    return _SPLITS[key]
+# Every variant and seed of a study trains on the same images: draw them once.
+_cached_split = functools.lru_cache(maxsize=None)(make_split)
 
 
 def _conv(cin, cout, stride=1):

@@ -9,6 +9,8 @@ import csv
 import json
 from pathlib import Path
 
+from .._readme import write_section
+
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "experiments" / "runs"
 RESULTS = REPO / "experiments" / "results"
@@ -143,10 +145,7 @@ README_MARKERS = ("<!-- det:start -->", "<!-- det:end -->")
 
 def update_readme(table, readme=README):
     """Put the results table between the README's det markers."""
-    text = readme.read_text()
-    start = text.index(README_MARKERS[0]) + len(README_MARKERS[0])
-    end = text.index(README_MARKERS[1])
-    readme.write_text(text[:start] + "\n" + table + text[end:])
+    write_section(readme, README_MARKERS, table)
 
 
 def summarize(runs=None, out=None, plots=True, readme=False):
