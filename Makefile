@@ -6,6 +6,8 @@
 #   make test    set up, then run the test suite (executes the notebooks too)
 #   make lab     set up, install JupyterLab, open it on notebooks/
 #   make bench   set up, then run the full operator benchmark (writes benchmarks/results/)
+#   make figures set up, then regenerate the README's figures (experiments/figures/) by
+#                executing the notebooks at their defaults with figures_dir pointed there
 #   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
 #
 # Variables: PYTHON (interpreter that creates the venv), TORCH_SPEC (what pip
@@ -20,7 +22,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab clean
+.PHONY: setup test demo bench lab figures clean
 
 setup: $(STAMP)
 
@@ -59,11 +61,14 @@ demo: setup
 	$(PY) benchmarks/bench_op.py --quick --repeat 5 --out build/demo/bench_op_quick.json
 	$(PY) scripts/run_notebooks.py --out build/demo/notebooks
 	@echo "demo done: benchmark in build/demo/bench_op_quick.json; executed notebooks in build/demo/notebooks/;"
-	@echo "figures in experiments/figures/; the notebooks' runs in build/notebooks/ (ablation study, detection run)"
+	@echo "figures in build/figures/; the notebooks' runs in build/notebooks/ (ablation study, detection run)"
 
 bench: setup
 	$(PY) benchmarks/bench_op.py
 	$(PY) benchmarks/report.py --update-readme
+
+figures: setup
+	$(PY) scripts/run_notebooks.py --out build/figures/notebooks -p figures_dir=experiments/figures
 
 lab: setup
 	$(PY) -m pip install --no-build-isolation -e ".[notebooks]"

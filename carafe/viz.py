@@ -89,6 +89,189 @@ def bilinear_masks(height: int, width: int, scale: int, k: int = 3) -> Tensor:
     return m.reshape(1, k * k, Ho, Wo).float()
 
 
+def nearest_masks(height: int, width: int, scale: int, k: int = 3) -> Tensor:
+    """Masks (1, k*k, s*height, s*width) with which the CARAFE op reproduces
+    nearest-neighbour upsampling: all weight on the centre tap (the source
+    pixel p // s itself)."""
+    m = torch.zeros(1, k * k, height * scale, width * scale)
+    m[:, (k * k) // 2] = 1
+    return m
+
+
+#: How a feature map's pixel i at stride t sits on the image: "centre" -
+#: centred on image pixel t*i (conv nets with "same" padding, strided convs
+#: and pools: ResNet, the seg task's encoder; mmdet's anchors use it too);
+#: "block" - covering image pixels [t*i, t*i + t) (average pooling,
+#: F.interpolate's align_corners=False).
+ALIGNMENTS = ("centre", "block")
+
+
+def segment_fractions(labels: Tensor, stride: int, num_segments: int = None,
+                      alignment: str = "centre") -> Tensor:
+    """Share of each feature pixel's t x t footprint (t = stride, placed as
+    ``alignment`` says) that each segment covers: labels (N, H*t, W*t) int ->
+    (N, S, H, W) float summing to one over S (S = num_segments, default
+    labels.max() + 1); the image border is extended outwards."""
+    if labels.dim() != 3:
+        raise ValueError(f"labels: expected (N, H, W), got shape {tuple(labels.shape)}")
+    if labels.shape[-2] % stride or labels.shape[-1] % stride:
+        raise ValueError(f"labels: height and width must be divisible by stride={stride}, "
+                         f"got {tuple(labels.shape[-2:])}")
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment: expected one of {ALIGNMENTS}, got {alignment!r}")
+    S = int(labels.max()) + 1 if num_segments is None else num_segments
+    one_hot = F.one_hot(labels.long(), S).permute(0, 3, 1, 2).float()
+    if stride == 1:
+        return one_hot
+    if alignment == "centre":
+        Hi, Wi = one_hot.shape[-2:]
+        h = stride // 2
+        one_hot = F.pad(one_hot, (h, 0, h, 0), mode="replicate")[..., :Hi, :Wi]
+    return F.avg_pool2d(one_hot, stride)
+
+
+def same_segment_mass(kernels: Tensor, labels: Tensor, scale: int,
+                      alignment: str = "centre") -> Tensor:
+    """Content-awareness with ground truth: for every output pixel, the share
+    of its kernel's weight drawn from source pixels of its own segment.
+
+    kernels: (N, G, k, k, s*H, s*W) (from :func:`reassembly_kernels`, or a
+    fixed interpolation's masks viewed that way); labels: (N, s*H*t, s*W*t)
+    integer segment ids at the image resolution, where t >= 1 is the output
+    grid's stride in image pixels (the image size must be a multiple of the
+    output size). The output pixel's segment is the majority label of its
+    t x t footprint; a source pixel (a footprint of s*t image pixels a side)
+    counts with the share of its footprint in that segment, so pixels
+    straddling a boundary give partial credit. Footprints are placed as
+    ``alignment`` says (see ALIGNMENTS): it must match the network's
+    geometry, or a kernel that follows the geometry (a half-pixel shift)
+    scores as if it ignored the content. Taps outside the input read zero padding
+    and count as another segment. Kernels are normalised to sum to one first
+    (see :func:`kernel_entropy`). Returns (N, G, s*H, s*W) in [0, 1]."""
+    if kernels.dim() != 6:
+        raise ValueError(f"kernels: expected (N, G, k, k, Ho, Wo), got shape {tuple(kernels.shape)}")
+    N, G, k, _, Ho, Wo = kernels.shape
+    if Ho % scale or Wo % scale:
+        raise ValueError(f"kernels: output size {Ho}x{Wo} is not a multiple of scale={scale}")
+    if labels.dim() != 3 or labels.shape[0] != N or labels.shape[-2] % Ho or labels.shape[-1] % Wo \
+            or labels.shape[-2] // Ho != labels.shape[-1] // Wo:
+        raise ValueError(f"labels: expected ({N}, t*{Ho}, t*{Wo}) for an integer t >= 1, "
+                         f"got shape {tuple(labels.shape)}")
+    t = labels.shape[-2] // Ho
+    S = int(labels.max()) + 1
+    own = segment_fractions(labels, t, S, alignment).argmax(1)            # (N, Ho, Wo)
+    frac = segment_fractions(labels, t * scale, S, alignment)               # (N, S, H, W)
+    H, W = Ho // scale, Wo // scale
+    # fraction of each tap's source pixel in each segment: (N, S, k*k, H, W)
+    taps = F.unfold(frac, k, padding=k // 2).view(N, S, k * k, H, W)
+    taps = taps.repeat_interleave(scale, -2).repeat_interleave(scale, -1)  # (N, S, k*k, Ho, Wo)
+    same = taps.gather(1, own[:, None, None].expand(N, 1, k * k, Ho, Wo))[:, 0]
+    p = _probabilities(kernels.float().reshape(N, G, k, k, Ho, Wo)).reshape(N, G, k * k, Ho, Wo)
+    return (p * same[:, None].to(p.device)).sum(2)
+
+
+def boundary_band(labels: Tensor, out_size, width: int = 1, alignment: str = "centre") -> Tensor:
+    """Output pixels within ``width`` output pixels of a segment boundary:
+    labels (N, Hi, Wi) -> bool (N, Ho, Wo), out_size = (Ho, Wo) dividing
+    (Hi, Wi). A pixel is on a boundary when its t x t block is not all one
+    segment or a 4-neighbour's majority segment differs from its own."""
+    Ho, Wo = out_size
+    t = labels.shape[-2] // Ho
+    frac = segment_fractions(labels, t, alignment=alignment)
+    own = frac.argmax(1)
+    mixed = frac.max(1).values < 1
+    edge = torch.zeros_like(mixed)
+    edge[:, 1:] |= own[:, 1:] != own[:, :-1]
+    edge[:, :-1] |= own[:, 1:] != own[:, :-1]
+    edge[:, :, 1:] |= own[:, :, 1:] != own[:, :, :-1]
+    edge[:, :, :-1] |= own[:, :, 1:] != own[:, :, :-1]
+    band = (mixed | edge).float()[:, None]
+    if width > 0:
+        band = F.max_pool2d(band, 2 * width + 1, 1, width)
+    return band[:, 0] > 0
+
+
+def content_awareness(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
+                      margin: int = None, alignment: str = "centre") -> dict:
+    """Same-segment mass (:func:`same_segment_mass`) averaged over the output
+    pixels in the boundary band (:func:`boundary_band`) and over the rest
+    (interior), leaving out ``margin`` output pixels at the image border
+    (default s * (k // 2): windows there reach into the zero padding).
+    Returns {"boundary", "interior", "n_boundary", "n_interior"}; the means
+    are over all groups and images."""
+    N, G, k, _, Ho, Wo = kernels.shape
+    margin = scale * (k // 2) if margin is None else margin
+    mass = same_segment_mass(kernels, labels, scale, alignment)             # (N, G, Ho, Wo)
+    band = boundary_band(labels, (Ho, Wo), width, alignment).to(mass.device)
+    valid = torch.zeros_like(band)
+    valid[:, margin:Ho - margin, margin:Wo - margin] = True
+    out = {}
+    for name, where in (("boundary", band & valid), ("interior", ~band & valid)):
+        n = int(where.sum())
+        out[name] = float(mass[where[:, None].expand_as(mass)].mean()) if n else float("nan")
+        out[f"n_{name}"] = n
+    return out
+
+
+def fixed_kernels(name: str, batch: int, height: int, width: int, scale: int, k: int = 5) -> Tensor:
+    """The equivalent kernels of a fixed interpolation ("nearest" or
+    "bilinear") over CARAFE's k x k window: (batch, 1, k, k, s*H, s*W)."""
+    makers = {"nearest": nearest_masks, "bilinear": bilinear_masks}
+    if name not in makers:
+        raise ValueError(f"name: expected one of {sorted(makers)}, got {name!r}")
+    m = makers[name](height, width, scale, k)
+    return m.view(1, 1, k, k, height * scale, width * scale).expand(batch, -1, -1, -1, -1, -1)
+
+
+def aggregate_scores(runs) -> dict:
+    """Mean, sample std and n over runs (seeds) of score dicts shaped
+    {level: {kind: {"boundary": x, "interior": y, ...}}} (as
+    :func:`carafe.ablations.seg.kernel_scores` and the detection runs'
+    kernel_scores.json give them): {level: {kind: {"boundary_mean",
+    "boundary_std", "interior_mean", "interior_std", "n"}}}."""
+    import statistics
+    runs = list(runs)
+    if not runs:
+        raise ValueError("runs: expected at least one run's scores, got none")
+    out = {}
+    for level in runs[0]:
+        for kind in runs[0][level]:
+            row = {}
+            for part in ("boundary", "interior"):
+                values = [r[level][kind][part] for r in runs if level in r and kind in r[level]]
+                row[f"{part}_mean"] = statistics.mean(values)
+                row[f"{part}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                row["n"] = len(values)
+            out.setdefault(level, {})[kind] = row
+    return out
+
+
+def scores_markdown(aggregated: dict) -> str:
+    """A markdown table of :func:`aggregate_scores`' output."""
+    lines = ["| step | kernels | same-segment mass, boundary | interior | seeds |",
+             "|---|---|---:|---:|---:|"]
+    for level, kinds in aggregated.items():
+        for kind, r in kinds.items():
+            lines.append(f"| {level} | {kind} | {r['boundary_mean']:.3f} ± {r['boundary_std']:.3f} "
+                         f"| {r['interior_mean']:.3f} ± {r['interior_std']:.3f} | {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
+            part: str = "boundary") -> str:
+    """One sentence comparing kernels a and b at a level, computed from the
+    numbers: the difference of the means against the seeds' spread (the two
+    standard deviations added in quadrature; for fixed kernels it is 0)."""
+    ra, rb = aggregated[level][a], aggregated[level][b]
+    diff = ra[f"{part}_mean"] - rb[f"{part}_mean"]
+    spread = math.hypot(ra[f"{part}_std"], rb[f"{part}_std"])
+    verdict = ("higher than" if diff > 0 else "lower than") if abs(diff) > 2 * spread else \
+        "not distinguishable (within twice the seeds' spread) from"
+    return (f"{level}: {a}'s {part} same-segment mass {ra[f'{part}_mean']:.3f} ± "
+            f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {verdict} {b}'s "
+            f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}, spread {spread:.3f})")
+
+
 def edge_and_flat_locations(image: Tensor, scale: int, n: int = 2, margin: int = 4):
     """Output locations (p, q) on the strongest edges and in the flattest
     regions of image (3 or 1, H, W): (edges, flats), n of each, at least
@@ -209,6 +392,32 @@ def plot_kernel_maps(image: Tensor, kernels: Tensor, scale: int, group: int = 0,
     return fig
 
 
+def plot_mass_maps(image: Tensor, labels: Tensor, maps: dict, title: str = ""):
+    """The image (3, H, W), its segments (H, W) and, for each named map
+    (Ho, Wo) in maps, the same-segment mass per output pixel (1: all of the
+    kernel's weight from the pixel's own segment). Returns the Figure."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2 + len(maps), figsize=(3.1 * (2 + len(maps)), 3.3))
+    _show(axes[0], image)
+    axes[0].set_title("image")
+    axes[1].imshow(labels.cpu().numpy(), cmap="tab10", interpolation="nearest")
+    axes[1].set_title("segments (ground truth)")
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    for ax, (name, m) in zip(axes[2:], maps.items()):
+        im = ax.imshow(m.cpu().numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{name}: same-segment mass", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[-1], fraction=0.046, label="share of kernel weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 __all__ = ["reassembly_kernels", "kernel_entropy", "kernel_center_of_mass", "source_pixel",
-           "bilinear_kernel", "bilinear_masks", "edge_and_flat_locations", "plot_kernels",
+           "bilinear_kernel", "bilinear_masks", "nearest_masks", "segment_fractions",
+           "same_segment_mass", "boundary_band", "content_awareness", "fixed_kernels",
+           "aggregate_scores", "scores_markdown", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
            "plot_kernel_maps"]

@@ -17,6 +17,9 @@ from carafe._readme import read_section  # noqa: E402
 from carafe.ablations import harness, paper, seg  # noqa: E402
 from carafe.upsamplers import UPSAMPLERS  # noqa: E402
 from carafe.ablations.studies import STUDIES  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
@@ -36,11 +39,18 @@ def test_study_runs(study, tmp_path):
     assert (out / "figure.png").stat().st_size > 1000
 
 
-def test_paper_numbers_are_marked():
-    for study, variants in STUDIES.items():
-        for label, _, _ in variants:
-            cell = paper.paper_cell(study, label)
-            assert cell in ("not verified", "not in the paper") or "unverified" not in cell
+def test_published_numbers_have_sources_and_match_the_shared_file():
+    shared = REPO.parent / "shared" / "published-numbers.md"
+    for study, entries in paper.PUBLISHED.items():
+        labels = {label for label, _, _ in STUDIES[study]}
+        for label, (ap, source) in entries.items():
+            assert label in labels and source
+            assert paper.paper_cell(study, label) == f"{ap:.1f}"
+            if shared.exists():  # the numbers are read from there, never typed from memory
+                assert f"{ap:.1f}" in shared.read_text()
+    # studies without any published number get no column at all
+    assert not paper.has_column("normalizer") and paper.has_column("upsamplers")
+    assert paper.paper_cell("upsamplers", "gum") == "-"
 
 
 def test_unknown_study_and_task(tmp_path):

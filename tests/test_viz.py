@@ -99,3 +99,116 @@ def test_figures():
     fig = viz.plot_kernel_maps(image, kernels, scale=2)
     assert len(fig.axes) == 5  # three panels and two colour bars
     plt.close(fig)
+
+
+# --- content-awareness: same-segment mass on hand-made masks -----------------
+
+def halves(n=1, size=16, split=8):
+    """Labels (n, size, size): segment 0 left of column `split`, 1 from it."""
+    labels = torch.zeros(n, size, size, dtype=torch.long)
+    labels[..., split:] = 1
+    return labels
+
+
+def test_same_segment_mass_of_nearest_on_block_aligned_halves_is_one():
+    # input 8x8 -> output 16x16; the boundary falls between input pixels 3 and 4
+    kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=5)
+    mass = viz.same_segment_mass(kernels, halves(), 2, "block")
+    assert mass.shape == (1, 1, 16, 16)
+    assert torch.allclose(mass, torch.ones_like(mass))
+
+
+def test_same_segment_mass_of_bilinear_next_to_the_boundary():
+    kernels = viz.fixed_kernels("bilinear", 1, 8, 8, 2, k=5)
+    mass = viz.same_segment_mass(kernels, halves(), 2, "block")[0, 0]
+    # output column 7 samples input columns 3 (0.75) and 4 (0.25, the other
+    # segment); column 8 mirrors it; columns 5 and 10 read one segment only
+    assert torch.allclose(mass[4:12, 7], torch.full((8,), 0.75))
+    assert torch.allclose(mass[4:12, 8], torch.full((8,), 0.75))
+    assert torch.allclose(mass[4:12, 5], torch.ones(8))
+    assert torch.allclose(mass[4:12, 10], torch.ones(8))
+
+
+def test_same_segment_mass_of_a_uniform_kernel_counts_taps():
+    kernels = torch.full((1, 1, 5, 5, 16, 16), 1 / 25)
+    mass = viz.same_segment_mass(kernels, halves(), 2, "block")[0, 0]
+    # source column 3: window columns 1..5, of which 4 and 5 are the other segment
+    assert torch.allclose(mass[8, 7], torch.tensor(3 / 5))
+    # source column 2: window 0..4, one column across
+    assert torch.allclose(mass[8, 4], torch.tensor(4 / 5))
+    # the corner: taps outside the input read zero padding, never "own segment"
+    assert torch.allclose(mass[0, 0], torch.tensor(9 / 25))
+
+
+def test_same_segment_mass_penalises_a_shifted_copy():
+    # every kernel copies its source pixel's left neighbour (tap dx = -1):
+    # right of the boundary, output columns 8 and 9 (source 4) read source 3
+    kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=5).clone()
+    kernels[..., 2, 2, :, :] = 0
+    kernels[..., 2, 1, :, :] = 1
+    mass = viz.same_segment_mass(kernels, halves(), 2, "block")[0, 0]
+    assert torch.all(mass[:, 8:10] == 0)
+    assert torch.all(mass[:, 2:8] == 1) and torch.all(mass[:, 10:] == 1)
+
+
+def test_same_segment_mass_gives_partial_credit_to_mixed_blocks():
+    # boundary at column 9: input pixel 4 (columns 8, 9) is half and half
+    kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=3)
+    mass = viz.same_segment_mass(kernels, halves(split=9), 2, "block")[0, 0]
+    assert torch.allclose(mass[:, 8], torch.full((16,), 0.5))   # own segment 0 (column 8)
+    assert torch.allclose(mass[:, 9], torch.full((16,), 0.5))   # own segment 1
+    assert torch.allclose(mass[:, 10], torch.ones(16))
+
+
+def test_same_segment_mass_at_a_coarser_output_grid():
+    # labels at 32x32 for an output grid of 16x16 (t = 2) and input 8x8
+    labels = halves(size=32, split=16)
+    kernels = viz.fixed_kernels("bilinear", 1, 8, 8, 2, k=5)
+    mass = viz.same_segment_mass(kernels, labels, 2, "block")[0, 0]
+    assert torch.allclose(mass[8, 7], torch.tensor(0.75))
+
+
+def test_content_awareness_bands():
+    band = viz.boundary_band(halves(), (16, 16), width=1, alignment="block")
+    assert band.shape == (1, 16, 16)
+    assert band[0, :, 6:10].all() and not band[0, :, :6].any() and not band[0, :, 10:].any()
+    uniform = torch.full((1, 2, 5, 5, 16, 16), 1 / 25)
+    scores = viz.content_awareness(uniform, halves(), 2, width=1, alignment="block")
+    # margin 4: rows 4..11; the band is columns 6..9 (sources 3, 3, 4, 4), each
+    # reading two columns of the other segment; counts are output pixels
+    assert scores["n_boundary"] == 8 * 4 and scores["n_interior"] == 8 * 4
+    assert math.isclose(scores["boundary"], 3 / 5, rel_tol=1e-6)
+    # interior columns 4, 5 (source 2: 4/5) and 10, 11 (source 5: 4/5)
+    assert math.isclose(scores["interior"], 4 / 5, rel_tol=1e-6)
+    nearest = viz.content_awareness(viz.fixed_kernels("nearest", 1, 8, 8, 2), halves(), 2,
+                                    alignment="block")
+    assert nearest["boundary"] == 1.0 and nearest["interior"] == 1.0
+
+
+def test_same_segment_mass_rejects_bad_shapes():
+    kernels = torch.full((1, 1, 5, 5, 16, 16), 1 / 25)
+    with pytest.raises(ValueError, match="labels"):
+        viz.same_segment_mass(kernels, torch.zeros(1, 15, 15, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="kernels"):
+        viz.same_segment_mass(kernels[0], halves(), 2)
+    with pytest.raises(ValueError, match="name"):
+        viz.fixed_kernels("bicubic", 1, 8, 8, 2)
+
+
+def test_centre_alignment_places_footprints_on_stride_multiples():
+    # stride 2, "centre": feature pixel i covers image pixels 2i - 1 and 2i
+    labels = halves(size=16, split=7)
+    frac = viz.segment_fractions(labels, 2, alignment="centre")
+    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.]))
+    frac = viz.segment_fractions(labels, 2, alignment="block")
+    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0.5, 1, 1, 1, 1.]))
+    # nearest copies source p // 2: under "centre" only output column 7 (image
+    # pixel 7, segment 1) misses, reading source 3 (image pixels 5, 6); under
+    # "block" source 3 is half and half, for columns 6 and 7
+    kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=3)
+    centre = viz.same_segment_mass(kernels, labels, 2, "centre")[0, 0, 0]
+    block = viz.same_segment_mass(kernels, labels, 2, "block")[0, 0, 0]
+    assert torch.equal(centre, torch.tensor([1.] * 7 + [0.] + [1.] * 8))
+    assert torch.equal(block, torch.tensor([1.] * 6 + [0.5, 0.5] + [1.] * 8))
+    with pytest.raises(ValueError, match="alignment"):
+        viz.segment_fractions(labels, 2, alignment="corner")

@@ -79,7 +79,7 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     results = {"study": study, "task": task, "setting": setting, "scale": scale,
                "seeds": seeds, "device": device, "torch": torch.__version__,
                "machine": platform.platform(), "rows": rows,
-               "paper_source": paper.SOURCE}
+               "published_source": paper.SOURCE if paper.has_column(study) else None}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(table(results))
     figure(results, out / "figure.png")
@@ -88,35 +88,48 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
 
 def table(results):
     m0, m1 = metrics_of(results["task"])
+    published = paper.has_column(results["study"])
     lines = [f"# {results['study']} on {results['task']} (x{results['scale']}, "
              f"{results['setting']} setting, {results['seeds']} seed(s), {results['device']})",
-             "", f"| variant | params (C=256) | FLOPs/px (C=256) | latency ms | {m0} | {m1} | "
-             "paper: Faster R-CNN box AP |", "|---|---:|---:|---:|---:|---:|---|"]
+             "", f"| variant | params (C=256) | FLOPs/px (C=256) | latency ms | {m0} | {m1} |"
+             + (f" {paper.COLUMN} |" if published else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if published else "")]
     for r in results["rows"]:
         lines.append(
             f"| {r['label']} | {r['params_c256_s2']:,} | {r['flops_per_pixel_c256_s2']:,} | "
             f"{r['latency_ms_c64_64px']:.2f} | {r[f'{m0}_mean']:.3f} ± {r[f'{m0}_std']:.3f} | "
-            f"{r[f'{m1}_mean']:.4f} ± {r[f'{m1}_std']:.4f} | "
-            f"{paper.paper_cell(results['study'], r['label'])} |")
-    lines += ["", f"Paper column: {results['paper_source']}; entries marked "
-              "'not verified' could not be checked against the paper here."]
+            f"{r[f'{m1}_mean']:.4f} ± {r[f'{m1}_std']:.4f} |"
+            + (f" {paper.paper_cell(results['study'], r['label'])} |" if published else ""))
+    lines += ["", f"Mean ± sample standard deviation over {results['seeds']} seed(s)."]
+    if published:
+        lines.append("Published column (not ours; COCO, R50-FPN): "
+                     + "; ".join(paper.sources(results["study"])) + ".")
     return "\n".join(lines) + "\n"
 
 
 def figure(results, path):
+    """Dot plot of the first metric per variant (mean, error bars: ± one
+    sample std over seeds; the seeds as small dots), against the first
+    variant (the baseline) as a dashed line. Saved to path."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     m0 = metrics_of(results["task"])[0]
     rows = results["rows"]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(rows)), 3.5))
-    ax.bar(range(len(rows)), [r[f"{m0}_mean"] for r in rows],
-           yerr=[r[f"{m0}_std"] for r in rows], capsize=3)
-    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
-    lo = min(r[f"{m0}_mean"] - r[f"{m0}_std"] for r in rows)
-    hi = max(r[f"{m0}_mean"] + r[f"{m0}_std"] for r in rows)
-    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-6), hi + 0.1 * (hi - lo + 1e-6))
-    ax.set(ylabel=m0.upper(), title=f"{results['study']} ({results['task']}, x{results['scale']})")
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        ax.scatter([s[m0] for s in r["seeds"]], [i] * len(r["seeds"]), s=8, color="0.6", zorder=1)
+        ax.errorbar(r[f"{m0}_mean"], i, xerr=r[f"{m0}_std"], fmt="o", color="C0", capsize=3,
+                    zorder=2)
+    ax.axvline(rows[0][f"{m0}_mean"], color="0.3", ls="--", lw=1,
+               label=f"{rows[0]['label']} (baseline) mean")
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.invert_yaxis()
+    unit = {"psnr": "PSNR, dB (Y channel)", "miou": "mIoU (fraction)",
+            "bbox_mAP": "box AP (fraction)"}.get(m0, m0)
+    ax.set(xlabel=f"{unit}: mean ± 1 std over {results['seeds']} seed(s), grey: seeds",
+           title=f"{results['study']} ({results['task']}, x{results['scale']})")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,36 +1,55 @@
-"""The paper's numbers for each ablation table, as data, so that tables can
-show them beside ours. Every entry names its source; an entry whose value
-could not be checked against the paper in this repository is None with
-verified=False, and tables print it as "not verified" rather than a number.
+"""Published numbers for the ablation tables, as data, each with its source
+(transcribed from ../shared/published-numbers.md, where every number was read
+in the source named; none is typed from memory).
 
-The paper's ablations (Wang et al., ICCV 2019, Sec. 4.4) are on Faster
-R-CNN / COCO box AP; the upsampler comparison also gives FLOPs and
-parameters. Our parameter and FLOP counts are computed, not copied (see
+The CARAFE paper's own ablation tables (C_m, k_encoder x k_up, normaliser,
+the upsampler comparison with its AP breakdown) could not be read here, so
+those studies have no published column at all rather than a column of
+"not verified". The upsampler comparison has published COCO numbers from
+the SAPA and DySample authors' repositories (Faster R-CNN R50-FPN, 1x).
+Our parameter and FLOP counts are computed, not copied (see
 carafe.upsamplers), and CARAFE's match the paper's text: 74,148 parameters
 and ~199K FLOPs per pixel at C=256, s=2.
 """
 
-from .studies import STUDIES
+SAPA = "tiny-smart/sapa README (commit a5acd52)"
+DYSAMPLE = "tiny-smart/dysample README (commit 81a1de5)"
 
-SOURCE = "Wang et al., CARAFE, ICCV 2019 (arXiv 1905.02188), Sec. 4.4 ablation tables"
+#: What the published column reports.
+COLUMN = "published: Faster R-CNN R50-FPN 1x COCO box AP"
 
-# study -> variant label -> {"box_ap": value or None, "verified": bool}
-PAPER = {
-    study: {label: {"box_ap": None, "verified": False} for label, _, _ in variants}
-    for study, variants in STUDIES.items()
+# study -> variant label -> (box AP, source)
+PUBLISHED = {
+    "upsamplers": {
+        "nearest": (37.4, SAPA),
+        "deconv": (37.3, SAPA),
+        "pixel_shuffle": (37.5, SAPA),
+        "carafe": (38.6, SAPA),
+        "dysample": (38.6, DYSAMPLE),
+    },
 }
-# Stated in the paper's text (abstract / Sec. 3), hence verified.
+# Stated in the paper's abstract / Sec. 3.
 PAPER_TEXT = {"carafe_flops_per_pixel_c256_s2": 199_000, "carafe_gain_faster_rcnn_box_ap": 1.2}
-# DySample is not in the CARAFE paper.
-for _study in PAPER.values():
-    if "dysample" in _study:
-        _study["dysample"] = {"box_ap": None, "verified": True, "note": "not in the paper"}
+SOURCE = ("Faster R-CNN R50-FPN 1x COCO box AP from " + SAPA + " and " + DYSAMPLE
+          + "; see ../shared/published-numbers.md")
+
+
+def has_column(study):
+    """Whether the study has any published number (else tables drop the column)."""
+    return bool(PUBLISHED.get(study))
 
 
 def paper_cell(study, label):
-    entry = PAPER.get(study, {}).get(label)
-    if entry is None or entry.get("note"):
-        return "-" if entry is None else entry["note"]
-    if entry["box_ap"] is None:
-        return "not verified"
-    return f"{entry['box_ap']}" + ("" if entry["verified"] else " (unverified)")
+    """The published box AP of a variant, or "-" where none was published
+    for it (or none could be read)."""
+    entry = PUBLISHED.get(study, {}).get(label)
+    return "-" if entry is None else f"{entry[0]:.1f}"
+
+
+def sources(study):
+    """The distinct sources of a study's published column, in order."""
+    seen = []
+    for _, src in PUBLISHED.get(study, {}).values():
+        if src not in seen:
+            seen.append(src)
+    return seen

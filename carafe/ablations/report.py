@@ -58,12 +58,14 @@ def summary_markdown(root=OUT):
         run = Path(r["_dir"]).relative_to(REPO) if Path(r["_dir"]).is_relative_to(REPO) \
             else r["_dir"]
         sr = task == "sr"
+        published = paper.has_column(study)
         lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
                   f"`{run}`)", "",
                   f"| variant | params (C=256) | FLOPs/px (C=256) | {m0} | {m1} | "
                   + ("seeds stuck at bicubic | " if sr else "")
-                  + "paper (Faster R-CNN box AP) |",
-                  "|---|---:|---:|---:|---:|" + ("---:|" if sr else "") + "---|"]
+                  + (f"{paper.COLUMN} |" if published else ""),
+                  "|---|---:|---:|---:|---:|" + ("---:|" if sr else "")
+                  + ("---:|" if published else "")]
         best = best_label(r)
         for row in r["rows"]:
             name = f"**{row['label']}**" if row["label"] == best else row["label"]
@@ -75,7 +77,9 @@ def summary_markdown(root=OUT):
                 f"{row[f'{m0}_mean']:.3f} ± {row[f'{m0}_std']:.3f}{extra} | "
                 f"{row[f'{m1}_mean']:.4f} ± {row[f'{m1}_std']:.4f} | "
                 + (f"{at_bicubic(row)} | " if sr else "")
-                + f"{paper.paper_cell(study, row['label'])} |")
+                + (f"{paper.paper_cell(study, row['label'])} |" if published else ""))
+        if published:
+            lines += ["", "Published column (not ours): " + "; ".join(paper.sources(study)) + "."]
         lines.append("")
     return "\n".join(lines)
 

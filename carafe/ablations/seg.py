@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..upsamplers import build_upsampler
-from .schedule import warmup_cosine
+from .schedule import param_groups, warmup_cosine
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
@@ -36,13 +36,13 @@ BOUNDARY_TOLERANCE = 2  # pixels
 def make_split(num, size, seed):
     """(images (N, 3, size, size) float in [0, 1], labels (N, size, size) int64)
     drawn with the offline detection dataset's generator."""
-    from ..experiments.data import _load_sources, _make_image
+    from ..experiments.data import load_sources, make_image
     rng = np.random.default_rng(seed)
-    objects_src, backgrounds = _load_sources()
+    objects_src, backgrounds = load_sources()
     images = np.empty((num, size, size, 3), np.uint8)
     labels = np.zeros((num, size, size), np.int64)
     for i in range(num):
-        image, masks, classes = _make_image(rng, size, objects_src, backgrounds, max_objects=6)
+        image, masks, classes = make_image(rng, size, objects_src, backgrounds, max_objects=6)
         images[i] = image
         for mask, cls in zip(masks, classes):  # masks are already occlusion-resolved
             labels[i][mask.astype(bool)] = cls + 1
@@ -135,28 +135,27 @@ def boundary_f(pred, target, tolerance=BOUNDARY_TOLERANCE, n=NUM_CLASSES):
     return sum(scores) / len(scores)
 
 
-def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        **overrides):
-    """Train on the generated training images, evaluate on held-out ones.
-    Returns {"miou", "boundary_f", "train_seconds"}. scale is the upsampler's
-    step and must be 2 (the decoder goes up in two x2 steps)."""
-    if scale != 2:
-        raise ValueError(f"scale: the seg task's decoder upsamples in x2 steps; got {scale}")
+def train_model(upsampler, options, seed=0, setting="default", device="cpu", steps=None,
+                progress=None, **overrides):
+    """Train a SegNet on the generated training images. Returns (model in
+    eval mode, training seconds, the settings used). ``progress``: a
+    callable wrapping the step range (e.g. tqdm.auto.trange's iterable), for
+    notebooks."""
     cfg = dict(SETTINGS[setting])
     if steps is not None:
         cfg["steps"] = steps
     cfg.update(overrides)
     # The data do not depend on the seed: seeds vary the model and batches only.
     train_x, train_y = _cached_split(cfg["num_train"], cfg["size"], 1000)
-    val_x, val_y = _cached_split(cfg["num_val"], cfg["size"], 2000)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = SegNet(upsampler, cfg["channels"], **options).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    opt = torch.optim.AdamW(param_groups(model, cfg["lr"]), lr=cfg["lr"], weight_decay=1e-4)
     sched = warmup_cosine(opt, cfg["steps"])
     start = time.perf_counter()
     model.train()
-    for _ in range(cfg["steps"]):
+    steps_iter = range(cfg["steps"])
+    for _ in (progress(steps_iter) if progress else steps_iter):
         idx = torch.randint(len(train_x), (cfg["batch"],), generator=gen)
         x, y = train_x[idx], train_y[idx]
         if torch.rand((), generator=gen) < 0.5:  # horizontal flip
@@ -166,7 +165,17 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
         loss.backward()
         opt.step()
         sched.step()
-    seconds = time.perf_counter() - start
+    return model.eval(), time.perf_counter() - start, cfg
+
+
+def validation_split(setting="default", **overrides):
+    """The held-out images and labels of a setting: ((N, 3, S, S), (N, S, S))."""
+    cfg = {**SETTINGS[setting], **overrides}
+    return _cached_split(cfg["num_val"], cfg["size"], 2000)
+
+
+def evaluate(model, val_x, val_y, device="cpu"):
+    """mIoU, boundary F and pixel accuracy of model on (val_x, val_y)."""
     model.eval()
     preds = []
     with torch.no_grad():
@@ -174,4 +183,81 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
             preds.append(model(val_x[i:i + 8].to(device)).argmax(1).cpu())
     pred = torch.cat(preds)
     return {"miou": miou(confusion(pred, val_y)), "boundary_f": boundary_f(pred, val_y),
-            "pixel_acc": (pred == val_y).double().mean().item(), "train_seconds": seconds}
+            "pixel_acc": (pred == val_y).double().mean().item()}
+
+
+def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
+        **overrides):
+    """Train on the generated training images, evaluate on held-out ones.
+    Returns {"miou", "boundary_f", "pixel_acc", "train_seconds"} and, for
+    CARAFE, the kernels' same-segment mass (see :func:`kernel_scores`).
+    scale is the upsampler's step and must be 2 (the decoder goes up in x2
+    steps)."""
+    if scale != 2:
+        raise ValueError(f"scale: the seg task's decoder upsamples in x2 steps; got {scale}")
+    model, seconds, cfg = train_model(upsampler, options, seed, setting, device, steps,
+                                      **overrides)
+    val_x, val_y = validation_split(setting, **overrides)
+    result = evaluate(model, val_x, val_y, device)
+    result["train_seconds"] = seconds
+    if upsampler == "carafe":
+        scores = kernel_scores(model, val_x, val_y, device)
+        for level, row in scores.items():
+            result[f"same_segment_boundary_{level}"] = row["carafe"]["boundary"]
+    return result
+
+
+# --- the decoder's reassembly kernels ----------------------------------------
+
+#: Output stride (image pixels per output pixel) of each decoder upsampler.
+LEVEL_STRIDES = {"1/8->1/4": 4, "1/4->1/2": 2, "1/2->1/1": 1}
+
+
+def decoder_kernels(model, x):
+    """The CARAFE kernels of each decoder step for images x (N, 3, H, W):
+    {level: (N, G, k, k, Ho, Wo)} with levels as in LEVEL_STRIDES."""
+    from ..viz import reassembly_kernels
+    inputs = {}
+    hooks = [up.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+             for i, up in enumerate(model.ups)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {level: reassembly_kernels(model.ups[i], inputs[i])
+            for i, level in enumerate(LEVEL_STRIDES)}
+
+
+def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
+    """Same-segment mass (:func:`carafe.viz.content_awareness`) of the CARAFE
+    decoder's kernels on images (N, 3, H, W) with ground-truth labels
+    (N, H, W), at each decoder step, beside the equivalent kernels of nearest
+    and bilinear upsampling on the same grid:
+    {level: {"carafe" | "bilinear" | "nearest": {"boundary", "interior", ...}}}.
+    Averaged over images weighted by their pixel counts."""
+    from ..viz import content_awareness, fixed_kernels
+    sums = {}
+    model.eval()
+    for i in range(0, len(images), batch):
+        x, y = images[i:i + batch].to(device), labels[i:i + batch]
+        for level, kernels in decoder_kernels(model, x).items():
+            N, _, k, _, Ho, Wo = kernels.shape
+            candidates = {"carafe": kernels.cpu(),
+                          "bilinear": fixed_kernels("bilinear", N, Ho // 2, Wo // 2, 2, k),
+                          "nearest": fixed_kernels("nearest", N, Ho // 2, Wo // 2, 2, k)}
+            for name, kern in candidates.items():
+                score = content_awareness(kern, y, 2, width=width)
+                acc = sums.setdefault(level, {}).setdefault(
+                    name, {"boundary": 0.0, "interior": 0.0, "n_boundary": 0, "n_interior": 0})
+                for part in ("boundary", "interior"):
+                    n = score[f"n_{part}"]
+                    if n:
+                        acc[part] += score[part] * n
+                        acc[f"n_{part}"] += n
+    return {level: {name: {part: (acc[part] / acc[f"n_{part}"] if acc[f"n_{part}"] else
+                                  float("nan")) for part in ("boundary", "interior")}
+                           | {f"n_{p}": acc[f"n_{p}"] for p in ("boundary", "interior")}
+                    for name, acc in by_name.items()}
+            for level, by_name in sums.items()}

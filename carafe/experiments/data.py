@@ -3,7 +3,11 @@
 Objects of four shape classes (disk, square, triangle, star), from small to
 large (so that upsampling quality matters), textured with crops of the
 photographs scikit-image ships, pasted with random rotation and occlusion
-onto textured backgrounds (brick, grass, gravel, photographs). Each image gets
+onto a background. Backgrounds are either ``"texture"`` (crops of brick,
+grass, gravel and photographs at full detail: hard, objects hide in them) or
+``"smooth"`` (the same sources blurred to their low frequencies and tinted:
+natural colour gradients, no clutter; what the detection proxy uses, so a
+detector trained for minutes on a CPU learns the task). Each image gets
 boxes and polygon masks of the visible parts, in the standard COCO layout::
 
     ROOT/annotations/instances_train.json, ROOT/annotations/instances_val.json
@@ -21,8 +25,13 @@ from pathlib import Path
 import numpy as np
 
 CLASSES = ("disk", "square", "triangle", "star")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "offline_coco"
+BACKGROUNDS = ("texture", "smooth")
+#: The detection proxy's dataset (experiments/configs/_base_/offline_shapes.py
+#: states the same values; a test checks they agree).
+DEFAULT_PARAMS = dict(num_train=2000, num_val=200, size=128, max_objects=6, min_radius=6,
+                      background="smooth", seed=0)
 
 # Photographs and textures bundled with scikit-image (no download).
 _OBJECT_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
@@ -30,7 +39,7 @@ _OBJECT_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemi
 _BACKGROUND_SOURCES = ("brick", "grass", "gravel", "camera", "moon", "coins")
 
 
-def _load_sources():
+def load_sources():
     from skimage import data
 
     def rgb(name):
@@ -82,16 +91,24 @@ def _mask_polygons(mask):
     return polys
 
 
-def _make_image(rng, size, objects_src, backgrounds, max_objects):
+def make_image(rng, size, objects_src, backgrounds, max_objects, min_radius=4,
+               background="texture"):
+    """One image (size, size, 3) uint8 RGB, its objects' visible masks (each
+    (size, size) uint8, occlusion resolved) and their class indices."""
     import cv2
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background: expected one of {BACKGROUNDS}, got {background!r}")
     bg = _crop(rng, backgrounds[rng.integers(len(backgrounds))], size, size).astype(np.float32)
+    if background == "smooth":
+        # Low frequencies only: a Gaussian of a quarter of the image side.
+        bg = cv2.GaussianBlur(bg, (0, 0), size / 4)
     tint = rng.uniform(0.6, 1.2, size=3).astype(np.float32)
     image = np.clip(bg * tint, 0, 255)
     masks, labels = [], []
     for _ in range(int(rng.integers(2, max_objects + 1))):
         cls = int(rng.integers(len(CLASSES)))
-        # log-uniform radius: 4 px (COCO "small") to size/3 ("large")
-        r = float(np.exp(rng.uniform(math.log(4), math.log(size / 3))))
+        # log-uniform radius: min_radius (4 px: COCO "small") to size/3 ("large")
+        r = float(np.exp(rng.uniform(math.log(min_radius), math.log(size / 3))))
         cx, cy = rng.uniform(0, size), rng.uniform(0, size)
         poly = _shape_polygon(rng, CLASSES[cls], cx, cy, r)
         mask = np.zeros((size, size), np.uint8)
@@ -109,11 +126,12 @@ def _make_image(rng, size, objects_src, backgrounds, max_objects):
     return image.astype(np.uint8), masks, labels
 
 
-def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0):
+def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0, min_radius=4,
+             background="texture"):
     """Write the dataset under root (see the module docstring); returns root."""
     import cv2
     root = Path(root)
-    objects_src, backgrounds = _load_sources()
+    objects_src, backgrounds = load_sources()
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"}
                   for i, n in enumerate(CLASSES)]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -122,7 +140,8 @@ def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for idx in range(count):
-            image, masks, labels = _make_image(rng, size, objects_src, backgrounds, max_objects)
+            image, masks, labels = make_image(rng, size, objects_src, backgrounds, max_objects,
+                                              min_radius, background)
             name = f"{idx:06d}.png"
             cv2.imwrite(str(root / split / name), image[..., ::-1])  # RGB -> BGR for cv2
             images.append({"id": idx + 1, "file_name": name, "height": size, "width": size})
@@ -145,13 +164,22 @@ def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0):
 
 def ensure_offline_coco(root=DEFAULT_ROOT, **params):
     """The dataset at root, generated now unless one with the same parameters
-    is already there. Returns the root as a Path."""
+    is already there (parameters default to DEFAULT_PARAMS). Returns the root
+    as a Path. A non-empty folder this generator did not write (no meta.json)
+    is never written into."""
     import fcntl
     root = Path(root)
-    wanted = {"version": GENERATOR_VERSION, "num_train": 64, "num_val": 16, "size": 256,
-              "max_objects": 6, "seed": 0}
-    wanted.update(params)
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ValueError(f"offline dataset: unknown parameter(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(DEFAULT_PARAMS)}")
+    wanted = {"version": GENERATOR_VERSION, **DEFAULT_PARAMS, **params}
     meta = root / "meta.json"
+    if root.is_dir() and any(root.iterdir()) and not meta.exists() \
+            and not (root / ".lock").exists():
+        raise ValueError(f"offline dataset: {root} holds files this generator did not write "
+                         "(no meta.json); refusing to write into it. Point the config's "
+                         "data_root (and offline_data.root) at an empty or generated folder.")
     root.mkdir(parents=True, exist_ok=True)
     # Processes of a distributed run start together: one writes, the others
     # wait on the lock and then find it written.

@@ -124,3 +124,103 @@ class CarafeRunRecorderHook(Hook):
 
     def after_test_epoch(self, runner, metrics=None) -> None:
         self._record(runner, metrics, "test")
+
+
+def instance_label_maps(coco_json, file_names, size):
+    """Ground-truth segments of images of a COCO file: (N, size, size) int64,
+    0 for background and 1.. for the visible part of each object (the offline
+    dataset's masks are already occlusion-resolved)."""
+    import numpy as np
+    import torch
+    from pycocotools.coco import COCO
+    coco = COCO(str(coco_json))
+    by_name = {im["file_name"]: im["id"] for im in coco.dataset["images"]}
+    out = np.zeros((len(file_names), size, size), np.int64)
+    for n, name in enumerate(file_names):
+        for i, ann in enumerate(coco.loadAnns(coco.getAnnIds(imgIds=by_name[name]))):
+            mask = coco.annToMask(ann).astype(bool)
+            out[n][mask[:size, :size]] = i + 1
+    return torch.from_numpy(out)
+
+
+def fpn_kernel_scores(model, images, labels, width=1):
+    """Same-segment mass of the CARAFE kernels of a CARAFELabFPN neck (see
+    :func:`carafe.viz.content_awareness`) beside nearest's and bilinear's,
+    for normalised images (N, 3, S, S) (the data preprocessor's output) and
+    instance label maps (N, S, S): {"P(l+1)->P(l)": {"carafe" | "bilinear" |
+    "nearest": {"boundary", "interior", "n_boundary", "n_interior"}}}, for
+    the upsampling steps whose output grid is at least 8 x 8."""
+    import torch
+
+    from ..modules import CARAFEPack
+    from ..viz import content_awareness, fixed_kernels, reassembly_kernels
+    neck = model.neck
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, j=j: inputs.__setitem__(j, args[0]))
+             for j, m in enumerate(neck.upsample_modules) if isinstance(m, CARAFEPack)]
+    try:
+        with torch.no_grad():
+            neck(model.backbone(images))
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for j, x in sorted(inputs.items()):
+        kernels = reassembly_kernels(neck.upsample_modules[j], x).cpu()
+        N, _, k, _, Ho, Wo = kernels.shape
+        if Ho < 8 or labels.shape[-1] % Wo:
+            continue
+        level = neck.start_level + j  # output level: P2 at stride 4 is level 0
+        name = f"P{level + 3}->P{level + 2}"
+        out[name] = {kind: content_awareness(kern, labels, 2, width=width)
+                     for kind, kern in (("carafe", kernels),
+                                        ("bilinear", fixed_kernels("bilinear", N, Ho // 2,
+                                                                   Wo // 2, 2, k)),
+                                        ("nearest", fixed_kernels("nearest", N, Ho // 2,
+                                                                  Wo // 2, 2, k)))}
+    return out
+
+
+@HOOKS.register_module()
+class CarafeKernelScoreHook(Hook):
+    """At the end of training, when the neck has CARAFE upsamplers: their
+    kernels' same-segment mass on the first ``num_images`` validation images
+    (ground truth from the validation annotations), written to
+    kernel_scores.json in the run folder. Added by the launcher to configs
+    whose validation set is the offline dataset."""
+
+    priority = "LOW"
+
+    def __init__(self, num_images: int = 32, width: int = 1):
+        self.num_images, self.width = num_images, width
+
+    def after_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        from mmengine.model import is_model_wrapper
+
+        from ..modules import CARAFEPack
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        neck = getattr(model, "neck", None)
+        if neck is None or not any(isinstance(m, CARAFEPack)
+                                   for m in getattr(neck, "upsample_modules", [])):
+            return
+        dataset = runner.val_dataloader.dataset
+        n = min(self.num_images, len(dataset))
+        batch = [dataset[i] for i in range(n)]
+        was_training = model.training
+        model.eval()
+        data = model.data_preprocessor({"inputs": [b["inputs"] for b in batch],
+                                        "data_samples": [b["data_samples"] for b in batch]},
+                                       False)
+        images = data["inputs"]
+        names = [Path(s.img_path).name for s in data["data_samples"]]
+        ann_file = Path(dataset.ann_file)
+        labels = instance_label_maps(ann_file, names, images.shape[-1])
+        if labels.shape[-2:] != images.shape[-2:]:
+            return  # resized or padded images: the annotations' pixels do not match
+        scores = fpn_kernel_scores(model, images, labels, self.width)
+        model.train(was_training)
+        (Path(runner.work_dir) / "kernel_scores.json").write_text(json.dumps(
+            {"num_images": n, "band_width": self.width, "alignment": "centre",
+             "levels": scores}, indent=2) + "\n")

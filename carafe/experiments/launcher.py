@@ -63,16 +63,37 @@ def load_config(config, cfg_options=None, launcher="none"):
     hooks = list(cfg.get("custom_hooks", []))
     if not any(h.get("type") == "CarafeRunRecorderHook" for h in hooks):
         hooks.append(dict(type="CarafeRunRecorderHook"))
+    # On the offline dataset every pixel's object is known: score the FPN's
+    # CARAFE kernels against it at the end of training (kernel_scores.json).
+    if cfg.get("offline_data") is not None and \
+            not any(h.get("type") == "CarafeKernelScoreHook" for h in hooks):
+        hooks.append(dict(type="CarafeKernelScoreHook"))
     cfg.custom_hooks = hooks
     return cfg
 
 
 def prepare_data(cfg):
-    """Generate the offline dataset a config declares (``offline_data``)."""
-    if "offline_data" in cfg:
-        from .data import ensure_offline_coco
-        params = dict(cfg.offline_data)
-        ensure_offline_coco(params.pop("root"), **params)
+    """Generate the offline dataset a config declares (``offline_data``) at
+    the folder its training set reads. ``offline_data.root`` is evaluated in
+    the base file, so a config that sets its own ``data_root`` (another
+    generated dataset, or real data) leaves it pointing at the default: the
+    dataset's own ``data_root`` decides. Nothing is generated for a config
+    whose training set is not under ``offline_data.root`` unless that root is
+    the dataset's data_root, and data this generator did not write are never
+    written over (see ensure_offline_coco)."""
+    if cfg.get("offline_data") is None:
+        return
+    from .data import ensure_offline_coco
+    params = dict(cfg.offline_data)
+    declared = params.pop("root", None)
+    data_root = cfg.get("train_dataloader", {}).get("dataset", {}).get("data_root")
+    root = data_root or declared
+    if root is None:
+        raise ValueError("offline_data: no root given and the training set has no data_root")
+    if declared and data_root and Path(declared).resolve() != Path(data_root).resolve():
+        print(f"offline data: generating at the training set's data_root {data_root} "
+              f"(offline_data.root {declared} is the base config's default)")
+    ensure_offline_coco(root, **params)
 
 
 def torch_cuda_available():

@@ -8,9 +8,12 @@ _base_ = [
 model = dict(
     roi_head=dict(
         bbox_head=dict(num_classes=4),
+        mask_roi_extractor=dict(out_channels={{_base_.fpn_channels}}, finest_scale=14),
         mask_head=dict(
             type='CARAFELabMaskHead',
             num_classes=4,
+            in_channels={{_base_.fpn_channels}},
+            conv_out_channels={{_base_.fpn_channels}},
             upsample_cfg=dict(
                 type='carafe_lab',
                 scale_factor=2,
