@@ -223,6 +223,19 @@ def fixed_kernels(name: str, batch: int, height: int, width: int, scale: int, k:
     return m.view(1, 1, k, k, height * scale, width * scale).expand(batch, -1, -1, -1, -1, -1)
 
 
+def content_awareness_vs_fixed(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
+                               alignment: str = "centre") -> dict:
+    """:func:`content_awareness` of learned kernels (N, G, k, k, s*H, s*W) and
+    of nearest's and bilinear's equivalent kernels on the same grid:
+    {"carafe" | "bilinear" | "nearest": {...}}."""
+    N, _, k, _, Ho, Wo = kernels.shape
+    kinds = {"carafe": kernels.cpu(),
+             "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
+             "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k)}
+    return {name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
+            for name, kern in kinds.items()}
+
+
 def aggregate_scores(runs) -> dict:
     """Mean, sample std and n over runs (seeds) of score dicts shaped
     {level: {kind: {"boundary": x, "interior": y, ...}}} (as
@@ -257,18 +270,34 @@ def scores_markdown(aggregated: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
-            part: str = "boundary") -> str:
-    """One sentence comparing kernels a and b at a level, computed from the
-    numbers: the difference of the means against the seeds' spread (the two
-    standard deviations added in quadrature; for fixed kernels it is 0)."""
+def difference(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
+               part: str = "boundary"):
+    """(mean_a - mean_b, spread, verdict) at a level of :func:`aggregate_scores`'
+    output: the spread is the two standard deviations added in quadrature
+    (fixed kernels have none); verdict is "higher" or "lower" when the
+    difference exceeds twice the spread, "indistinguishable" when it does
+    not, "one run" when a has a single run."""
     ra, rb = aggregated[level][a], aggregated[level][b]
     diff = ra[f"{part}_mean"] - rb[f"{part}_mean"]
     spread = math.hypot(ra[f"{part}_std"], rb[f"{part}_std"])
-    verdict = ("higher than" if diff > 0 else "lower than") if abs(diff) > 2 * spread else \
-        "not distinguishable (within twice the seeds' spread) from"
+    if ra["n"] < 2:
+        return diff, spread, "one run"
+    if abs(diff) > 2 * spread:
+        return diff, spread, "higher" if diff > 0 else "lower"
+    return diff, spread, "indistinguishable"
+
+
+def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
+            part: str = "boundary") -> str:
+    """One sentence comparing kernels a and b at a level, computed from the
+    numbers (see :func:`difference`)."""
+    ra, rb = aggregated[level][a], aggregated[level][b]
+    diff, spread, verdict = difference(aggregated, level, a, b, part)
+    words = {"higher": "higher than", "lower": "lower than",
+             "indistinguishable": "not distinguishable (within twice the seeds' spread) from",
+             "one run": "(one run: no spread to judge by) beside"}[verdict]
     return (f"{level}: {a}'s {part} same-segment mass {ra[f'{part}_mean']:.3f} ± "
-            f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {verdict} {b}'s "
+            f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {words} {b}'s "
             f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}, spread {spread:.3f})")
 
 
@@ -419,5 +448,6 @@ def plot_mass_maps(image: Tensor, labels: Tensor, maps: dict, title: str = ""):
 __all__ = ["reassembly_kernels", "kernel_entropy", "kernel_center_of_mass", "source_pixel",
            "bilinear_kernel", "bilinear_masks", "nearest_masks", "segment_fractions",
            "same_segment_mass", "boundary_band", "content_awareness", "fixed_kernels",
-           "aggregate_scores", "scores_markdown", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
+           "content_awareness_vs_fixed",
+           "aggregate_scores", "scores_markdown", "difference", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
            "plot_kernel_maps"]

@@ -207,3 +207,29 @@ def test_at_bicubic_counts_collapsed_seeds():
     row = {"seeds": [{"psnr": 29.2548, "bicubic_psnr": 29.2547},
                      {"psnr": 30.1, "bicubic_psnr": 29.2547}]}
     assert report.at_bicubic(row) == 1
+
+
+def test_param_groups_slow_only_the_kernel_encoders():
+    from carafe.ablations.schedule import param_groups
+    net = seg.SegNet("carafe", 8)
+    groups = param_groups(net, 1e-3, 0.1)
+    encoders = {id(p) for up in net.ups for p in up.content_encoder.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == encoders and groups[1]["lr"] == 1e-4
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(net.parameters()))
+    assert len(param_groups(seg.SegNet("nearest", 8), 1e-3)) == 1
+
+
+def test_seg_decoder_kernels_and_scores():
+    torch.manual_seed(0)
+    net = seg.SegNet("carafe", 8).eval()
+    x, y = seg.make_split(2, 64, seed=5)
+    kernels = seg.decoder_kernels(net, x)
+    assert list(kernels) == list(seg.LEVEL_STRIDES)
+    assert kernels["1/2->1/1"].shape == (2, 1, 5, 5, 64, 64)
+    assert kernels["1/8->1/4"].shape == (2, 1, 5, 5, 16, 16)
+    scores = seg.kernel_scores(net, x, y)
+    for level, kinds in scores.items():
+        assert set(kinds) == {"carafe", "bilinear", "nearest"}
+        # an untrained CARAFE is a near-uniform 5 x 5 average: it mixes more
+        # across boundaries than nearest's single tap
+        assert kinds["carafe"]["boundary"] < kinds["nearest"]["boundary"]

@@ -22,7 +22,8 @@ from carafe.experiments import data as offline_data  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "experiments" / "configs"
 TOP_CONFIGS = sorted(p for p in CONFIGS.glob("*.py"))
-TINY = ["offline_data.num_train=8", "offline_data.num_val=4", "default_hooks.logger.interval=1"]
+TINY = ["offline_data.num_train=8", "offline_data.num_val=4", "default_hooks.logger.interval=1",
+        "train_dataloader.batch_size=2"]
 
 
 def build_model(config):
@@ -120,6 +121,43 @@ def test_offline_dataset(tmp_path):
     stamp = (root / "meta.json").stat().st_mtime
     offline_data.ensure_offline_coco(tmp_path / "c", num_train=2, num_val=1, size=64)
     assert (root / "meta.json").stat().st_mtime == stamp  # reused, not regenerated
+    smooth = offline_data.generate(tmp_path / "s", num_train=2, num_val=1, size=64,
+                                   background="smooth", min_radius=6)
+    assert (smooth / "train" / "000000.png").exists()
+    with pytest.raises(ValueError, match="background"):
+        offline_data.generate(tmp_path / "x", num_train=1, num_val=1, size=64, background="sky")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        offline_data.ensure_offline_coco(tmp_path / "y", num_images=3)
+
+
+def test_data_is_never_written_into_a_foreign_folder(tmp_path):
+    mine = tmp_path / "my_coco"
+    (mine / "annotations").mkdir(parents=True)
+    (mine / "annotations" / "instances_train.json").write_text("{}")
+    with pytest.raises(ValueError, match="did not write"):
+        offline_data.ensure_offline_coco(mine, num_train=2, num_val=1, size=64)
+    assert (mine / "annotations" / "instances_train.json").read_text() == "{}"
+
+
+def test_config_states_the_generator_defaults():
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(CONFIGS / "_base_" / "offline_shapes.py"))
+    params = dict(cfg.offline_data)
+    params.pop("root")
+    assert params == offline_data.DEFAULT_PARAMS
+
+
+def test_prepare_data_follows_the_datasets_data_root(tmp_path, monkeypatch):
+    """A config that reads its own data_root gets the dataset generated
+    there, not at the base config's default offline_data.root."""
+    from carafe.experiments import launcher
+    calls = []
+    monkeypatch.setattr(offline_data, "ensure_offline_coco",
+                        lambda root, **params: calls.append((str(root), params)))
+    cfg = launcher.load_config(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py",
+                               {"train_dataloader.dataset.data_root": "data/other/"})
+    launcher.prepare_data(cfg)
+    assert calls and calls[0][0] == "data/other/"
 
 
 @pytest.fixture(scope="module")
@@ -163,12 +201,51 @@ def test_test_command_and_summarize(trained_runs, tmp_path):
     assert "coco/bbox_mAP" in json.loads((run / "test_metrics.json").read_text())
     launch("summarize", "--runs", str(cwd / "runs"), "--out", str(tmp_path), cwd=cwd)
     table = (tmp_path / "results.md").read_text()
-    assert "| Faster R-CNN | CARAFE (ours) | offline shapes | 12 |" in table
-    assert "| Mask R-CNN | CARAFE (ours) | offline shapes | 12 |" in table
+    assert "| Faster R-CNN | CARAFE (ours) | offline shapes | 1 (0) | 12 |" in table
+    assert "| Mask R-CNN | CARAFE (ours) | offline shapes | 1 (0) | 12 |" in table
     assert "Published COCO numbers (not ours" in table
-    assert (tmp_path / "results.csv").read_text().startswith("config,run,model,upsampler")
+    assert (tmp_path / "results.csv").read_text().startswith("config,run,seed,model,upsampler")
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000
-    assert (tmp_path / "ap_curves.png").stat().st_size > 1000
+    assert (tmp_path / "ap_seeds.png").stat().st_size > 1000
+    # the CARAFE FPN's kernels were scored against the ground truth at the end
+    scores = json.loads((run / "kernel_scores.json").read_text())
+    level = scores["levels"]["P3->P2"]
+    assert set(level) == {"carafe", "bilinear", "nearest"}
+    assert all(0 <= v["boundary"] <= 1 and v["n_boundary"] > 0 for v in level.values())
+
+
+def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
+    from carafe.experiments import summarize
+
+    def run(config, name, seed, ap):
+        d = tmp_path / config / name
+        d.mkdir(parents=True)
+        (d / "env.json").write_text(json.dumps({"device": "cpu"}))
+        (d / "metrics.json").write_text(json.dumps({"coco/bbox_mAP": ap, "coco/bbox_mAP_l": -1}))
+        (d / "run.json").write_text(json.dumps({"iter": 750, "wall_seconds": 600}))
+        (d / f"{config}.py").write_text(f"randomness = dict(seed={seed})\n")
+        return d
+
+    for seed, (a, b) in enumerate([(0.30, 0.35), (0.31, 0.36), (0.29, 0.37)]):
+        run("faster-rcnn_r18_fpn-nearest_offline", f"n{seed}", seed, a)
+        run("faster-rcnn_r18_fpn-carafe_offline", f"c{seed}", seed, b)
+    broken = run("faster-rcnn_r18_fpn-carafe_offline", "broken", 9, 0.9)
+    (broken / "metrics.json").write_text("{not json")
+    empty = run("faster-rcnn_r18_fpn-carafe_offline", "empty", 8, 0.9)
+    (empty / "env.json").write_text("")
+    listed = run("faster-rcnn_r18_fpn-carafe_offline", "listed", 7, 0.9)
+    (listed / "run.json").write_text("[1, 2]")
+    warnings = []
+    rows = summarize.collect(tmp_path, warn=warnings.append)
+    assert len(rows) == 6 and len(warnings) == 3
+    assert all("skipping" in w for w in warnings) and any("metrics.json" in w for w in warnings)
+    g = summarize.group(rows)
+    nearest = g["faster-rcnn_r18_fpn-nearest_offline"]["box_ap"]
+    assert nearest == pytest.approx((30.0, 1.0, 3))
+    table = summarize.markdown(rows)
+    assert "| 3 (0, 1, 2) | 750 | 36.0 ± 1.0 |" in table
+    assert "box AP +6.0" in table and "exceeds twice the seeds' spread" in table
+    assert "| - |" in table  # APl of a split without large objects
 
 
 @pytest.mark.slow
@@ -236,4 +313,5 @@ def test_readme_results_are_the_committed_summary():
 def test_data_command(tmp_path):
     launch("data", "--root", str(tmp_path / "shapes"), cwd=tmp_path)
     meta = json.loads((tmp_path / "shapes" / "meta.json").read_text())
-    assert meta["num_train"] == 64 and len(list((tmp_path / "shapes" / "train").glob("*.png"))) == 64
+    n = offline_data.DEFAULT_PARAMS["num_train"]
+    assert meta["num_train"] == n and len(list((tmp_path / "shapes" / "train").glob("*.png"))) == n

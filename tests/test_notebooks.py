@@ -75,4 +75,4 @@ def test_notebooks_execute_at_their_defaults(tmp_path):
         assert not errors
     figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
     assert {"quickstart_speed.png", "reassembly_kernels.png", "kernel_maps.png",
-            "detections.png", "loss_curves.png", "ap_curves.png"} <= figures
+            "detections.png", "loss_curves.png", "ap_seeds.png"} <= figures

@@ -212,3 +212,19 @@ def test_centre_alignment_places_footprints_on_stride_multiples():
     assert torch.equal(block, torch.tensor([1.] * 6 + [0.5, 0.5] + [1.] * 8))
     with pytest.raises(ValueError, match="alignment"):
         viz.segment_fractions(labels, 2, alignment="corner")
+
+
+def test_aggregate_and_compare_scores():
+    run = lambda b: {"L": {"carafe": {"boundary": b, "interior": 0.9},
+                           "bilinear": {"boundary": 0.7, "interior": 1.0}}}
+    agg = viz.aggregate_scores([run(0.80), run(0.82), run(0.84)])
+    assert agg["L"]["carafe"]["boundary_mean"] == pytest.approx(0.82)
+    assert agg["L"]["carafe"]["boundary_std"] == pytest.approx(0.02)
+    assert agg["L"]["carafe"]["n"] == 3 and agg["L"]["bilinear"]["boundary_std"] == 0
+    assert "is higher than bilinear's" in viz.compare(agg, "L")
+    assert "not distinguishable" in viz.compare(viz.aggregate_scores(
+        [run(0.60), run(0.80)]), "L")
+    assert "one run" in viz.compare(viz.aggregate_scores([run(0.9)]), "L")
+    assert "| L | carafe | 0.820 ± 0.020 |" in viz.scores_markdown(agg)
+    with pytest.raises(ValueError, match="runs"):
+        viz.aggregate_scores([])

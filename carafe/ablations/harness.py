@@ -80,6 +80,8 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
                "seeds": seeds, "device": device, "torch": torch.__version__,
                "machine": platform.platform(), "rows": rows,
                "published_source": paper.SOURCE if paper.has_column(study) else None}
+    if task == "sr":
+        results["psnr_channel"] = "Y"  # results written before this key were RGB PSNR
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(table(results))
     figure(results, out / "figure.png")

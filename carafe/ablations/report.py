@@ -47,6 +47,14 @@ def at_bicubic(row, tolerance_db=0.01):
     return sum(abs(s["psnr"] - s["bicubic_psnr"]) < tolerance_db for s in row["seeds"])
 
 
+def metric_label(results, metric):
+    """Column name of a metric; sr PSNR says on which channel it was measured
+    (results written before the Y-channel convention have no psnr_channel)."""
+    if results["task"] == "sr" and metric == "psnr":
+        return f"psnr ({results.get('psnr_channel', 'RGB')}, dB)"
+    return metric
+
+
 def summary_markdown(root=OUT):
     """The README section: one table per (study, task) at the default setting."""
     chosen = latest(load_results(root))
@@ -61,9 +69,9 @@ def summary_markdown(root=OUT):
         published = paper.has_column(study)
         lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
                   f"`{run}`)", "",
-                  f"| variant | params (C=256) | FLOPs/px (C=256) | {m0} | {m1} | "
+                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {metric_label(r, m0)} | {m1} | "
                   + ("seeds stuck at bicubic | " if sr else "")
-                  + (f"{paper.COLUMN} |" if published else ""),
+                  + (f"{paper.COLUMN} |" if published else "")).rstrip(),
                   "|---|---:|---:|---:|---:|" + ("---:|" if sr else "")
                   + ("---:|" if published else "")]
         best = best_label(r)
@@ -107,7 +115,9 @@ def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
                     xytext=(4, 4), fontsize=8)
     if x != "latency_ms_c64_64px":
         ax.set_xscale("symlog", linthresh=1)
-    ax.set(xlabel=labels.get(x, x), ylabel=m0,
+    unit = {"psnr": f"PSNR, dB ({results.get('psnr_channel', 'RGB')})", "miou": "mIoU (fraction)",
+            "bbox_mAP": "box AP (fraction)"}.get(m0, m0)
+    ax.set(xlabel=labels.get(x, x), ylabel=f"{unit}\nmean ± 1 std over seeds",
            title=f"{results['study']} on {results['task']} ({results['seeds']} seed(s), "
                  f"{results['setting']})")
     fig.tight_layout()

@@ -15,13 +15,14 @@ def warmup_cosine(optimizer, steps: int, warmup_fraction: float = 0.1):
 
 
 #: Learning-rate factor for CARAFE's kernel prediction layer (content
-#: encoder) under Adam(W). Adam moves every weight by about lr per step
-#: whatever its gradient, so at the rate that suits the rest of a network the
-#: kernel logits grow until the softmax saturates: each kernel then copies one
-#: pixel, its gradient vanishes and it never recovers. Whether and when that
-#: happens was decided by float rounding (1 vs 2 threads gave different
-#: regimes for the same seed). A tenth of the rate keeps the kernels in the
-#: regime where they still learn (see README, "Reproducibility").
+#: encoder) under Adam(W), used by the seg task (tasks choose it in their
+#: settings). Adam moves every weight by about lr per step whatever its
+#: gradient, so at the rate that suits the rest of a network the kernel logits
+#: grow until the softmax saturates: each kernel then copies one pixel, its
+#: gradient vanishes and it stays there. Whether and when that happened was
+#: decided by float rounding (in the sr network, 1 vs 2 threads gave different
+#: regimes for the same seed). A tenth of the rate keeps the kernels soft
+#: enough to keep learning.
 KERNEL_LR_SCALE = 0.1
 
 

@@ -21,14 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..upsamplers import build_upsampler
-from .schedule import param_groups, warmup_cosine
+from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
     # steps, batch, image size, features, train / val images, lr
     "default": dict(steps=500, batch=8, size=96, channels=24, num_train=256, num_val=32,
-                    lr=3e-3),
-    "quick": dict(steps=60, batch=4, size=64, channels=16, num_train=32, num_val=8, lr=3e-3),
+                    lr=3e-3, kernel_lr_scale=KERNEL_LR_SCALE),
+    "quick": dict(steps=60, batch=4, size=64, channels=16, num_train=32, num_val=8, lr=3e-3,
+                  kernel_lr_scale=KERNEL_LR_SCALE),
 }
 BOUNDARY_TOLERANCE = 2  # pixels
 
@@ -150,7 +151,8 @@ def train_model(upsampler, options, seed=0, setting="default", device="cpu", ste
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = SegNet(upsampler, cfg["channels"], **options).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg["lr"]), lr=cfg["lr"], weight_decay=1e-4)
+    opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg["kernel_lr_scale"]), lr=cfg["lr"],
+                            weight_decay=1e-4)
     sched = warmup_cosine(opt, cfg["steps"])
     start = time.perf_counter()
     model.train()
@@ -237,18 +239,13 @@ def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
     and bilinear upsampling on the same grid:
     {level: {"carafe" | "bilinear" | "nearest": {"boundary", "interior", ...}}}.
     Averaged over images weighted by their pixel counts."""
-    from ..viz import content_awareness, fixed_kernels
+    from ..viz import content_awareness_vs_fixed
     sums = {}
     model.eval()
     for i in range(0, len(images), batch):
         x, y = images[i:i + batch].to(device), labels[i:i + batch]
         for level, kernels in decoder_kernels(model, x).items():
-            N, _, k, _, Ho, Wo = kernels.shape
-            candidates = {"carafe": kernels.cpu(),
-                          "bilinear": fixed_kernels("bilinear", N, Ho // 2, Wo // 2, 2, k),
-                          "nearest": fixed_kernels("nearest", N, Ho // 2, Wo // 2, 2, k)}
-            for name, kern in candidates.items():
-                score = content_awareness(kern, y, 2, width=width)
+            for name, score in content_awareness_vs_fixed(kernels, y, 2, width).items():
                 acc = sums.setdefault(level, {}).setdefault(
                     name, {"boundary": 0.0, "interior": 0.0, "n_boundary": 0, "n_interior": 0})
                 for part in ("boundary", "interior"):

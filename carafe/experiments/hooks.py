@@ -149,11 +149,12 @@ def fpn_kernel_scores(model, images, labels, width=1):
     for normalised images (N, 3, S, S) (the data preprocessor's output) and
     instance label maps (N, S, S): {"P(l+1)->P(l)": {"carafe" | "bilinear" |
     "nearest": {"boundary", "interior", "n_boundary", "n_interior"}}}, for
-    the upsampling steps whose output grid is at least 8 x 8."""
+    the upsampling steps whose output grid leaves pixels to score inside the
+    border margin (see content_awareness)."""
     import torch
 
     from ..modules import CARAFEPack
-    from ..viz import content_awareness, fixed_kernels, reassembly_kernels
+    from ..viz import content_awareness_vs_fixed, reassembly_kernels
     neck = model.neck
     inputs = {}
     hooks = [m.register_forward_pre_hook(lambda mod, args, j=j: inputs.__setitem__(j, args[0]))
@@ -167,17 +168,15 @@ def fpn_kernel_scores(model, images, labels, width=1):
     out = {}
     for j, x in sorted(inputs.items()):
         kernels = reassembly_kernels(neck.upsample_modules[j], x).cpu()
-        N, _, k, _, Ho, Wo = kernels.shape
-        if Ho < 8 or labels.shape[-1] % Wo:
+        Ho, Wo = kernels.shape[-2:]
+        if labels.shape[-1] % Wo:
             continue
         level = neck.start_level + j  # output level: P2 at stride 4 is level 0
         name = f"P{level + 3}->P{level + 2}"
-        out[name] = {kind: content_awareness(kern, labels, 2, width=width)
-                     for kind, kern in (("carafe", kernels),
-                                        ("bilinear", fixed_kernels("bilinear", N, Ho // 2,
-                                                                   Wo // 2, 2, k)),
-                                        ("nearest", fixed_kernels("nearest", N, Ho // 2,
-                                                                  Wo // 2, 2, k)))}
+        scores = content_awareness_vs_fixed(kernels, labels, 2, width)
+        # a grid with no pixel left inside the border margin has nothing to score
+        if scores["carafe"]["n_boundary"] and scores["carafe"]["n_interior"]:
+            out[name] = scores
     return out
 
 
@@ -224,3 +223,29 @@ class CarafeKernelScoreHook(Hook):
         (Path(runner.work_dir) / "kernel_scores.json").write_text(json.dumps(
             {"num_images": n, "band_width": self.width, "alignment": "centre",
              "levels": scores}, indent=2) + "\n")
+
+
+@HOOKS.register_module()
+class CarafeProgressHook(Hook):
+    """A tqdm.auto progress bar over the training iterations (the loss as its
+    postfix), for notebooks, where the launcher runs with mmengine's log
+    level at WARNING so that its environment and config dump stays out of the
+    output (``launcher.train(..., quiet=True)``)."""
+
+    priority = "LOW"
+
+    def before_train(self, runner) -> None:
+        from tqdm.auto import tqdm
+        self._bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="training",
+                         unit="it", mininterval=2) if is_main_process() else None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if outputs and "loss" in outputs:
+            self._bar.set_postfix(loss=f"{float(outputs['loss']):.3f}", refresh=False)
+
+    def after_train(self, runner) -> None:
+        if self._bar is not None:
+            self._bar.close()

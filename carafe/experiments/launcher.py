@@ -110,13 +110,19 @@ def latest_work_dir(config):
     return runs[-1].parent if runs else None
 
 
-def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False):
+def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False, quiet=False):
     """Train config; returns the run folder. With resume=True, continue the
     run in work_dir (default: this config's latest run that has a checkpoint)
-    from its last checkpoint; the earlier logs stay in place."""
+    from its last checkpoint; the earlier logs stay in place. quiet=True (for
+    notebooks): mmengine logs warnings only (no environment and config dump
+    in the output; the log file in the run folder has the same) and a
+    tqdm.auto bar shows the progress."""
     _trusted_checkpoints()
     from mmengine.runner import Runner
     cfg = load_config(config, cfg_options, launcher)
+    if quiet:
+        cfg.log_level = "WARNING"
+        cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="CarafeProgressHook")]
     if resume:
         work_dir = Path(work_dir) if work_dir else latest_work_dir(config)
         if work_dir is None or not (Path(work_dir) / "last_checkpoint").exists():
