@@ -241,13 +241,19 @@ def aggregate_scores(runs) -> dict:
     {level: {kind: {"boundary": x, "interior": y, ...}}} (as
     :func:`carafe.ablations.seg.kernel_scores` and the detection runs'
     kernel_scores.json give them): {level: {kind: {"boundary_mean",
-    "boundary_std", "interior_mean", "interior_std", "n"}}}."""
+    "boundary_std", "interior_mean", "interior_std", "n"}}}. Levels with a
+    non-finite score in any run are left out."""
     import statistics
     runs = list(runs)
     if not runs:
         raise ValueError("runs: expected at least one run's scores, got none")
+
+    def finite(level):  # a grid too small to score has NaN means (older runs wrote them)
+        return all(math.isfinite(r[level][kind][part]) for r in runs if level in r
+                   for kind in r[level] for part in ("boundary", "interior"))
+
     out = {}
-    for level in runs[0]:
+    for level in [lv for lv in runs[0] if finite(lv)]:
         for kind in runs[0][level]:
             row = {}
             for part in ("boundary", "interior"):

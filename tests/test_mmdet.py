@@ -254,9 +254,10 @@ def test_resume_after_interruption(tmp_path):
     both sessions' logs are kept."""
     config = str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py")
     work_dir = tmp_path / "run"
+    # a checkpoint every epoch (the offline schedule keeps only the last)
     cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", "train", config,
            "--work-dir", str(work_dir), "--cfg-options", *TINY, "train_cfg.max_epochs=3",
-           "train_cfg.val_interval=3"]
+           "train_cfg.val_interval=3", "default_hooks.checkpoint.interval=1"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
@@ -270,7 +271,8 @@ def test_resume_after_interruption(tmp_path):
     first_logs = sorted(work_dir.glob("*/*.log"))
     first_text = first_logs[0].read_text()
     launch("train", config, "--work-dir", str(work_dir), "--resume", "--cfg-options", *TINY,
-           "train_cfg.max_epochs=3", "train_cfg.val_interval=3", cwd=tmp_path)
+           "train_cfg.max_epochs=3", "train_cfg.val_interval=3",
+           "default_hooks.checkpoint.interval=1", cwd=tmp_path)
     logs = sorted(work_dir.glob("*/*.log"))
     assert len(logs) == 2 and logs[0].read_text().startswith(first_text)
     resumed = logs[1].read_text()

@@ -228,3 +228,10 @@ def test_aggregate_and_compare_scores():
     assert "| L | carafe | 0.820 ± 0.020 |" in viz.scores_markdown(agg)
     with pytest.raises(ValueError, match="runs"):
         viz.aggregate_scores([])
+
+
+def test_aggregate_scores_leaves_out_unscorable_levels():
+    nan = float("nan")
+    run = {"big": {"carafe": {"boundary": 0.8, "interior": 0.9}},
+           "tiny": {"carafe": {"boundary": nan, "interior": nan}}}
+    assert list(viz.aggregate_scores([run, run])) == ["big"]

@@ -28,7 +28,8 @@ def environment(device: str) -> dict:
         "python": platform.python_version(), "platform": platform.platform(),
         "torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__,
         "mmengine": mmengine.__version__, "carafe": carafe.__version__, "device": device,
-        "cpu_count": os.cpu_count(), "command": " ".join(sys.argv),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "command": " ".join(sys.argv),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -249,15 +249,8 @@ def kernel_scores_markdown(rows, warn=print):
         except Damaged as err:
             warn(f"summarize: skipping kernel scores of {r['run']}: {err}")
             continue
-        levels = scores.get("levels")
-        if isinstance(levels, dict):
-            # runs before the hook skipped them wrote NaN for grids too small to score
-            levels = {name: kinds for name, kinds in levels.items()
-                      if all(math.isfinite(v.get("boundary", float("nan")))
-                             and math.isfinite(v.get("interior", float("nan")))
-                             for v in kinds.values())}
-            if levels:
-                by_config.setdefault(r["config"], []).append(levels)
+        if isinstance(scores.get("levels"), dict) and scores["levels"]:
+            by_config.setdefault(r["config"], []).append(scores["levels"])
     out = []
     for config, runs in by_config.items():
         agg = aggregate_scores(runs)
