@@ -94,7 +94,6 @@ class SRNet(nn.Module):
 def luma(rgb):
     """ITU-R BT.601 luma in [16, 235] of RGB in [0, 1]: (..., 3, H, W) -> (..., H, W)
     numpy float64, the channel super-resolution results are reported on."""
-    import numpy as np
     x = rgb.detach().clamp(0, 1).double().cpu().numpy()
     return 16.0 + (65.481 * x[..., 0, :, :] + 128.553 * x[..., 1, :, :]
                    + 24.966 * x[..., 2, :, :])
