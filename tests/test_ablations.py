@@ -233,3 +233,26 @@ def test_seg_decoder_kernels_and_scores():
         # an untrained CARAFE is a near-uniform 5 x 5 average: it mixes more
         # across boundaries than nearest's single tap
         assert kinds["carafe"]["boundary"] < kinds["nearest"]["boundary"]
+
+
+def test_variant_subset_in_parallel_processes(tmp_path):
+    out = harness.run_study("normalizer", "sr", quick=True, seeds=2, out_root=tmp_path, steps=1,
+                            log=lambda *_: None, variants=["softmax", "sigmoid"], jobs=2)
+    results = json.loads((out / "results.json").read_text())
+    # the study's order, not the order asked for; every seed of every variant
+    assert [r["label"] for r in results["rows"]] == ["sigmoid", "softmax"]
+    assert [[s["seed"] for s in r["seeds"]] for r in results["rows"]] == [[0, 1], [0, 1]]
+    assert results["jobs"] == 2 and results["threads_per_run"] >= 1
+    assert all(10 < s["psnr"] < 60 for r in results["rows"] for s in r["seeds"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(variants=["bogus"]), r"variants: \['bogus'\] not in study"),
+    (dict(variants=[]), "variants"),
+    (dict(jobs=0), "jobs: expected an integer >= 1"),
+    (dict(seeds=0), "seeds: expected an integer >= 1"),
+])
+def test_bad_study_arguments_are_named(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        harness.run_study("normalizer", "sr", quick=True, out_root=tmp_path, steps=1, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing written for a refused call

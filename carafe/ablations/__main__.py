@@ -2,6 +2,7 @@
 python -m carafe.ablations report [--update-readme]
 python -m carafe.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
+                                     [--variants LABEL ...] [--jobs N]
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
@@ -27,6 +28,10 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--scale", type=int, choices=[2, 4], default=2)
+    p.add_argument("--variants", nargs="+", default=None, metavar="LABEL",
+                   help="run only these variants (labels as `list` prints them)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once, in separate processes sharing the CPU's threads")
     p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
     r = sub.add_parser("report", help="summary table of the latest default-setting results")
     r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
@@ -44,8 +49,11 @@ def main(argv=None):
         for study, variants in STUDIES.items():
             print(f"{study}: " + ", ".join(label for label, _, _ in variants))
         return 0
-    out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
-                    args.out)
+    try:
+        out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
+                        args.out, variants=args.variants, jobs=args.jobs)
+    except ValueError as e:
+        parser.error(str(e))
     print(f"wrote {out}")
     return 0
 

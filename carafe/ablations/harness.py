@@ -39,46 +39,105 @@ def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
         return 1e3 * median_seconds(lambda: m(x), device, repeat)
 
 
+def _run_one(task, name, options, kwargs, threads):
+    """One (variant, seed) training in the current process with `threads`
+    intra-op threads; module-level so a spawned worker can unpickle it."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return task_module(task).run(name, options, **kwargs)
+
+
+def select_variants(study, labels=None):
+    """The study's (label, name, options) variants, all of them or those whose
+    labels are listed (kept in the study's order)."""
+    variants = STUDIES[study]
+    if labels is None:
+        return list(variants)
+    known = [label for label, _, _ in variants]
+    unknown = [label for label in labels if label not in known]
+    if unknown or not labels:
+        raise ValueError(f"variants: {unknown or labels!r} not in study {study!r}; "
+                         f"choose from {known}")
+    return [v for v in variants if v[0] in labels]
+
+
 def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out_root=None,
-              steps=None, log=print):
+              steps=None, log=print, variants=None, jobs=1):
+    """Train every variant of `study` on `task` for seeds 0..seeds-1 and write
+    results.json, table.md and figure.png into a new timestamped folder.
+
+    variants: labels to run (default: all of the study's); jobs: trainings run
+    at once in separate processes, each with torch's thread count divided by
+    jobs (on a 2-core CPU, jobs=2 runs two 1-thread trainings, which finish
+    sooner in total than one 2-thread training after another)."""
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; choose from {sorted(STUDIES)}")
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+    if jobs > 1 and device == "cuda":
+        raise ValueError("jobs: parallel trainings are for CPU; use jobs=1 with device='cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
+    chosen = select_variants(study, variants)
     out = Path(out_root or OUT) / study / task / time.strftime("%Y%m%d_%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     setting = "quick" if quick else "default"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
     metrics = metrics_of(task)
-    runner = task_module(task)
+    threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     rows = []
-    variants = STUDIES[study]
-    started = time.perf_counter()
-    for i, (label, name, options) in enumerate(variants):
+    for label, name, options in chosen:
         module = build_upsampler(name, 256, 2, **options)
-        row = {"label": label, "upsampler": name, "options": options,
-               "params_c256_s2": count_parameters(module),
-               "flops_per_pixel_c256_s2": module.flops_per_pixel(),
-               "latency_ms_c64_64px": latency_ms(name, options, device=device), "seeds": []}
+        rows.append({"label": label, "upsampler": name, "options": options,
+                     "params_c256_s2": count_parameters(module),
+                     "flops_per_pixel_c256_s2": module.flops_per_pixel(),
+                     "latency_ms_c64_64px": latency_ms(name, options, device=device),
+                     "seeds": []})
+    jobs_list = []
+    for i, (label, name, options) in enumerate(chosen):
         for seed in range(seeds):
-            # det runs keep their mmengine folders (logs, config) beside the results
-            extra = ({"work_dir": out / "runs" / f"{i:02d}_{label}_seed{seed}"}
-                     if task == "det" else {})
-            result = runner.run(name, options, scale=scale, seed=seed, setting=setting,
-                                device=device, steps=steps, **extra)
-            row["seeds"].append({"seed": seed, **result})
-            log(f"[{study}/{task}] {i + 1}/{len(variants)} {label} seed {seed}: "
-                + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
-                + f" ({time.perf_counter() - started:.0f} s so far)")
+            kwargs = dict(scale=scale, seed=seed, setting=setting, device=device, steps=steps)
+            if task == "det":  # det runs keep their mmengine folders beside the results
+                kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
+            jobs_list.append((i, seed, name, options, kwargs))
+    started = time.perf_counter()
+    results_by_run = {}
+
+    def done(i, seed, result):
+        results_by_run[i, seed] = result
+        log(f"[{study}/{task}] {chosen[i][0]} seed {seed} ({len(results_by_run)}/"
+            f"{len(jobs_list)}): " + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
+            + f" ({time.perf_counter() - started:.0f} s so far)")
+
+    if jobs == 1:
+        for i, seed, name, options, kwargs in jobs_list:
+            done(i, seed, _run_one(task, name, options, kwargs, None))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        # spawn: a forked child would inherit torch's OpenMP pool mid-state;
+        # one training per process: no state (mmengine's global registries and
+        # message hub, torch's RNG) carries from one run into the next.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_run_one, task, name, options, kwargs, threads): (i, seed)
+                       for i, seed, name, options, kwargs in jobs_list}
+            from concurrent.futures import as_completed
+            for future in as_completed(futures):
+                done(*futures[future], future.result())
+    for i, row in enumerate(rows):
+        row["seeds"] = [{"seed": seed, **results_by_run[i, seed]} for seed in range(seeds)]
         for m in metrics:
             values = [s[m] for s in row["seeds"]]
             row[f"{m}_mean"] = statistics.mean(values)
             row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
     results = {"study": study, "task": task, "setting": setting, "scale": scale,
                "seeds": seeds, "device": device, "torch": torch.__version__,
-               "machine": platform.platform(), "rows": rows,
+               "machine": platform.platform(), "jobs": jobs, "threads_per_run": threads,
+               "wall_seconds": round(time.perf_counter() - started, 1), "rows": rows,
                "published_source": paper.SOURCE if paper.has_column(study) else None}
     if task == "sr":
         results["psnr_channel"] = "Y"  # results written before this key were RGB PSNR
