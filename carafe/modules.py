@@ -65,16 +65,23 @@ class CARAFEPack(nn.Module):
                  encoder_kernel: int = 3, encoder_dilation: int = 1,
                  compressed_channels: int = 64):
         super().__init__()
-        if up_kernel < 1 or up_kernel % 2 == 0:
+        args = dict(channels=channels, scale_factor=scale_factor, up_kernel=up_kernel,
+                    up_group=up_group, encoder_kernel=encoder_kernel,
+                    encoder_dilation=encoder_dilation, compressed_channels=compressed_channels)
+        for name, value in args.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"CARAFEPack: {name} must be an int, got "
+                                f"{type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"CARAFEPack: {name} must be an integer >= 1, got {value}")
+        if up_kernel % 2 == 0:
             raise ValueError(f"CARAFEPack: up_kernel must be an odd integer >= 1, got {up_kernel}")
-        if encoder_kernel < 1 or encoder_kernel % 2 == 0:
+        if encoder_kernel % 2 == 0:
             raise ValueError("CARAFEPack: encoder_kernel must be an odd integer >= 1, got "
                              f"{encoder_kernel}")
-        if up_group < 1 or channels % up_group != 0:
+        if channels % up_group != 0:
             raise ValueError(f"CARAFEPack: up_group must be >= 1 and divide channels={channels}, "
                              f"got {up_group}")
-        if scale_factor < 1:
-            raise ValueError(f"CARAFEPack: scale_factor must be an integer >= 1, got {scale_factor}")
         self.channels = channels
         self.scale_factor = scale_factor
         self.up_kernel = up_kernel

@@ -13,6 +13,7 @@ from torch import Tensor
 from . import _loader
 
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT64_MAX = 2**63 - 1
 
 
 def _check_forward_args(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
@@ -45,6 +46,13 @@ def _check_forward_args(features: Tensor, masks: Tensor, kernel_size: int, group
     if C % group_size != 0:
         raise ValueError("carafe: group_size must divide the number of feature channels "
                          f"C={C}, got group_size={group_size}")
+    # The C++ checks compute these products in int64; both refuse the same sizes.
+    if kernel_size * kernel_size * group_size > _INT64_MAX:
+        raise ValueError("carafe: kernel_size*kernel_size*group_size must fit in int64, got "
+                         f"kernel_size={kernel_size}, group_size={group_size}")
+    if max(H, W) * scale_factor > _INT64_MAX:
+        raise ValueError("carafe: H*scale_factor and W*scale_factor must fit in int64, got "
+                         f"H={H}, W={W}, scale_factor={scale_factor}")
     mask_channels = kernel_size * kernel_size * group_size
     if masks.shape[1] != mask_channels:
         raise ValueError("carafe: masks must have kernel_size*kernel_size*group_size="
@@ -84,6 +92,8 @@ def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -
                         ("scale_factor", scale_factor)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"carafe: {name} must be an int, got {type(value).__name__} {value!r}")
+        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:  # the schema's int is int64
+            raise ValueError(f"carafe: {name} must fit in int64, got {value}")
     for t in (features, masks):
         dev = t.device.type
         if dev == "cuda" and not _loader.has_kernel("cuda"):

@@ -9,8 +9,9 @@ ICCV 2019, arXiv 1905.02188, Eq. 2 with mmcv's indexing)::
     out[n, c, p, q] = sum_{ky, kx < k} masks[n, g*k*k + ky*k + kx, p, q]
                       * features[n, c, p // s + ky - k // 2, q // s + kx - k // 2]
 
-with g = c // (C / G); taps that fall outside the input contribute zero and
-the weights are not renormalised.
+with g = c // (C / G); taps that fall outside the input are skipped (their
+weights are never read, so a NaN or inf weight there changes nothing, and
+their gradient is zero), and the weights are not renormalised.
 """
 
 import torch
@@ -38,12 +39,19 @@ def carafe_reference(features: torch.Tensor, masks: torch.Tensor, kernel_size: i
     padded = F.pad(features, (r, r, r, r))
     m = masks.reshape(N, G, 1, k * k, Ho, Wo)
     out = features.new_zeros(N, G, C // G, Ho, Wo)
+    rows = torch.arange(Ho, device=features.device) // s
+    cols = torch.arange(Wo, device=features.device) // s
     for ky in range(k):
         for kx in range(k):
             # window[n, c, i, j] = features[n, c, i + ky - r, j + kx - r] (zero outside)
             window = padded[:, :, ky:ky + H, kx:kx + W]
             up = window.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
-            out = out + up.reshape(N, G, C // G, Ho, Wo) * m[:, :, :, ky * k + kx]
+            # Taps outside the input are skipped, weight and all, so that a
+            # non-finite weight there (0 * inf = NaN) cannot reach the output.
+            y, x = rows + ky - r, cols + kx - r
+            inside = ((y >= 0) & (y < H))[:, None] & ((x >= 0) & (x < W))[None, :]
+            weight = torch.where(inside, m[:, :, :, ky * k + kx], 0)
+            out = out + up.reshape(N, G, C // G, Ho, Wo) * weight
     return out.reshape(N, C, Ho, Wo)
 
 
@@ -53,7 +61,9 @@ def carafe_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
     nearest-upsample the input, gather every k x k window with a dilated
     ``F.unfold`` (a k*k-times expanded tensor), weight and sum.
 
-    Same arguments, shapes and result as :func:`carafe_reference`.
+    Same arguments, shapes and result as :func:`carafe_reference` for finite
+    weights (taps outside the input are multiplied by zero padding here, so a
+    non-finite weight there gives NaN).
     """
     N, C, H, W, k, G, s, Ho, Wo = _shapes(features, masks, kernel_size, group_size, scale_factor)
     up = F.interpolate(features, scale_factor=s, mode="nearest")

@@ -88,15 +88,27 @@ void check_forward_args(const at::Tensor& features, const at::Tensor& masks,
   TORCH_CHECK_VALUE(C % group_size == 0,
                     "carafe: group_size must divide the number of feature channels C=", C,
                     ", got group_size=", group_size);
-  const int64_t mask_channels = kernel_size * kernel_size * group_size;
+  // Products of user-given sizes: refused when they overflow int64 (the fake
+  // kernel, in Python integers, refuses the same sizes with the same words).
+  // GCC/Clang builtins (the CPU kernel needs GCC or Clang already): c10's
+  // signed-integer wrapper is newer than torch 2.4.
+  int64_t kk = 0, mask_channels = 0, Ho = 0, Wo = 0;
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(kernel_size, kernel_size, &kk) &&
+                        !__builtin_mul_overflow(kk, group_size, &mask_channels),
+                    "carafe: kernel_size*kernel_size*group_size must fit in int64, got "
+                    "kernel_size=", kernel_size, ", group_size=", group_size);
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(H, scale_factor, &Ho) &&
+                        !__builtin_mul_overflow(W, scale_factor, &Wo),
+                    "carafe: H*scale_factor and W*scale_factor must fit in int64, got H=", H,
+                    ", W=", W, ", scale_factor=", scale_factor);
   TORCH_CHECK_VALUE(masks.size(1) == mask_channels,
                     "carafe: masks must have kernel_size*kernel_size*group_size=", mask_channels,
                     " channels, got ", masks.size(1));
   TORCH_CHECK_VALUE(masks.size(0) == N, "carafe: masks must have the batch size of features (",
                     N, "), got ", masks.size(0));
-  TORCH_CHECK_VALUE(masks.size(2) == H * scale_factor && masks.size(3) == W * scale_factor,
+  TORCH_CHECK_VALUE(masks.size(2) == Ho && masks.size(3) == Wo,
                     "carafe: masks must have spatial size (H*scale_factor, W*scale_factor)=(",
-                    H * scale_factor, ", ", W * scale_factor, "), got (", masks.size(2), ", ",
+                    Ho, ", ", Wo, "), got (", masks.size(2), ", ",
                     masks.size(3), ")");
 }
 

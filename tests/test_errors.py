@@ -140,3 +140,72 @@ def test_module_arguments(kwargs, match):
 def test_pack_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         carafe.CARAFEPack(**kwargs)
+
+
+INT64_MAX = 2**63 - 1
+# Sizes whose int64 products wrap round to the ones the tensors have: without
+# an overflow check they pass the shape checks and the kernel reads far out of
+# bounds. (2**63 - 3)**2 = 9 (mod 2**64), so k*k*G "matches" 9 mask channels.
+OVERFLOW_CASES = {
+    "k*k*G wraps to 9": ([1, 1, 4, 4], [1, 9, 4, 4], 2**63 - 3, 1, 1,
+                         "kernel_size*kernel_size*group_size must fit in int64, got "
+                         f"kernel_size={2**63 - 3}, group_size=1"),
+    "k*k*G overflows": ([1, 0, 4, 4], [1, 9, 8, 8], 3, 2**62, 2,
+                        "kernel_size*kernel_size*group_size must fit in int64, got "
+                        f"kernel_size=3, group_size={2**62}"),
+    "k*k*G overflows through G": ([1, 0, 4, 4], [1, 9, 8, 8], 2**31 + 1, 2**3, 2,
+                                  "kernel_size*kernel_size*group_size must fit in int64, got "
+                                  f"kernel_size={2**31 + 1}, group_size=8"),
+    "H*s wraps": ([1, 1, 2, 2], [1, 1, 0, 0], 1, 1, 2**63,
+                  "H*scale_factor and W*scale_factor must fit in int64, got H=2, W=2, "
+                  f"scale_factor={2**63}"),
+    "H*s overflows": ([1, 1, 3, 1], [1, 1, 3, 1], 1, 1, 2**62,
+                      "H*scale_factor and W*scale_factor must fit in int64, got H=3, W=1, "
+                      f"scale_factor={2**62}"),
+}
+
+
+@pytest.mark.parametrize("case", list(OVERFLOW_CASES))
+def test_sizes_whose_products_overflow_int64(case):
+    f_shape, m_shape, k, G, s, message = OVERFLOW_CASES[case]
+    f, m = torch.zeros(f_shape), torch.zeros(m_shape)
+    if s > INT64_MAX:  # the schema's int is int64: the Python wrapper says so first
+        with pytest.raises(ValueError, match="carafe: scale_factor must fit in int64"):
+            carafe.carafe(f, m, k, G, s)
+        return
+    with pytest.raises(ValueError) as public:
+        carafe.carafe(f, m, k, G, s)
+    with pytest.raises(ValueError) as real:
+        torch.ops.carafe.carafe(f, m, k, G, s)
+    with pytest.raises(ValueError) as fake:
+        torch.ops.carafe.carafe(f.to("meta"), m.to("meta"), k, G, s)
+    for info in (public, real, fake):
+        assert str(info.value).splitlines()[0] == "carafe: " + message
+    with pytest.raises(ValueError) as backward:
+        torch.ops.carafe.carafe_backward(torch.zeros(1), f, m, k, G, s)
+    assert str(backward.value).splitlines()[0] == "carafe: " + message
+
+
+PACK_CASES = [
+    (dict(channels=0, scale_factor=2), ValueError, "channels must be an integer >= 1, got 0"),
+    (dict(channels=8, scale_factor=2, compressed_channels=0), ValueError,
+     "compressed_channels must be an integer >= 1, got 0"),
+    (dict(channels=8, scale_factor=2, encoder_dilation=0), ValueError,
+     "encoder_dilation must be an integer >= 1, got 0"),
+    (dict(channels=-8, scale_factor=2), ValueError, "channels must be an integer >= 1, got -8"),
+    (dict(channels=8, scale_factor=2, up_group=-1), ValueError,
+     "up_group must be an integer >= 1, got -1"),
+    (dict(channels=8.0, scale_factor=2), TypeError, "channels must be an int, got float 8.0"),
+    (dict(channels=8, scale_factor=2.5), TypeError, "scale_factor must be an int, got float"),
+    (dict(channels=8, scale_factor=2, up_kernel=True), TypeError,
+     "up_kernel must be an int, got bool"),
+    (dict(channels=8, scale_factor=2, compressed_channels="64"), TypeError,
+     "compressed_channels must be an int, got str"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,message", PACK_CASES)
+def test_pack_checks_every_argument(kwargs, error, message):
+    with pytest.raises(error) as info:
+        carafe.CARAFEPack(**kwargs)
+    assert str(info.value).startswith("CARAFEPack: " + message)

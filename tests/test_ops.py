@@ -210,6 +210,55 @@ def test_nonfinite_features_stay_local():
     assert out[0, 0, 4:].isfinite().all() and out[0, 1].isfinite().all()
 
 
+def outside_taps(H, W, k, s):
+    """(k*k, s*H, s*W) bool: True where tap (ky, kx) of output pixel (p, q)
+    reads outside the (H, W) input."""
+    r = k // 2
+    y = torch.arange(H * s) // s
+    x = torch.arange(W * s) // s
+    out = torch.zeros(k * k, H * s, W * s, dtype=torch.bool)
+    for ky in range(k):
+        for kx in range(k):
+            iy, ix = y + ky - r, x + kx - r
+            out[ky * k + kx] = ~(((iy >= 0) & (iy < H))[:, None] & ((ix >= 0) & (ix < W))[None, :])
+    return out
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("k,G,s,H,W", [(3, 1, 2, 5, 6), (5, 2, 2, 4, 40), (7, 1, 3, 3, 2),
+                                        (5, 1, 1, 6, 37)])
+def test_nonfinite_weights_on_taps_outside_the_input_are_skipped(device, dtype, value, k, G, s,
+                                                                 H, W):
+    """mmcv's rule, in every implementation: a tap outside the input is never
+    read, so a NaN/inf weight there changes neither the output nor the
+    gradients (grad_masks there is 0, even for an inf grad_output)."""
+    features, masks = make_inputs(N=2, C=2 * G, H=H, W=W, k=k, G=G, s=s, dtype=dtype,
+                                  device=device)
+    outside = outside_taps(H, W, k, s).repeat(G, 1, 1).to(device)  # (k*k*G, s*H, s*W)
+    poisoned = masks.clone()
+    poisoned[:, outside] = value
+    expected = carafe.carafe(features, torch.where(outside, 0, masks), k, G, s)
+    out = carafe.carafe(features, poisoned, k, G, s)
+    assert out.isfinite().all()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    ref = carafe_reference(features.double(), poisoned.double(), k, G, s)
+    torch.testing.assert_close(ref, expected.double(), **TOL[dtype])
+    grad_output = torch.ones_like(out)
+    grad_output[:, :, 0, 0] = float("inf")  # the corner reads outside on two sides (k > 1)
+    gf, gm = torch.ops.carafe.carafe_backward(grad_output, features, poisoned, k, G, s)
+    assert gm[:, outside].eq(0).all()
+    # grad_features is finite wherever the inf grad_output is not read
+    finite_go = torch.ones_like(out)
+    gf, gm = torch.ops.carafe.carafe_backward(finite_go, features, poisoned, k, G, s)
+    assert gf.isfinite().all() and gm.isfinite().all()
+    gf0, gm0 = torch.ops.carafe.carafe_backward(finite_go, features,
+                                                torch.where(outside, 0, masks), k, G, s)
+    torch.testing.assert_close(gf, gf0, rtol=0, atol=0)
+    torch.testing.assert_close(gm, gm0, rtol=0, atol=0)
+
+
 @requires_cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])

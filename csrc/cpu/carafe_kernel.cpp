@@ -10,6 +10,9 @@
 //   output column q reads U[q + s*kx] (fill_upsampled_row);
 // - for grad_features, zero-padded copies of mask and grad_output rows.
 // No k*k-expanded buffer is ever built; the forward allocates only its output.
+// Taps outside the input are skipped on all four sides (mmcv's rule): rows by
+// leaving them out of the pair sums, columns by recomputing (forward) or
+// zeroing (grad_masks) the few edge columns the zero padding reached.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -247,8 +250,32 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
             a_rows[j++] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
           }
         }
-        pair_sum_to(out + ((n * d.C + c) * Ho + p) * Wo, tmp, a_rows.data(), b_rows.data(),
-                    pairs, Wo);
+        scalar_t* dst = out + ((n * d.C + c) * Ho + p) * Wo;
+        pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), pairs, Wo);
+        // Taps left or right of the input were multiplied by U's zero
+        // padding; mmcv's rule (and the CUDA kernels') is to skip them, so a
+        // non-finite weight there must not reach the output: the edge columns
+        // are recomputed from the in-bounds taps only.
+        const int64_t r = kernel_radius(d.k);
+        const int64_t left_end = std::min(Wo, d.s * r);
+        const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
+        auto edge_column = [&](int64_t q) {
+          const int64_t xs = source_coord(q, d.s);
+          acc_t acc = 0;
+          for (int64_t ky = 0; ky < d.k; ++ky) {
+            const int64_t y = tap_coord(i, ky, d.k);
+            if (!in_bounds(y, d.H)) continue;
+            for (int64_t kx = 0; kx < d.k; ++kx) {
+              const int64_t x = tap_coord(xs, kx, d.k);
+              if (!in_bounds(x, d.W)) continue;
+              acc += static_cast<acc_t>(m[((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo + q]) *
+                     static_cast<acc_t>(plane[y * d.W + x]);
+            }
+          }
+          dst[q] = static_cast<scalar_t>(acc);
+        };
+        for (int64_t q = 0; q < left_end; ++q) edge_column(q);
+        for (int64_t q = right_begin; q < Wo; ++q) edge_column(q);
       }
     }
   });
@@ -298,22 +325,33 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
           for (int64_t kx = 0; kx < d.k; ++kx) std::fill(dst_rows[kx], dst_rows[kx] + Wo, scalar_t(0));
           continue;
         }
+        bool done = false;
         if constexpr (std::is_same_v<scalar_t, float>) {
           for (int64_t c = 0; c < cpg; ++c) {
             a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
             b_rows[c] = U.data() + c * Up;
           }
-          if (shift_sum_rows(d.k, dst_rows.data(), a_rows.data(), b_rows.data(), cpg, d.s, Wo)) {
-            continue;
-          }
+          done = shift_sum_rows(d.k, dst_rows.data(), a_rows.data(), b_rows.data(), cpg, d.s,
+                                Wo);
         }
-        for (int64_t kx = 0; kx < d.k; ++kx) {
+        for (int64_t kx = 0; kx < d.k && !done; ++kx) {
           scalar_t* dst = dst_rows[kx];
           for (int64_t c = 0; c < cpg; ++c) {
             a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
             b_rows[c] = U.data() + c * Up + d.s * kx;
           }
           pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), cpg, Wo);
+        }
+        // Taps left or right of the input are skipped (the forward's rule):
+        // their gradient is zero, not grad_output times the zero padding
+        // (inf * 0 would be NaN). Tap kx of column q reads q/s + kx - r.
+        const int64_t r = kernel_radius(d.k);
+        for (int64_t kx = 0; kx < d.k; ++kx) {
+          const int64_t left_end = std::min(Wo, d.s * std::max<int64_t>(0, r - kx));
+          const int64_t right_begin =
+              std::max(left_end, std::min(Wo, d.s * (d.W + r - kx)));
+          std::fill(dst_rows[kx], dst_rows[kx] + left_end, scalar_t(0));
+          std::fill(dst_rows[kx] + right_begin, dst_rows[kx] + Wo, scalar_t(0));
         }
       }
     }
