@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib", reason="figures need matplotlib")
 import torch  # noqa: E402
 
 from carafe._readme import read_section  # noqa: E402
-from carafe.ablations import harness, paper, seg  # noqa: E402
+from carafe.ablations import harness, paper, report, seg  # noqa: E402
 from carafe.upsamplers import UPSAMPLERS  # noqa: E402
 from carafe.ablations.studies import STUDIES  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -256,3 +256,53 @@ def test_bad_study_arguments_are_named(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         harness.run_study("normalizer", "sr", quick=True, out_root=tmp_path, steps=1, **kwargs)
     assert not any(tmp_path.iterdir())  # nothing written for a refused call
+
+
+def test_an_interrupted_study_saves_as_it_goes_and_resumes(tmp_path, monkeypatch):
+    calls = []
+    real = harness._run_one
+
+    def flaky(task, name, options, kwargs, threads):
+        calls.append((name, options, kwargs["seed"]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the study during its third training
+        return real(task, name, options, kwargs, threads)
+
+    monkeypatch.setattr(harness, "_run_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_study("normalizer", "sr", quick=True, seeds=2, out_root=tmp_path, steps=1,
+                          log=lambda *_: None, variants=["sigmoid", "softmax"])
+    (out,) = list((tmp_path / "normalizer" / "sr").iterdir())
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["complete"] is False
+    assert [len(r["seeds"]) for r in partial["rows"]] == [2, 0]
+    warnings = []
+    assert report.load_results(tmp_path, warn=warnings.append) == []
+    assert "incomplete" in warnings[0] and "resume" in warnings[0]
+    # resume runs only what is missing, into the same folder
+    assert harness.resume_study(out, log=lambda *_: None) == out
+    assert len(calls) == 5  # 3 before (one interrupted) + the 2 softmax seeds
+    final = json.loads((out / "results.json").read_text())
+    assert final["complete"] is True and [len(r["seeds"]) for r in final["rows"]] == [2, 2]
+    assert final["rows"][0]["seeds"] == partial["rows"][0]["seeds"]
+    assert (out / "table.md").exists() and len(report.load_results(tmp_path)) == 1
+    with pytest.raises(ValueError, match="complete; nothing to resume"):
+        harness.resume_study(out)
+
+
+def test_two_studies_in_the_same_second_keep_both_results(tmp_path):
+    outs = [harness.run_study("normalizer", "sr", quick=True, seeds=1, out_root=tmp_path,
+                              steps=1, log=lambda *_: None, variants=["softmax"])
+            for _ in range(2)]
+    assert outs[0] != outs[1] and all((o / "results.json").exists() for o in outs)
+
+
+def test_damaged_results_are_skipped_by_the_report(tmp_path):
+    for name, text in [("a", "{not json"), ("b", "[1, 2]"), ("c", "")]:
+        d = tmp_path / "upsamplers" / "sr" / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(text)
+    warnings = []
+    assert report.load_results(tmp_path, warn=warnings.append) == []
+    assert len(warnings) == 3 and all("skipping" in w and "results.json" in w for w in warnings)
+    report.summary_markdown(tmp_path)  # still renders (with nothing to show)

@@ -39,6 +39,13 @@ def build_model(config):
     return model
 
 
+def tree_digest(folder):
+    """{relative path: sha256} of every file under folder."""
+    import hashlib
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
 def launch(*args, cwd, timeout=900, env=None):
     """Run the launcher as a user would; returns the completed process."""
     cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", *args]
@@ -196,9 +203,15 @@ def test_training_loss_falls_and_metrics_are_written(trained_runs):
 def test_test_command_and_summarize(trained_runs, tmp_path):
     cwd, runs = trained_runs
     run = runs["faster-rcnn_r18_fpn-carafe_offline"]
+    before = tree_digest(run)
+    evaluation = tmp_path / "evaluation"
     launch("test", str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py"),
-           str(run / "epoch_3.pth"), "--cfg-options", *TINY, cwd=cwd)
-    assert "coco/bbox_mAP" in json.loads((run / "test_metrics.json").read_text())
+           str(run / "epoch_3.pth"), "--work-dir", str(evaluation), "--cfg-options", *TINY,
+           cwd=cwd)
+    assert "coco/bbox_mAP" in json.loads((evaluation / "test_metrics.json").read_text())
+    # test only reads the run: same files, same bytes, no "resumed" entry
+    assert tree_digest(run) == before and not (run / "test_metrics.json").exists()
+    assert "resumed" not in json.loads((run / "env.json").read_text())
     launch("summarize", "--runs", str(cwd / "runs"), "--out", str(tmp_path), cwd=cwd)
     table = (tmp_path / "results.md").read_text()
     assert "| Faster R-CNN | CARAFE (ours) | offline shapes | 1 (0) | 12 |" in table
@@ -235,6 +248,12 @@ def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
     (empty / "env.json").write_text("")
     listed = run("faster-rcnn_r18_fpn-carafe_offline", "listed", 7, 0.9)
     (listed / "run.json").write_text("[1, 2]")
+    # a killed run leaves a truncated last line: the rows before it still count
+    ok = tmp_path / "faster-rcnn_r18_fpn-nearest_offline" / "n0"
+    (ok / "metrics.jsonl").write_text(json.dumps({"coco/bbox_mAP": 0.3}) + '\n{"coco/bb')
+    (ok / "s" / "vis_data").mkdir(parents=True)
+    (ok / "s" / "vis_data" / "scalars.json").write_text(
+        json.dumps({"loss": 1.0, "iter": 1, "step": 1}) + '\n{"loss": 0.')
     warnings = []
     rows = summarize.collect(tmp_path, warn=warnings.append)
     assert len(rows) == 6 and len(warnings) == 3
@@ -246,6 +265,9 @@ def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
     assert "| 3 (0, 1, 2) | 750 | 36.0 ± 1.0 |" in table
     assert "box AP +6.0" in table and "exceeds twice the seeds' spread" in table
     assert "| - |" in table  # APl of a split without large objects
+    # the whole summary (tables, CSV, plots) is still written
+    written = summarize.summarize(tmp_path, tmp_path / "out")
+    assert all(Path(p).exists() for p in written)
 
 
 @pytest.mark.slow
@@ -279,7 +301,12 @@ def test_resume_after_interruption(tmp_path):
     assert "resumed" in resumed.lower()
     assert "Epoch(train) [1]" not in resumed and "Epoch(train) [3]" in resumed
     assert (work_dir / "epoch_3.pth").exists()
-    assert json.loads((work_dir / "run.json").read_text())["iter"] == 12
+    summary = json.loads((work_dir / "run.json").read_text())
+    assert summary["iter"] == 12
+    # the killed session's time is kept (run.json is written as training goes)
+    assert len(summary["sessions"]) == 2 and summary["sessions"][0]["seconds"] > 0
+    assert summary["wall_seconds"] == pytest.approx(
+        sum(s["seconds"] for s in summary["sessions"]), abs=0.2)
 
 
 @pytest.mark.slow

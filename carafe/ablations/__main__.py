@@ -3,6 +3,7 @@ python -m carafe.ablations report [--update-readme]
 python -m carafe.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N]
+python -m carafe.ablations resume FOLDER [--jobs N]   (an interrupted study)
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
@@ -33,6 +34,9 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=1,
                    help="trainings at once, in separate processes sharing the CPU's threads")
     p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
+    q = sub.add_parser("resume", help="continue an interrupted study in its folder")
+    q.add_argument("folder")
+    q.add_argument("--jobs", type=int, default=1)
     r = sub.add_parser("report", help="summary table of the latest default-setting results")
     r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
     r.add_argument("--update-readme", action="store_true",
@@ -50,6 +54,10 @@ def main(argv=None):
             print(f"{study}: " + ", ".join(label for label, _, _ in variants))
         return 0
     try:
+        if args.command == "resume":
+            from .harness import resume_study
+            print(f"wrote {resume_study(args.folder, jobs=args.jobs)}")
+            return 0
         out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
                         args.out, variants=args.variants, jobs=args.jobs)
     except ValueError as e:

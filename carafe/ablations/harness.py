@@ -64,7 +64,12 @@ def select_variants(study, labels=None):
 def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out_root=None,
               steps=None, log=print, variants=None, jobs=1):
     """Train every variant of `study` on `task` for seeds 0..seeds-1 and write
-    results.json, table.md and figure.png into a new timestamped folder.
+    results.json, table.md and figure.png into a new folder
+    out_root/<study>/<task>/<timestamp>[_n] (claimed atomically: two studies
+    started in the same second never share it). results.json is rewritten
+    as each (variant, seed) finishes ("complete": false until the last), so
+    an interrupted study loses only the trainings in flight and
+    :func:`resume_study` continues it.
 
     variants: labels to run (default: all of the study's); jobs: trainings run
     at once in separate processes, each with torch's thread count divided by
@@ -74,19 +79,52 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
         raise ValueError(f"unknown study {study!r}; choose from {sorted(STUDIES)}")
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
-    if not isinstance(seeds, int) or seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
-    if jobs > 1 and device == "cuda":
-        raise ValueError("jobs: parallel trainings are for CPU; use jobs=1 with device='cuda'")
+    _check_jobs(jobs, device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
     chosen = select_variants(study, variants)
-    out = Path(out_root or OUT) / study / task / time.strftime("%Y%m%d_%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    setting = "quick" if quick else "default"
-    metrics = metrics_of(task)
+    params = {"study": study, "task": task, "setting": "quick" if quick else "default",
+              "scale": scale, "seeds": seeds, "device": device, "steps": steps,
+              "variants": [label for label, _, _ in chosen]}
+    from ..experiments.folders import new_folder
+    out = new_folder(Path(out_root or OUT) / study / task)
+    return _execute(out, params, {}, jobs, log)
+
+
+def resume_study(folder, jobs=1, log=print):
+    """Continue the study whose partial results.json is in folder: the
+    (variant, seed) trainings it lacks are run, the others kept."""
+    path = Path(folder) / "results.json"
+    try:
+        saved = json.loads(path.read_text())
+        params = {k: saved[k] for k in ("study", "task", "setting", "scale", "seeds", "device")}
+        params["steps"] = saved.get("steps")
+        params["variants"] = [r["label"] for r in saved["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"resume: {path} is missing or damaged ({type(e).__name__}: {e}); "
+                         "nothing to resume") from None
+    if saved.get("complete"):
+        raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
+    _check_jobs(jobs, params["device"])
+    select_variants(params["study"], params["variants"])  # the study still has them
+    finished = {(i, s["seed"]): {k: v for k, v in s.items() if k != "seed"}
+                for i, r in enumerate(saved["rows"]) for s in r["seeds"]}
+    return _execute(Path(folder), params, finished, jobs, log)
+
+
+def _check_jobs(jobs, device):
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+    if jobs > 1 and device == "cuda":
+        raise ValueError("jobs: parallel trainings are for CPU; use jobs=1 with device='cuda'")
+
+
+def _execute(out, params, finished, jobs, log):
+    study, task, device = params["study"], params["task"], params["device"]
+    chosen = select_variants(study, params["variants"])
+    seeds, metrics = params["seeds"], metrics_of(task)
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     rows = []
     for label, name, options in chosen:
@@ -94,54 +132,66 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
         rows.append({"label": label, "upsampler": name, "options": options,
                      "params_c256_s2": count_parameters(module),
                      "flops_per_pixel_c256_s2": module.flops_per_pixel(),
-                     "latency_ms_c64_64px": latency_ms(name, options, device=device),
-                     "seeds": []})
-    jobs_list = []
+                     "latency_ms_c64_64px": latency_ms(name, options, device=device)})
+    todo = []
     for i, (label, name, options) in enumerate(chosen):
         for seed in range(seeds):
-            kwargs = dict(scale=scale, seed=seed, setting=setting, device=device, steps=steps)
+            if (i, seed) in finished:
+                continue
+            kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
+                          device=device, steps=params["steps"])
             if task == "det":  # det runs keep their mmengine folders beside the results
                 kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
-            jobs_list.append((i, seed, name, options, kwargs))
+            todo.append((i, seed, name, options, kwargs))
     started = time.perf_counter()
-    results_by_run = {}
+    results_by_run = dict(finished)
+
+    def save(complete):
+        for i, row in enumerate(rows):
+            row["seeds"] = [{"seed": seed, **results_by_run[i, seed]} for seed in range(seeds)
+                            if (i, seed) in results_by_run]
+            for m in metrics:
+                values = [s[m] for s in row["seeds"]]
+                row[f"{m}_mean"] = statistics.mean(values) if values else None
+                row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        results = {**{k: params[k] for k in ("study", "task", "setting", "scale", "seeds",
+                                              "device", "steps")},
+                   "torch": torch.__version__, "machine": platform.platform(),
+                   "jobs": jobs, "threads_per_run": threads,
+                   "wall_seconds": round(time.perf_counter() - started, 1),
+                   "complete": complete, "rows": rows,
+                   "published_source": paper.SOURCE if paper.has_column(study) else None}
+        if task == "sr":
+            results["psnr_channel"] = "Y"  # results written before this key were RGB PSNR
+        tmp = out / "results.json.tmp"  # a kill mid-write never leaves half a file
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(out / "results.json")
+        return results
 
     def done(i, seed, result):
         results_by_run[i, seed] = result
+        save(complete=False)
         log(f"[{study}/{task}] {chosen[i][0]} seed {seed} ({len(results_by_run)}/"
-            f"{len(jobs_list)}): " + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
+            f"{len(chosen) * seeds}): " + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
             + f" ({time.perf_counter() - started:.0f} s so far)")
 
+    save(complete=False)
     if jobs == 1:
-        for i, seed, name, options, kwargs in jobs_list:
+        for i, seed, name, options, kwargs in todo:
             done(i, seed, _run_one(task, name, options, kwargs, None))
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         # spawn: a forked child would inherit torch's OpenMP pool mid-state;
         # one training per process: no state (mmengine's global registries and
         # message hub, torch's RNG) carries from one run into the next.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
             futures = {pool.submit(_run_one, task, name, options, kwargs, threads): (i, seed)
-                       for i, seed, name, options, kwargs in jobs_list}
-            from concurrent.futures import as_completed
+                       for i, seed, name, options, kwargs in todo}
             for future in as_completed(futures):
                 done(*futures[future], future.result())
-    for i, row in enumerate(rows):
-        row["seeds"] = [{"seed": seed, **results_by_run[i, seed]} for seed in range(seeds)]
-        for m in metrics:
-            values = [s[m] for s in row["seeds"]]
-            row[f"{m}_mean"] = statistics.mean(values)
-            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    results = {"study": study, "task": task, "setting": setting, "scale": scale,
-               "seeds": seeds, "device": device, "torch": torch.__version__,
-               "machine": platform.platform(), "jobs": jobs, "threads_per_run": threads,
-               "wall_seconds": round(time.perf_counter() - started, 1), "rows": rows,
-               "published_source": paper.SOURCE if paper.has_column(study) else None}
-    if task == "sr":
-        results["psnr_channel"] = "Y"  # results written before this key were RGB PSNR
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    results = save(complete=True)
     (out / "table.md").write_text(table(results))
     figure(results, out / "figure.png")
     return out

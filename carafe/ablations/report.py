@@ -16,11 +16,26 @@ README = REPO / "README.md"
 README_MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
 
 
-def load_results(root=OUT):
-    """Every results.json under root, oldest first; each dict gets "_dir"."""
+def load_results(root=OUT, warn=print):
+    """Every complete results.json under root, oldest first; each dict gets
+    "_dir". A damaged file, or a study still running or interrupted
+    ("complete": false), is skipped with a one-line warning naming it."""
     out = []
     for path in sorted(Path(root).glob("*/*/*/results.json")):
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text())
+            if not isinstance(results, dict):
+                raise ValueError(f"expected a JSON object, got {type(results).__name__}")
+            for key in ("study", "task", "setting", "rows"):
+                if key not in results:
+                    raise ValueError(f"no {key!r} entry")
+        except (OSError, ValueError) as e:
+            warn(f"report: skipping {path}: {type(e).__name__}: {e}")
+            continue
+        if results.get("complete") is False:
+            warn(f"report: skipping {path}: the study is incomplete (resume it with "
+                 f"python -m carafe.ablations resume {path.parent})")
+            continue
         results["_dir"] = path.parent
         out.append(results)
     return out

@@ -51,6 +51,16 @@ def _progress(runner):
     return None, None
 
 
+def _read_dict(path):
+    """A JSON object from path, or {} when the file is missing, empty or
+    damaged (a killed session can leave any of these)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _plain(value):
     try:
         return float(value)
@@ -61,26 +71,42 @@ def _plain(value):
 @HOOKS.register_module()
 class CarafeRunRecorderHook(Hook):
     """Writes env.json at the start; after each validation or test appends
-    the metrics to metrics.jsonl and rewrites metrics.json (the latest); at
-    the end writes run.json (iterations, wall time, peak memory)."""
+    the metrics to metrics.jsonl and rewrites metrics.json (the latest);
+    while training keeps run.json up to date (iterations, wall time of every
+    session, peak memory), so that a killed session's time is not lost when
+    the run is resumed."""
 
     priority = "VERY_LOW"
+
+    def __init__(self, interval: int = 50):
+        self.interval = interval  # iterations between run.json updates
+        self._started = None
+        self._previous = []
 
     def before_run(self, runner) -> None:
         if not is_main_process():
             return
+        self._started = time.time()
         work_dir = Path(runner.work_dir)
         device = str(next(runner.model.parameters()).device)
         env = environment(device)
         env["started"] = time.strftime("%Y-%m-%d %H:%M:%S")
         env["world_size"] = runner.world_size
         path = work_dir / "env.json"
-        # A resumed run keeps the first environment and lists the later ones.
-        if path.exists():
-            first = json.loads(path.read_text())
+        training = _progress(runner)[1] is not None
+        # A resumed training run keeps the first environment and lists the
+        # later ones (the launcher never points a test at an existing run).
+        if path.exists() and training:
+            first = _read_dict(path)
             first.setdefault("resumed", []).append(env)
             env = first
         path.write_text(json.dumps(env, indent=2) + "\n")
+        if training:
+            previous = _read_dict(work_dir / "run.json")
+            sessions = previous.get("sessions")
+            if sessions is None and previous.get("wall_seconds") is not None:
+                sessions = [{"seconds": previous["wall_seconds"], "iter": previous.get("iter")}]
+            self._previous = list(sessions or [])
 
     def _record(self, runner, metrics, split):
         if not is_main_process() or not metrics:
@@ -94,31 +120,40 @@ class CarafeRunRecorderHook(Hook):
         (work_dir / ("metrics.json" if split == "val" else "test_metrics.json")).write_text(
             json.dumps(row, indent=2) + "\n")
 
-    def after_run(self, runner) -> None:
-        """run.json: how far the run got and what it cost (wall time of this
-        session, peak memory)."""
+    def _write_summary(self, runner) -> None:
+        """run.json: how far the run got and what it cost: the wall time of
+        every session (this one up to now), their sum and peak memory."""
         epoch, iteration = _progress(runner)
-        if not is_main_process() or iteration is None:
+        if not is_main_process() or iteration is None or self._started is None:
             return
         import resource
 
         import torch
-        work_dir = Path(runner.work_dir)
-        env = json.loads((work_dir / "env.json").read_text())
-        started = time.mktime(time.strptime((env.get("resumed") or [env])[-1]["started"],
-                                            "%Y-%m-%d %H:%M:%S"))
+        session = {"started": time.strftime("%Y-%m-%d %H:%M:%S",
+                                            time.localtime(self._started)),
+                   "seconds": round(time.time() - self._started, 1), "iter": iteration}
+        sessions = self._previous + [session]
         summary = {"epoch": epoch, "iter": iteration,
-                   "wall_seconds": round(time.time() - started, 1),
+                   "wall_seconds": round(sum(s.get("seconds") or 0 for s in sessions), 1),
+                   "sessions": sessions,
                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                                          1)}
         if torch.cuda.is_available():
             summary["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        path = work_dir / "run.json"
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        # A resumed run adds its time to the earlier sessions'.
-        if previous.get("iter", 0) < iteration:
-            summary["wall_seconds"] += previous.get("wall_seconds", 0)
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        path = Path(runner.work_dir) / "run.json"
+        tmp = path.with_suffix(".json.tmp")  # never a half-written run.json
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(path)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if self.every_n_train_iters(runner, self.interval):
+            self._write_summary(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        self._write_summary(runner)
+
+    def after_run(self, runner) -> None:
+        self._write_summary(runner)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         self._record(runner, metrics, "val")

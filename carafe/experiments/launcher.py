@@ -1,19 +1,30 @@
 """Train and test mmdetection configs with mmengine's Runner (no training
-loop of our own), each run in its own folder::
+loop of our own), each run in its own folder, claimed atomically (a second
+run started in the same second gets ``<timestamp>_2``)::
 
     experiments/runs/<config name>/<YYYYmmdd_HHMMSS>/
         <timestamp>/<timestamp>.log, <timestamp>/vis_data/scalars.json   (mmengine)
         <config name>.py                                                   (dumped config)
         epoch_N.pth, last_checkpoint                                       (mmengine)
         env.json, metrics.json, metrics.jsonl, run.json                    (ours)
+
+``test`` writes into a new folder, ``experiments/evaluations/<config
+name>/<timestamp>/``, never into the run it reads. Only ``resume`` writes into
+an existing run. Checkpoints are loaded as data (see checkpoints.py).
 """
 
-import os
-import time
 from pathlib import Path
+
+from .checkpoints import CheckpointError, check_readable, trusting
+from .folders import is_empty, new_folder, remove_if_empty
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "experiments" / "runs"
+EVALUATIONS = REPO / "experiments" / "evaluations"
+
+
+class LaunchError(ValueError):
+    """A launcher call that cannot go ahead; nothing was written."""
 
 
 def _cpu_distributed(cfg):
@@ -38,17 +49,16 @@ def _cpu_distributed(cfg):
                                  find_unused_parameters=cfg.get("find_unused_parameters", False))
 
 
-def _trusted_checkpoints():
-    # torch >= 2.6 loads with weights_only=True, which rejects the numpy
-    # objects mmengine stores in checkpoint meta (resume, load_from). These
-    # are checkpoints our own runs wrote, or ones the user chose to load.
-    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
-
-
 def load_config(config, cfg_options=None, launcher="none"):
     import torch
     from mmengine.config import Config
-    cfg = Config.fromfile(str(config))
+    if not Path(config).is_file():
+        raise LaunchError(f"config: {config} is not a file")
+    try:
+        cfg = Config.fromfile(str(config))
+    except Exception as e:  # noqa: BLE001 (a broken config fails in many ways)
+        raise LaunchError(f"config: {config} cannot be read ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
@@ -101,8 +111,9 @@ def torch_cuda_available():
     return torch.cuda.is_available()
 
 
-def new_work_dir(config):
-    return RUNS / Path(config).stem / time.strftime("%Y%m%d_%H%M%S")
+def new_work_dir(config, root=RUNS):
+    """A new, empty run folder root/<config name>/<timestamp>[_n]."""
+    return new_folder(Path(root) / Path(config).stem)
 
 
 def latest_work_dir(config):
@@ -110,47 +121,145 @@ def latest_work_dir(config):
     return runs[-1].parent if runs else None
 
 
-def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False, quiet=False):
+def _is_main_rank():
+    import os
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _agree(launcher, cfg, choose):
+    """Run choose() on rank 0 only and hand its result (or its error) to every
+    rank: the folder is claimed once, and all ranks write into it."""
+    if launcher == "none":
+        return choose()
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        if torch_cuda_available():
+            from mmengine.dist import init_dist
+            init_dist(launcher, **dict(cfg.get("env_cfg", {}).get("dist_cfg", {})))
+        else:
+            _cpu_distributed(cfg)
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", choose())]
+        except (LaunchError, CheckpointError) as e:
+            box = [("error", e)]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+def _check_load_from(cfg):
+    """load_from must be a readable local checkpoint (or None)."""
+    load_from = cfg.get("load_from")
+    if load_from:
+        check_readable(load_from)
+
+
+def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False, quiet=False,
+          trusted_checkpoint=None):
     """Train config; returns the run folder. With resume=True, continue the
     run in work_dir (default: this config's latest run that has a checkpoint)
-    from its last checkpoint; the earlier logs stay in place. quiet=True (for
-    notebooks): mmengine logs warnings only (no environment and config dump
-    in the output; the log file in the run folder has the same) and a
-    tqdm.auto bar shows the progress."""
-    _trusted_checkpoints()
+    from its last checkpoint; the earlier logs stay in place. Without it,
+    work_dir must be new or empty (default: a new folder under
+    experiments/runs/<config name>/). quiet=True (for notebooks): mmengine
+    logs warnings only (no environment and config dump in the output; the
+    log file in the run folder has the same) and a tqdm.auto bar shows the
+    progress. trusted_checkpoint: a file you trust to be unpickled fully
+    (see carafe.experiments.checkpoints); all others load as weights only.
+
+    A mistake (missing config, nothing to resume, unreadable checkpoint, a
+    non-empty work_dir) raises LaunchError or CheckpointError before anything
+    is written."""
     from mmengine.runner import Runner
     cfg = load_config(config, cfg_options, launcher)
     if quiet:
         cfg.log_level = "WARNING"
         cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="CarafeProgressHook")]
+
+    def choose():
+        with trusting(trusted_checkpoint):
+            if resume:
+                folder = Path(work_dir) if work_dir else latest_work_dir(config)
+                pointer = None if folder is None else folder / "last_checkpoint"
+                if pointer is None or not pointer.is_file():
+                    where = folder if folder is not None else \
+                        f"experiments/runs/{Path(config).stem}/ (no run with a checkpoint)"
+                    raise LaunchError(f"resume: no checkpoint to resume from in {where}; "
+                                      "expected a last_checkpoint file written by a run")
+                # read it now: a bad checkpoint must fail before anything is written
+                check_readable(pointer.read_text().strip())
+                return folder, False
+            _check_load_from(cfg)
+            if work_dir is None:
+                return new_work_dir(config), True
+            folder = Path(work_dir)
+            if folder.exists() and not is_empty(folder):
+                raise LaunchError(f"work_dir: {folder} already holds files; pass --resume to "
+                                  "continue the run there, or give a new folder")
+            created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder, created
+
+    folder, created = _agree(launcher, cfg, choose)
     if resume:
-        work_dir = Path(work_dir) if work_dir else latest_work_dir(config)
-        if work_dir is None or not (Path(work_dir) / "last_checkpoint").exists():
-            raise SystemExit(f"--resume: no checkpoint to resume from in {work_dir} "
-                             f"(expected {work_dir}/last_checkpoint)")
         cfg.resume = True
         cfg.load_from = None
-    else:
-        work_dir = Path(work_dir) if work_dir else new_work_dir(config)
-    cfg.work_dir = str(work_dir)
-    prepare_data(cfg)
-    if launcher != "none" and not torch_cuda_available():
-        _cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    return Path(work_dir)
+    cfg.work_dir = str(folder)
+    try:
+        prepare_data(cfg)
+        if launcher != "none" and not torch_cuda_available():
+            _cpu_distributed(cfg)
+        with trusting(trusted_checkpoint):
+            runner = Runner.from_cfg(cfg)
+            runner.train()
+    except BaseException:
+        if created and _is_main_rank():
+            remove_if_empty(folder)
+        raise
+    return folder
 
 
-def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none"):
-    """Evaluate checkpoint; metrics land in work_dir/test_metrics.json
-    (default work_dir: the checkpoint's folder). Returns the metrics."""
-    _trusted_checkpoints()
+def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
+         trusted_checkpoint=None):
+    """Evaluate checkpoint; metrics land in work_dir/test_metrics.json, with
+    the log and env.json. work_dir must be new or empty and outside the run
+    the checkpoint belongs to (default: a new folder under
+    experiments/evaluations/<config name>/): the run is only read.
+    Returns the metrics."""
     from mmengine.runner import Runner
     cfg = load_config(config, cfg_options, launcher)
-    cfg.work_dir = str(work_dir or Path(checkpoint).parent)
+
+    def choose():
+        with trusting(trusted_checkpoint):
+            check_readable(checkpoint)
+        run_dir = Path(checkpoint).resolve().parent
+        if work_dir is None:
+            return new_work_dir(config, EVALUATIONS), True
+        folder = Path(work_dir)
+        if folder.resolve() == run_dir or run_dir in folder.resolve().parents:
+            raise LaunchError(f"work_dir: {folder} is inside the run {run_dir} that the "
+                              "checkpoint belongs to; test never writes into the run it reads")
+        if folder.exists() and not is_empty(folder):
+            raise LaunchError(f"work_dir: {folder} already holds files; give a new folder")
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder, created
+
+    folder, created = _agree(launcher, cfg, choose)
+    cfg.work_dir = str(folder)
     cfg.load_from = str(checkpoint)
-    prepare_data(cfg)
-    if launcher != "none" and not torch_cuda_available():
-        _cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
-    return runner.test()
+    cfg.resume = False
+    try:
+        prepare_data(cfg)
+        if launcher != "none" and not torch_cuda_available():
+            _cpu_distributed(cfg)
+        with trusting(trusted_checkpoint):
+            runner = Runner.from_cfg(cfg)
+            return runner.test()
+    except BaseException:
+        if created and _is_main_rank():
+            remove_if_empty(folder)
+        raise

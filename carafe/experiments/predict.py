@@ -6,14 +6,15 @@ from pathlib import Path
 import numpy as np
 
 
-def load_detector(run_dir, device="cpu"):
+def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     """The model of a run folder written by the launcher: its dumped config
-    and the checkpoint named in last_checkpoint."""
+    and the checkpoint named in last_checkpoint, loaded as weights only (see
+    carafe.experiments.checkpoints; trusted_checkpoint opts one file out).
+    Nothing in run_dir is written."""
     from mmdet.apis import init_detector
 
     import carafe.mmdet  # noqa: F401
-    from .launcher import _trusted_checkpoints
-    _trusted_checkpoints()  # our own run's checkpoint (see launcher)
+    from .checkpoints import check_readable, trusting
     run_dir = Path(run_dir)
     pointer = run_dir / "last_checkpoint"
     if not pointer.exists():
@@ -22,7 +23,10 @@ def load_detector(run_dir, device="cpu"):
     configs = sorted(run_dir.glob("*.py"))
     if not configs:
         raise FileNotFoundError(f"run_dir: no dumped config (*.py) in {run_dir}")
-    return init_detector(str(configs[0]), pointer.read_text().strip(), device=device)
+    checkpoint = pointer.read_text().strip()
+    with trusting(trusted_checkpoint):
+        check_readable(checkpoint)
+        return init_detector(str(configs[0]), checkpoint, device=device)
 
 
 def predict(model, image_paths, score_thr=0.3):
