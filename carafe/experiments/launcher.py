@@ -158,6 +158,24 @@ def _check_load_from(cfg):
         check_readable(load_from)
 
 
+def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action):
+    """Prepare the data and build mmengine's Runner in folder, then
+    action(runner); a folder this call created is removed again if the run
+    fails before writing a file into it."""
+    from mmengine.runner import Runner
+    cfg.work_dir = str(folder)
+    try:
+        prepare_data(cfg)
+        if launcher != "none" and not torch_cuda_available():
+            _cpu_distributed(cfg)
+        with trusting(trusted_checkpoint):
+            return action(Runner.from_cfg(cfg))
+    except BaseException:
+        if created and _is_main_rank():
+            remove_if_empty(folder)
+        raise
+
+
 def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False, quiet=False,
           trusted_checkpoint=None):
     """Train config; returns the run folder. With resume=True, continue the
@@ -173,7 +191,6 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
     A mistake (missing config, nothing to resume, unreadable checkpoint, a
     non-empty work_dir) raises LaunchError or CheckpointError before anything
     is written."""
-    from mmengine.runner import Runner
     cfg = load_config(config, cfg_options, launcher)
     if quiet:
         cfg.log_level = "WARNING"
@@ -207,18 +224,7 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
     if resume:
         cfg.resume = True
         cfg.load_from = None
-    cfg.work_dir = str(folder)
-    try:
-        prepare_data(cfg)
-        if launcher != "none" and not torch_cuda_available():
-            _cpu_distributed(cfg)
-        with trusting(trusted_checkpoint):
-            runner = Runner.from_cfg(cfg)
-            runner.train()
-    except BaseException:
-        if created and _is_main_rank():
-            remove_if_empty(folder)
-        raise
+    _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train())
     return folder
 
 
@@ -229,7 +235,6 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
     the checkpoint belongs to (default: a new folder under
     experiments/evaluations/<config name>/): the run is only read.
     Returns the metrics."""
-    from mmengine.runner import Runner
     cfg = load_config(config, cfg_options, launcher)
 
     def choose():
@@ -249,17 +254,7 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
         return folder, created
 
     folder, created = _agree(launcher, cfg, choose)
-    cfg.work_dir = str(folder)
     cfg.load_from = str(checkpoint)
     cfg.resume = False
-    try:
-        prepare_data(cfg)
-        if launcher != "none" and not torch_cuda_available():
-            _cpu_distributed(cfg)
-        with trusting(trusted_checkpoint):
-            runner = Runner.from_cfg(cfg)
-            return runner.test()
-    except BaseException:
-        if created and _is_main_rank():
-            remove_if_empty(folder)
-        raise
+    return _run_in(folder, created, cfg, launcher, trusted_checkpoint,
+                   lambda runner: runner.test())
