@@ -42,7 +42,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev,mmdet]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,mmdet,export]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
