@@ -124,7 +124,9 @@ def export_onnx(model: torch.nn.Module, args: tuple, path=None, *, custom_node: 
         args: example inputs, a tuple.
         custom_node: write mmcv::MMCVCARAFE nodes instead of standard operators.
         dynamic_shapes: as torch.export takes them; default: batch, height and
-            width of every 4-D tensor input dynamic.
+            width of every 4-D tensor input dynamic. torch.export specialises
+            a dimension whose example size is 1 (and folds it into the graph),
+            so give examples with batch >= 2 and height, width >= 2.
     """
     if not isinstance(args, tuple):
         raise TypeError(f"export_onnx: args must be a tuple of example inputs, got "

@@ -52,7 +52,7 @@ def test_carafe_module_exports_to_standard_ops(tmp_path, k, G, s):
     torch.manual_seed(0)
     model = Reassemble(8, k, G, s).eval()
     path = tmp_path / "carafe.onnx"
-    export_onnx(model, (torch.randn(1, 8, 6, 5),), path)
+    export_onnx(model, (torch.randn(2, 8, 6, 5),), path)
     _, ops = check_graph(path)
     assert all(domain == "" for domain, _ in ops), ops  # the default domain only
     assert {op for _, op in ops} <= STANDARD, ops
@@ -73,7 +73,7 @@ def test_carafepack_in_a_network_exports(tmp_path):
         torch.nn.Conv2d(16, 16, 3, padding=1),
         carafe.CARAFEPack(16, 2, up_kernel=3, encoder_kernel=1)).eval()
     path = tmp_path / "net.onnx"
-    export_onnx(model, (torch.randn(1, 3, 32, 32),), path, input_names=["image"])
+    export_onnx(model, (torch.randn(2, 3, 32, 32),), path, input_names=["image"])
     check_graph(path)
     for shape in [(1, 3, 32, 32), (2, 3, 48, 20)]:
         x = torch.randn(*shape)
@@ -97,3 +97,50 @@ def test_custom_node_option(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="args must be a tuple"):
         export_onnx(carafe.CARAFEPack(8, 2), torch.randn(1, 8, 4, 4), tmp_path / "x.onnx")
+
+
+def test_faster_rcnn_with_carafe_fpn_runs_in_onnx_runtime(tmp_path):
+    """The offline Faster R-CNN (CARAFE FPN) up to the RPN head's raw
+    outputs: ONNX Runtime on offline images of two sizes reproduces what
+    mmdet's own path (data_preprocessor, extract_feat, rpn_head) gives."""
+    pytest.importorskip("mmdet", reason="needs the mmdet extra")
+    from pathlib import Path
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import carafe.mmdet  # noqa: F401
+    from carafe.experiments.data import load_sources, make_image
+    from carafe.mmdet.export import export_detector
+    register_all_modules()
+    config = Path(__file__).resolve().parent.parent / "experiments" / "configs" / \
+        "faster-rcnn_r18_fpn-carafe_offline.py"
+    torch.manual_seed(0)
+    detector = MODELS.build(Config.fromfile(str(config)).model)
+    detector.init_weights()
+    detector.eval()
+    objects, backgrounds = load_sources()
+    rng = np.random.default_rng(0)
+
+    def offline_images(n, size):  # (n, 3, size, size) float BGR, as mmdet loads them
+        images = [make_image(rng, size, objects, backgrounds, 6, 6, "smooth")[0]
+                  for _ in range(n)]
+        return torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float()
+
+    path = tmp_path / "faster_rcnn_raw.onnx"
+    # an example batch of 2: torch.export specialises dimensions of size 1
+    export_detector(detector, offline_images(2, 128), path)
+    check_graph(path)
+    for n, size in [(1, 128), (3, 192)]:
+        images = offline_images(n, size)
+        with torch.no_grad():
+            batch = detector.data_preprocessor({"inputs": list(images.to(torch.uint8))})
+            features = detector.extract_feat(batch["inputs"])
+            scores, deltas = detector.rpn_head(features)
+        expected = [t.numpy() for t in (*features, *scores, *deltas)]
+        got = run_onnx(path, images)
+        assert len(got) == len(expected) == 15
+        for a, b in zip(got, expected):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
