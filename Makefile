@@ -9,6 +9,11 @@
 #   make figures set up, then regenerate the README's figures (experiments/figures/) by
 #                executing the notebooks at their defaults with figures_dir pointed there
 #   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
+#   make gpu-check-prepare  (here, with the package index) fetch what gpu-check needs
+#                into build/gpu-check/ (mmcv's CARAFE sources, test wheels)
+#   make gpu-check  (on a GPU machine, no network; carry build/gpu-check/) build for that
+#                GPU, CUDA tests, compute-sanitizer, GPU benchmark with mmcv's op side by
+#                side -> benchmarks/results/gpu_check_<gpu>.json
 #
 # Variables: PYTHON (interpreter that creates the venv), TORCH_SPEC (what pip
 # installs for PyTorch), FORCE_CUDA=1 (compile the CUDA kernels without a
@@ -22,7 +27,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab figures clean
+.PHONY: setup test demo bench lab figures clean gpu-check gpu-check-prepare
 
 setup: $(STAMP)
 
@@ -76,3 +81,12 @@ lab: setup
 
 clean:
 	rm -rf build *.egg-info carafe/_C*.so
+
+# The GPU machine has its own Python with a CUDA PyTorch, nvcc and pytest;
+# nothing is installed there beyond the prepared wheels.
+GPU_PYTHON ?= python3
+gpu-check-prepare: setup
+	$(PY) scripts/gpu_check_prepare.py
+
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) scripts/gpu_check.py

@@ -4,6 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 from carafe._readme import read_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +59,42 @@ def test_report_renders_a_run(tmp_path):
     (tmp_path / "bench_op_cpu_test.json").write_text(json.dumps(data))
     text = report.render(report.load_results(tmp_path))
     assert "| 1x1x1x1 | unfold | 30.00 | 60.00 | 30.0x | 32.0 (1.0) |" in text
+
+
+def _gpu_check():
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_accounting_and_summary():
+    """What `make gpu-check` computes from its measurements (the GPU part
+    itself runs only on a GPU machine)."""
+    gc = _gpu_check()
+    # 2x256x100x152 -> x2, k=5, float32: forward moves features + masks + output
+    f, m, o = 2 * 256 * 100 * 152, 2 * 25 * 200 * 304, 2 * 256 * 200 * 304
+    assert gc.floor_bytes(2, 256, 100, 152, 4, backward=False) == 4 * (f + m + o)
+    assert gc.floor_bytes(2, 256, 100, 152, 2, backward=True) == 2 * (o + 2 * f + 2 * m)
+    assert gc.pytest_counts("3 failed, 40 passed, 2 skipped in 9.1s") == {
+        "failed": 3, "passed": 40, "skipped": 2}
+    row = {"size": "2x256x100x152", "dtype": "float32",
+           "carafe": {"forward_us": 60.0, "forward_pct_of_copy": 70.0, "backward_us": 90.0,
+                      "backward_pct_of_copy": 50.0, "forward_backward_us": 160.0},
+           "mmcv": {"forward_us": 120.0, "forward_backward_us": 800.0},
+           "mmcv_over_carafe_forward": 2.0, "mmcv_over_carafe_forward_backward": 5.0}
+    report = {"machine": {"gpu": "NVIDIA H100", "torch": "2.11.0", "driver": "580"},
+              "steps": {"build": {"ok": True, "seconds": 60.0},
+                        "pytest_cuda": {"ok": False, "seconds": 9.0, "counts": {"failed": 1}}},
+              "benchmark": {"copy_GBps": 3000.0, "rows": [row]}}
+    text = gc.summary(report)
+    assert "pytest_cuda            FAILED" in text and "3000 GB/s" in text
+    assert "mmcv/ours fwd 2.00x, fwd+bwd 5.00x" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_gpu_check_refuses_without_a_gpu(capsys):
+    assert _gpu_check().main([]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err

@@ -1,0 +1,242 @@
+"""`make gpu-check`: everything a GPU machine should tell us, in one command.
+
+On a machine with an NVIDIA GPU, nvcc and a CUDA build of PyTorch (no
+network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
+
+1. builds the extension for this GPU's architecture (in place);
+2. runs the CUDA tests (pytest -m cuda, and the CUDA cases of the property
+   and op tests);
+3. runs compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
+4. benchmarks forward and forward+backward of our kernels and of mmcv 2.1.0's
+   own CUDA op (built from its sources by benchmarks/mmcv_peer), float32,
+   float16 and bfloat16, at the FPN shapes of bench_op.py, against the
+   bandwidth floor: the bytes each call must move at the device-to-device
+   copy rate measured in the same run;
+5. writes benchmarks/results/gpu_check_<gpu>.json (and a copy under $OUT
+   when set) and prints a summary. Each step's failure is recorded and the
+   later steps still run; the exit status is non-zero if any step failed.
+
+    python3 scripts/gpu_check.py [--skip-build] [--quick]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PREPARED = ROOT / "build" / "gpu-check"
+SHAPES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
+K, G, S = 5, 1, 2
+
+
+def sh(cmd, timeout, env=None, log=None):
+    """Run cmd; returns (ok, seconds, last lines of its output)."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        ok, text = proc.returncode == 0, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        ok, text = False, f"timed out after {timeout} s\n{(e.stdout or '')}{(e.stderr or '')}"
+        text = text if isinstance(text, str) else str(text)
+    seconds = round(time.perf_counter() - t0, 1)
+    if log is not None:
+        log.write(f"\n$ {' '.join(map(str, cmd))}  ({seconds} s, {'ok' if ok else 'FAILED'})\n")
+        log.write(text)
+        log.flush()
+    return ok, seconds, "\n".join(text.strip().splitlines()[-15:])
+
+
+def install_wheels(log):
+    """Prepared wheels into build/gpu-check/site (added to PYTHONPATH)."""
+    wheels = sorted((PREPARED / "wheels").glob("*.whl"))
+    site = PREPARED / "site"
+    if wheels:
+        sh([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+            "--target", str(site), *map(str, wheels)], 120, log=log)
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(site),
+                                           os.environ.get("PYTHONPATH", "")])}
+
+
+def machine():
+    import torch
+    info = {"python": sys.version.split()[0], "torch": torch.__version__,
+            "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
+            "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+            "sm_count": torch.cuda.get_device_properties(0).multi_processor_count}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        info["driver"], info["memory"] = [s.strip() for s in out.split(",")][:2]
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def copy_bandwidth():
+    """Device-to-device copy rate of a 1 GiB buffer, bytes read + written per
+    second (median of 20)."""
+    import torch
+
+    from carafe.timing import median_seconds
+    x = torch.empty(2**28, dtype=torch.float32, device="cuda")
+    y = torch.empty_like(x)
+    t = median_seconds(lambda: y.copy_(x), "cuda", 20)
+    return 2 * x.numel() * 4 / t
+
+
+def floor_bytes(N, C, H, W, dtype_size, backward):
+    """Bytes a call must move at least: forward reads features and masks and
+    writes the output; the backward reads grad_output, features and masks and
+    writes both gradients."""
+    f, m, o = N * C * H * W, N * K * K * G * S * H * S * W, N * C * S * H * S * W
+    n = (f + m + o) if not backward else (o + f + m + f + m)
+    return n * dtype_size
+
+
+def benchmark(quick, log):
+    import torch
+
+    import carafe
+    from carafe.timing import median_seconds
+    peer, peer_error = None, None
+    try:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from mmcv_peer.build import load
+        peer = load()
+    except Exception as e:  # noqa: BLE001 (the benchmark runs without its peer)
+        peer_error = f"{type(e).__name__}: {e}"
+        log.write(f"\nmmcv peer unavailable: {peer_error}\n")
+    bandwidth = copy_bandwidth()
+    rows = []
+    shapes = {"2x64x25x38": (2, 64, 25, 38)} if quick else SHAPES
+    for size, (N, C, H, W) in shapes.items():
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            g = torch.Generator(device="cuda").manual_seed(0)
+            f = torch.randn(N, C, H, W, device="cuda", dtype=dtype, generator=g)
+            m = torch.randn(N, G, K * K, S * H, S * W, device="cuda", dtype=dtype,
+                            generator=g).softmax(2).reshape(N, -1, S * H, S * W)
+            go = torch.randn(N, C, S * H, S * W, device="cuda", dtype=dtype, generator=g)
+            impls = {"carafe": lambda a, b: carafe.carafe(a, b, K, G, S)}
+            if peer is not None and dtype != torch.bfloat16:  # mmcv: float and half only
+                impls["mmcv"] = lambda a, b: peer(a, b, K, G, S)
+            row = {"size": size, "dtype": str(dtype).replace("torch.", "")}
+            for name, fn in impls.items():
+                fr, mr = f.clone().requires_grad_(), m.clone().requires_grad_()
+
+                def fwd_bwd():
+                    out = fn(fr, mr)
+                    torch.autograd.grad(out, (fr, mr), go)
+                with torch.no_grad():
+                    fwd = median_seconds(lambda: fn(f, m), "cuda", 50)
+                both = median_seconds(fwd_bwd, "cuda", 50)
+                row[name] = {"forward_us": 1e6 * fwd, "forward_backward_us": 1e6 * both}
+                if name == "carafe":
+                    bwd = median_seconds(
+                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S), "cuda", 50)
+                    size_b = f.element_size()
+                    row[name]["backward_us"] = 1e6 * bwd
+                    for what, t, back in (("forward", fwd, False), ("backward", bwd, True)):
+                        moved = floor_bytes(N, C, H, W, size_b, back)
+                        row[name][f"{what}_GBps"] = moved / t / 1e9
+                        row[name][f"{what}_pct_of_copy"] = 100 * moved / t / bandwidth
+            if "mmcv" in row:
+                row["mmcv_over_carafe_forward"] = (row["mmcv"]["forward_us"]
+                                                   / row["carafe"]["forward_us"])
+                row["mmcv_over_carafe_forward_backward"] = (
+                    row["mmcv"]["forward_backward_us"] / row["carafe"]["forward_backward_us"])
+            rows.append(row)
+    return {"copy_GBps": bandwidth / 1e9, "k": K, "group_size": G, "scale_factor": S,
+            "mmcv_peer": peer is not None, "mmcv_peer_error": peer_error, "rows": rows}
+
+
+def pytest_counts(text):
+    counts = {}
+    for n, word in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", text):
+        counts[word] = int(n)
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="one small benchmark shape")
+    args = parser.parse_args(argv)
+    import torch
+    if not torch.cuda.is_available():
+        print("gpu-check: no CUDA GPU visible to torch; nothing to check", file=sys.stderr)
+        return 2
+    PREPARED.mkdir(parents=True, exist_ok=True)
+    log = open(PREPARED / "gpu_check.log", "w")
+    info = machine()
+    report = {"machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "steps": {}}
+    env = install_wheels(log)
+    steps = report["steps"]
+    if not args.skip_build:
+        ok, secs, tail = sh([sys.executable, "setup.py", "build_ext", "--inplace"], 420,
+                            env={"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": info["capability"],
+                                 "MAX_JOBS": str(os.cpu_count() or 8)}, log=log)
+        steps["build"] = {"ok": ok, "seconds": secs, **({} if ok else {"tail": tail})}
+    test_runs = {"pytest_cuda": ["-m", "cuda", "tests"],
+                 "pytest_cuda_cases": ["tests/test_ops.py", "tests/test_properties.py",
+                                       "tests/test_modules.py", "-k", "cuda"]}
+    for name, targets in test_runs.items():
+        ok, secs, tail = sh([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             *targets], 300, env=env, log=log)
+        steps[name] = {"ok": ok, "seconds": secs, "counts": pytest_counts(tail),
+                       **({} if ok else {"tail": tail})}
+    sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    for tool in ("memcheck", "racecheck"):
+        if not Path(sanitizer).exists():
+            steps[f"sanitizer_{tool}"] = {"ok": False, "tail": "compute-sanitizer not found"}
+            continue
+        ok, secs, tail = sh([sanitizer, "--tool", tool, "--error-exitcode", "1",
+                             sys.executable, "scripts/gpu_sanitize.py"], 240, env=env, log=log)
+        steps[f"sanitizer_{tool}"] = {"ok": ok, "seconds": secs, "tail": tail}
+    try:
+        report["benchmark"] = benchmark(args.quick, log)
+        steps["benchmark"] = {"ok": True}
+    except Exception as e:  # noqa: BLE001 (recorded; the report is still written)
+        steps["benchmark"] = {"ok": False, "tail": f"{type(e).__name__}: {e}"}
+    slug = re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
+    out = ROOT / "benchmarks" / "results" / f"gpu_check_{slug}{'_quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    if os.environ.get("OUT"):
+        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+        shutil.copy(PREPARED / "gpu_check.log", Path(os.environ["OUT"]) / "gpu_check.log")
+    print(summary(report))
+    print(f"wrote {out}")
+    return 0 if all(s.get("ok") for s in steps.values()) else 1
+
+
+def summary(report):
+    lines = [f"gpu-check on {report['machine']['gpu']} (torch {report['machine']['torch']}, "
+             f"driver {report['machine'].get('driver', '?')})"]
+    for name, step in report["steps"].items():
+        extra = f" {step['counts']}" if "counts" in step else ""
+        lines.append(f"  {name:<22} {'ok' if step.get('ok') else 'FAILED'}"
+                     f" {step.get('seconds', '')}{extra}")
+    bench = report.get("benchmark")
+    if bench:
+        lines.append(f"  copy bandwidth {bench['copy_GBps']:.0f} GB/s (read + write)")
+        for r in bench["rows"]:
+            c = r["carafe"]
+            line = (f"  {r['size']:>14} {r['dtype']:>8}: fwd {c['forward_us']:8.1f} us "
+                    f"({c['forward_pct_of_copy']:4.0f}% of copy), bwd {c['backward_us']:8.1f} us "
+                    f"({c['backward_pct_of_copy']:4.0f}%), fwd+bwd {c['forward_backward_us']:8.1f} us")
+            if "mmcv" in r:
+                line += (f"; mmcv/ours fwd {r['mmcv_over_carafe_forward']:.2f}x, fwd+bwd "
+                         f"{r['mmcv_over_carafe_forward_backward']:.2f}x")
+            lines.append(line)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
