@@ -8,8 +8,8 @@ Everything else about the package lives in pyproject.toml.
 Environment:
   FORCE_CUDA=1             build the CUDA kernels even without a visible GPU
   CARAFE_NO_CUDA=1         never build them
-  TORCH_CUDA_ARCH_LIST     GPU architectures (default "8.0;9.0+PTX": A100, H100,
-                           and PTX that newer GPUs compile at load time)
+  TORCH_CUDA_ARCH_LIST     GPU architectures (default "7.5;8.0;8.6;8.9;9.0+PTX": T4,
+                           A100, A10, L4, H100, and PTX that newer GPUs compile at load)
   CUDA_HOME                the CUDA toolkit (default: /usr/local/cuda if it has nvcc)
   MAX_JOBS                 parallel compile jobs (ninja)
 """
@@ -21,6 +21,7 @@ import sys
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "7.5;8.0;8.6;8.9;9.0+PTX"
 
 
 def _env_flag(name):
@@ -91,8 +92,10 @@ def extensions():
         return [CppExtension("carafe._C", sources, extra_compile_args={"cxx": cxx_flags}, **common)]
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         # Without a GPU torch cannot pick an architecture (and crashes trying):
-        # give it A100 + H100, plus PTX so newer GPUs JIT-compile at load.
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+        # T4 (7.5, common on clusters and Colab), A100, A10/RTX 30, L4/RTX 40,
+        # H100, plus PTX so newer GPUs JIT-compile at load. CI compiles a
+        # narrower list (.ci/run) to stay inside its time.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
     print(f"carafe: TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
     sources.append("csrc/cuda/carafe_kernel.cu")
     common["include_dirs"] += _pip_cuda_includes()
@@ -101,7 +104,10 @@ def extensions():
             "carafe._C",
             sources,
             define_macros=[("CARAFE_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+            # no --use_fast_math: it flushes subnormals on the GPU only, so CPU
+            # and GPU would disagree on tiny values, and the kernels are
+            # memory-bound, so it buys nothing
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
             **common,
         )
     ]
