@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+EXPORT_MARKERS = ("<!-- export:start -->", "<!-- export:end -->")
 
 
 def load_results(folder=RESULTS):
@@ -58,14 +59,42 @@ def update_readme(text, readme=README):
     return write_section(readme, (START, END), text)
 
 
+def load_export_results(folder=RESULTS):
+    return [(path, json.loads(path.read_text()))
+            for path in sorted(folder.glob("bench_export_*.json"))
+            if not json.loads(path.read_text()).get("quick")]
+
+
+def render_export(runs):
+    """The ONNX Runtime vs PyTorch eager table of bench_export.py's results."""
+    parts = []
+    for path, data in runs:
+        m = data["machine"]
+        parts.append(f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']}, "
+                     f"ONNX Runtime {m.get('onnxruntime', '?')} "
+                     f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n")
+        parts.append("| model | PyTorch eager (our CPU op) ms | ONNX Runtime ms | "
+                     "ONNX Runtime / eager | max abs difference |")
+        parts.append("|---|---:|---:|---:|---:|")
+        for r in data["results"]:
+            parts.append(f"| {r['model']} | {r['pytorch_eager_ms']:.2f} | "
+                         f"{r['onnxruntime_ms']:.2f} | {r['onnxruntime_over_eager']:.2f}x | "
+                         f"{r['max_abs_diff']:.1e} |")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
     text = render(load_results())
+    export = render_export(load_export_results())
     print(text)
+    print(export)
     if args.update_readme:
         update_readme(text)
+        write_section(README, EXPORT_MARKERS, export)
         print(f"updated {README.relative_to(ROOT)}")
     return 0
 

@@ -98,3 +98,10 @@ def test_gpu_check_accounting_and_summary():
 def test_gpu_check_refuses_without_a_gpu(capsys):
     assert _gpu_check().main([]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_readme_export_table_is_generated_from_results():
+    report = load_report()
+    section = read_section(ROOT / "README.md", report.EXPORT_MARKERS)
+    assert section.strip() == report.render_export(report.load_export_results()).strip(), (
+        "README export table is stale: run `python benchmarks/report.py --update-readme`")
