@@ -5,6 +5,7 @@ mistake ends in one line and exit status 2, with nothing left behind."""
 import hashlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -208,3 +209,15 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys, monkeypatc
                   "offline_data.no_such_parameter=1")
     assert rc == 2 and one_line_error(err) and "no_such_parameter" in err, err
     assert not work_dir.exists()
+
+
+def test_the_command_line_without_mmengine(monkeypatch, capsys):
+    """--help works and train says what to install, when the mmdet stack is
+    missing (simulated: the modules cannot be imported)."""
+    for name in ("mmengine", "mmengine.config", "mmdet"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0 and "train" in capsys.readouterr().out
+    rc, err = cli(capsys, "train", CONFIG)
+    assert rc == 2 and "needs the mmdet extra" in err and one_line_error(err)

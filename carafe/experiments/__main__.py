@@ -21,8 +21,14 @@ import sys
 
 def _dict_action():
     """mmengine's DictAction, with a malformed KEY=VALUE reported by argparse
-    (one line) instead of a ValueError traceback."""
-    from mmengine.config import DictAction
+    (one line) instead of a ValueError traceback. Without mmengine, `--help`
+    and `data` still work; train/test then say what to install."""
+    try:
+        from mmengine.config import DictAction
+    except ImportError:
+        class DictAction(argparse.Action):
+            def __call__(self, parser, namespace, values, option_string=None):
+                setattr(namespace, self.dest, dict(v.split("=", 1) for v in values))
 
     class CheckedDictAction(DictAction):
         def __call__(self, parser, namespace, values, option_string=None):
@@ -95,7 +101,18 @@ def main(argv=None):
         return 2
 
 
+def _needs_mmdet():
+    try:
+        import mmdet  # noqa: F401
+        import mmengine  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError(f"this command needs the mmdet extra ({e}): `make setup`, or "
+                           "scripts/install_mmcv.sh then pip install -e '.[mmdet]'") from None
+
+
 def _run(args):
+    if args.command in ("train", "test"):
+        _needs_mmdet()
     if args.command == "data":
         from .data import DEFAULT_ROOT, ensure_offline_coco
         root = ensure_offline_coco(args.root or DEFAULT_ROOT)
