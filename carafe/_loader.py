@@ -10,11 +10,38 @@ _BUILD_HINT = (
     "the CUDA kernels on a machine without a GPU)"
 )
 
+
+def _built_against():
+    """The torch version the extension was compiled against (None when the
+    build predates that record)."""
+    try:
+        from ._build_info import TORCH_VERSION
+    except ImportError:
+        return None
+    return TORCH_VERSION
+
+
+def _release(version):
+    return version.split("+")[0]
+
+
 try:
     from . import _C  # noqa: F401  (import runs the TORCH_LIBRARY registrations)
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
-    raise ImportError(f"carafe: the compiled extension carafe._C could not be loaded ({e}); "
-                      + _BUILD_HINT) from e
+    built = _built_against()
+    mismatch = (f" It was compiled against torch {built} and this is torch "
+                f"{torch.__version__}: the compiled kernels work only with the torch they were "
+                "built against; rebuild." if built and _release(built) !=
+                _release(torch.__version__) else "")
+    raise ImportError(f"carafe: the compiled extension carafe._C could not be loaded ({e})."
+                      f"{mismatch} To " + _BUILD_HINT) from e
+
+if _built_against() and _release(_built_against()) != _release(torch.__version__):
+    import warnings
+    warnings.warn(f"carafe: the compiled kernels were built against torch {_built_against()}, "
+                  f"but torch {torch.__version__} is imported; C++ ABI differences between "
+                  "releases can crash or corrupt results: " + _BUILD_HINT, RuntimeWarning,
+                  stacklevel=2)
 
 
 def has_kernel(device_type: str) -> bool:

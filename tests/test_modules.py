@@ -79,3 +79,20 @@ def test_core_imports_only_torch():
     code = ("import sys, carafe; bad = [m for m in ('mmcv', 'mmdet', 'mmengine', 'matplotlib', "
             "'numpy.testing', 'IPython') if m in sys.modules]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_torch_other_than_the_build_is_reported():
+    """The kernels are compiled against one torch; importing them under
+    another release says so (simulated with a fake build record)."""
+    import subprocess
+    import sys
+    code = ("import sys, types, warnings; m = types.ModuleType('carafe._build_info'); "
+            "m.TORCH_VERSION = '1.0.0+fake'; sys.modules['carafe._build_info'] = m; "
+            "warnings.simplefilter('always'); import carafe")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "built against torch 1.0.0+fake" in proc.stderr and "RuntimeWarning" in proc.stderr
+    ok = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", "import carafe"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr  # the real build matches
