@@ -6,6 +6,8 @@ speed / parameters vs quality trade-off figure.
 """
 
 import json
+import statistics
+import sys
 from pathlib import Path
 
 from .._readme import write_section
@@ -16,7 +18,11 @@ README = REPO / "README.md"
 README_MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
 
 
-def load_results(root=OUT, warn=print):
+def _warn(message):
+    print(message, file=sys.stderr)
+
+
+def load_results(root=OUT, warn=_warn):
     """Every complete results.json under root, oldest first; each dict gets
     "_dir". A damaged file, or a study still running or interrupted
     ("complete": false), is skipped with a one-line warning naming it."""
@@ -70,8 +76,35 @@ def metric_label(results, metric):
     return metric
 
 
+# det metrics are stored as fractions (mmdet's COCO metric); tables show AP
+# in percent, as papers (and the published column) do
+PERCENT = {"bbox_mAP", "bbox_mAP_50"}
+
+
+def _shown(metric, value):
+    return 100 * value if metric in PERCENT else value
+
+
+def versus_baseline(results, row, metric):
+    """(difference of row's mean from the first row's, its standard error,
+    whether it exceeds twice that) of metric over seeds, in the units shown;
+    None for the baseline itself or single-seed rows."""
+    from ..experiments.summarize import difference
+    base = results["rows"][0]
+    if row is base:
+        return None
+
+    def stat(r):
+        values = [_shown(metric, s[metric]) for s in r["seeds"]]
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return statistics.mean(values), std, len(values)
+    return difference(stat(row), stat(base))
+
+
 def summary_markdown(root=OUT):
-    """The README section: one table per (study, task) at the default setting."""
+    """The README section: one table per (study, task) at the default setting,
+    each variant against the first (the baseline): the difference of means,
+    its standard error, and whether it exceeds twice that."""
     chosen = latest(load_results(root))
     if not chosen:
         return "No default-setting ablation results yet.\n"
@@ -82,25 +115,36 @@ def summary_markdown(root=OUT):
             else r["_dir"]
         sr = task == "sr"
         published = paper.has_column(study)
+        unit = " (%)" if m0 in PERCENT else ""
+        base = r["rows"][0]["label"]
         lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
                   f"`{run}`)", "",
-                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {metric_label(r, m0)} | {m1} | "
-                  + ("seeds stuck at bicubic | " if sr else "")
-                  + (f"{paper.COLUMN} |" if published else "")).rstrip(),
-                  "|---|---:|---:|---:|---:|" + ("---:|" if sr else "")
+                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {metric_label(r, m0)}{unit} | "
+                   f"{m1}{unit} | Δ {metric_label(r, m0)} vs {base} | "
+                   + ("seeds stuck at bicubic | " if sr else "")
+                   + (f"{paper.COLUMN} |" if published else "")).rstrip(),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|" if sr else "")
                   + ("---:|" if published else "")]
         best = best_label(r)
+        digits0, digits1 = (1, 1) if m0 in PERCENT else (3, 4)
         for row in r["rows"]:
             name = f"**{row['label']}**" if row["label"] == best else row["label"]
             extra = ""
             if task == "sr" and row is r["rows"][0]:
                 extra = f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})"
+            d = versus_baseline(r, row, m0)
+            delta = "-" if d is None else (f"{d[0]:+.{digits0}f} ± {d[1]:.{digits0}f}"
+                                            + (" (exceeds 2 SE)" if d[2] else ""))
             lines.append(
                 f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
-                f"{row[f'{m0}_mean']:.3f} ± {row[f'{m0}_std']:.3f}{extra} | "
-                f"{row[f'{m1}_mean']:.4f} ± {row[f'{m1}_std']:.4f} | "
+                f"{_shown(m0, row[f'{m0}_mean']):.{digits0}f} ± "
+                f"{_shown(m0, row[f'{m0}_std']):.{digits0}f}{extra} | "
+                f"{_shown(m1, row[f'{m1}_mean']):.{digits1}f} ± "
+                f"{_shown(m1, row[f'{m1}_std']):.{digits1}f} | {delta} | "
                 + (f"{at_bicubic(row)} | " if sr else "")
                 + (f"{paper.paper_cell(study, row['label'])} |" if published else ""))
+        lines += ["", f"Δ: difference of means from {base}, ± its standard error over the "
+                  "seeds; \"exceeds 2 SE\" marks a difference these seeds resolve."]
         if published:
             lines += ["", "Published column (not ours): " + "; ".join(paper.sources(study)) + "."]
         lines.append("")
