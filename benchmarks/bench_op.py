@@ -1,7 +1,13 @@
 """Speed and memory of the CARAFE op against the common pure-PyTorch
-re-implementation (nearest upsample + dilated F.unfold + weighted sum) and
-F.interpolate(bilinear) for context, in one run, as ratios; on CUDA also
-mmcv's op when it is installed.
+re-implementation (nearest upsample + dilated F.unfold + weighted sum), the
+strongest pure-PyTorch peer a user could pick (torch.compile of the
+shifted-gather formulation, carafe_reference: one shifted, upsampled copy per
+tap) and F.interpolate(bilinear) for context, in one run, as ratios; on CUDA
+also mmcv's op when it is installed. On CPU the run also measures its
+roofline: the float32 matrix-multiply rate of this machine at the same
+thread count, and reports the op's useful FLOP rate (2*k*k multiply-adds
+per output element forward, three times that forward+backward) as a share
+of it.
 
     python benchmarks/bench_op.py [--device cpu|cuda] [--quick] [--out FILE]
 
@@ -32,7 +38,7 @@ from carafe.timing import median_seconds
 import torch.nn.functional as F
 
 import carafe
-from carafe.reference import carafe_unfold
+from carafe.reference import carafe_reference, carafe_unfold
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
@@ -91,6 +97,9 @@ def methods(device):
     out = {
         "carafe": lambda f, m: carafe.carafe(f, m, K, G, S),
         "unfold": lambda f, m: carafe_unfold(f, m, K, G, S),
+        # compiled once per input shape; the warm-up call of every timing
+        # pays the compilation
+        "compiled": torch.compile(lambda f, m: carafe_reference(f, m, K, G, S), dynamic=False),
         "bilinear": lambda f, m: F.interpolate(f, scale_factor=S, mode="bilinear",
                                                align_corners=False),
     }
@@ -169,7 +178,7 @@ def run(device, sizes, repeat):
         for name, fn in methods(device).items():
             forward, forward_backward = _calls(fn, f, m, grad_out)
             # The slow baselines need fewer repeats to give a stable median.
-            reps = repeat if name in ("carafe", "bilinear") else max(3, repeat // 4)
+            reps = repeat if name in ("carafe", "bilinear", "compiled") else max(3, repeat // 4)
             rows.append({
                 "size": size_name, "method": name,
                 "forward_ms": 1e3 * median_seconds(forward, device, reps),
@@ -193,6 +202,37 @@ def run(device, sizes, repeat):
                   f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
                   f"(output {row['output_bytes'] / 2**20:.1f} MiB)", flush=True)
     return rows
+
+
+def sgemm_gflops(device, n=2048, repeat=10):
+    """This machine's float32 matrix-multiply rate (GFLOP/s) at the current
+    thread count: the compute roofline the op is measured against."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeat) / 1e9
+
+
+def useful_gflop(shape, backward):
+    """Multiply-adds the op must do, as FLOP: 2*k*k per output element
+    forward; the backward does it twice more (grad_masks, grad_features)."""
+    N, C, H, W = shape
+    forward = 2 * K * K * N * C * (S * H) * (S * W) / 1e9
+    return 3 * forward if backward else forward
+
+
+def roofline(rows, sizes, gflops):
+    """Per size, the op's useful FLOP rate as a share of the measured sgemm rate."""
+    out = {}
+    for row in rows:
+        if row["method"] != "carafe":
+            continue
+        shape = sizes[row["size"]]
+        out[row["size"]] = {
+            "forward_pct_of_sgemm": 100 * useful_gflop(shape, False)
+            / (row["forward_ms"] / 1e3) / gflops,
+            "forward_backward_pct_of_sgemm": 100 * useful_gflop(shape, True)
+            / (row["forward_backward_ms"] / 1e3) / gflops}
+    return out
 
 
 def ratios(rows):
@@ -226,9 +266,16 @@ def main(argv=None):
     print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
           f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
     rows = run(args.device, sizes, args.repeat)
+    gflops = sgemm_gflops(args.device)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
+              "sgemm_gflops": gflops, "roofline": roofline(rows, sizes, gflops),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    print(f"\nRoofline: float32 matrix multiply at {gflops:.1f} GFLOP/s on this run's threads; "
+          "carafe's useful FLOP rate as a share of it:")
+    for size, r in result["roofline"].items():
+        print(f"  {size:>14}: forward {r['forward_pct_of_sgemm']:5.1f}%, forward+backward "
+              f"{r['forward_backward_pct_of_sgemm']:5.1f}%")
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():

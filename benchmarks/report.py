@@ -51,6 +51,14 @@ def render(runs):
             parts.append(f"| {row['size']} | {row['method']} | {row['forward_ms']:.2f} | "
                          f"{row['forward_backward_ms']:.2f} | {speedup} | "
                          f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |")
+        if data.get("roofline"):
+            parts.append("")
+            parts.append(f"Roofline of this run: float32 matrix multiply at "
+                         f"{data['sgemm_gflops']:.1f} GFLOP/s; carafe's useful FLOP rate (2k² "
+                         "per output element, 3x that forward+backward) is "
+                         + "; ".join(f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
+                                     f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
+                                     for size, r in data["roofline"].items()) + " of it.")
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 

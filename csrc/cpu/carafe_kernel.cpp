@@ -145,6 +145,45 @@ bool shift_sum_rows(int64_t k, float* const* out, const float* const* a, const f
   }
 }
 
+// out[c][q] = sum_{i < pairs} a[i][q] * b[c][i][q] for c < CB channels, q < n:
+// the forward for a block of channels that share their mask rows (one
+// group). Each mask vector is loaded once for the CB channels: CB FMAs per
+// mask load instead of one, which is what bounded the one-channel loop
+// (two loads per FMA). 16 columns per block; CB*2 accumulators stay in
+// registers over all pairs. Narrower rows return false (the caller falls
+// back to pair sums per channel).
+template <int CB>
+inline __attribute__((always_inline)) bool channel_block_sum_body(
+    float* const* out, const float* const* a, const float* const* const* b, int64_t pairs,
+    int64_t n) {
+  constexpr int64_t B = 16;
+  if (n < B) return false;
+  for (int64_t q0 = 0; q0 < n; q0 += B) {
+    const int64_t base = std::min(q0, n - B);
+    v8f acc[CB][2] = {};
+    for (int64_t i = 0; i < pairs; ++i) {
+      const v8f a0 = load8(a[i] + base), a1 = load8(a[i] + base + 8);
+#pragma GCC unroll 8
+      for (int c = 0; c < CB; ++c) {
+        const float* br = b[c][i] + base;
+        acc[c][0] += a0 * load8(br);
+        acc[c][1] += a1 * load8(br + 8);
+      }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < CB; ++c) {
+      store8(out[c] + base, acc[c][0]);
+      store8(out[c] + base + 8, acc[c][1]);
+    }
+  }
+  return true;
+}
+constexpr int64_t kChannelBlock = 4;
+CARAFE_CLONES bool channel_block_sum4(float* const* o, const float* const* a,
+                                      const float* const* const* b, int64_t pairs, int64_t n) {
+  return channel_block_sum_body<4>(o, a, b, pairs, n);
+}
+
 // Sums into an accumulator row, then stores in the tensor's dtype; for
 // float32 (and float64) the accumulator is the destination itself.
 template <typename scalar_t, typename acc_t, typename A, typename Bt>
@@ -213,9 +252,103 @@ int64_t grain_for(int64_t madds_per_item) {
 }
 
 // out[n, c, p, :] = sum_{ky, kx} masks[n, g*k*k + ky*k + kx, p, :] * U_{c, ky}[s*kx :]
+// Taps left or right of the input were multiplied by U's zero padding; mmcv's
+// rule (and the CUDA kernels') is to skip them, so a non-finite weight there
+// must not reach the output: the edge columns of output row p of channel c
+// (input row i) are recomputed from the in-bounds taps only.
+template <typename scalar_t>
+void fix_edge_columns(scalar_t* dst, const scalar_t* m, const scalar_t* plane, const Dims& d,
+                      int64_t n, int64_t g, int64_t i, int64_t p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t Ho = d.Ho(), Wo = d.Wo(), mC = d.kk() * d.G;
+  const int64_t r = kernel_radius(d.k);
+  const int64_t left_end = std::min(Wo, d.s * r);
+  const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
+  auto edge_column = [&](int64_t q) {
+    const int64_t xs = source_coord(q, d.s);
+    acc_t acc = 0;
+    for (int64_t ky = 0; ky < d.k; ++ky) {
+      const int64_t y = tap_coord(i, ky, d.k);
+      if (!in_bounds(y, d.H)) continue;
+      for (int64_t kx = 0; kx < d.k; ++kx) {
+        const int64_t x = tap_coord(xs, kx, d.k);
+        if (!in_bounds(x, d.W)) continue;
+        acc += static_cast<acc_t>(m[((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo + q]) *
+               static_cast<acc_t>(plane[y * d.W + x]);
+      }
+    }
+    dst[q] = static_cast<scalar_t>(acc);
+  };
+  for (int64_t q = 0; q < left_end; ++q) edge_column(q);
+  for (int64_t q = right_begin; q < Wo; ++q) edge_column(q);
+}
+
+// float32 forward over blocks of kChannelBlock channels of one group: the
+// mask rows of a tap are read once per block (channel_block_sum4). Items
+// (n, i, g, block), block fastest within a group; a group whose channel
+// count is not a multiple of the block size ends with a smaller block that
+// takes the one-channel path.
+void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
+                           at::Tensor& output, const Dims& d) {
+  const float* f = features.const_data_ptr<float>();
+  const float* m = masks.const_data_ptr<float>();
+  float* out = output.mutable_data_ptr<float>();
+  const int64_t Ho = d.Ho(), Wo = d.Wo(), Up = d.Up(), mC = d.kk() * d.G, cpg = d.cpg();
+  const int64_t blocks = (cpg + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, d.N * d.H * d.G * blocks,
+                   grain_for(d.kk() * d.s * Wo * kChannelBlock), [&](int64_t b, int64_t e) {
+    std::vector<float> U(kChannelBlock * d.k * Up);
+    std::vector<const float*> a_rows(d.kk());
+    std::vector<const float*> b_rows(kChannelBlock * d.kk());
+    const float* const* b_of[kChannelBlock];
+    float* dst[kChannelBlock];
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t blk = item % blocks, g = (item / blocks) % d.G;
+      const int64_t i = (item / (blocks * d.G)) % d.H, n = item / (blocks * d.G * d.H);
+      const int64_t c0 = g * cpg + blk * kChannelBlock;
+      const int64_t count = std::min<int64_t>(kChannelBlock, (g + 1) * cpg - c0);
+      int64_t pairs = 0;
+      for (int64_t cc = 0; cc < count; ++cc) {
+        const float* plane = f + (n * d.C + c0 + cc) * d.H * d.W;
+        int64_t j = 0;
+        // taps on rows outside the input read zeros: they are left out
+        for (int64_t ky = 0; ky < d.k; ++ky) {
+          const int64_t y = tap_coord(i, ky, d.k);
+          if (!in_bounds(y, d.H)) continue;
+          float* row = U.data() + (cc * d.k + ky) * Up;
+          fill_upsampled_row(plane + y * d.W, d, row);
+          for (int64_t kx = 0; kx < d.k; ++kx) b_rows[cc * d.kk() + j++] = row + d.s * kx;
+        }
+        pairs = j;
+        b_of[cc] = b_rows.data() + cc * d.kk();
+      }
+      for (int64_t t = 0; t < d.s; ++t) {
+        const int64_t p = i * d.s + t;
+        int64_t j = 0;
+        for (int64_t ky = 0; ky < d.k; ++ky) {
+          if (!in_bounds(tap_coord(i, ky, d.k), d.H)) continue;
+          for (int64_t kx = 0; kx < d.k; ++kx) {
+            a_rows[j++] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
+          }
+        }
+        for (int64_t cc = 0; cc < count; ++cc) dst[cc] = out + ((n * d.C + c0 + cc) * Ho + p) * Wo;
+        const bool blocked = count == kChannelBlock &&
+                             channel_block_sum4(dst, a_rows.data(), b_of, pairs, Wo);
+        for (int64_t cc = 0; cc < count; ++cc) {
+          if (!blocked) pair_sum_row(dst[cc], a_rows.data(), b_of[cc], pairs, Wo);
+          fix_edge_columns(dst[cc], m, f + (n * d.C + c0 + cc) * d.H * d.W, d, n, g, i, p);
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
                   const Dims& d) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return forward_blocked_float(features, masks, output, d);
+  }
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* f = features.const_data_ptr<scalar_t>();
   const scalar_t* m = masks.const_data_ptr<scalar_t>();
@@ -252,30 +385,7 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
         }
         scalar_t* dst = out + ((n * d.C + c) * Ho + p) * Wo;
         pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), pairs, Wo);
-        // Taps left or right of the input were multiplied by U's zero
-        // padding; mmcv's rule (and the CUDA kernels') is to skip them, so a
-        // non-finite weight there must not reach the output: the edge columns
-        // are recomputed from the in-bounds taps only.
-        const int64_t r = kernel_radius(d.k);
-        const int64_t left_end = std::min(Wo, d.s * r);
-        const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
-        auto edge_column = [&](int64_t q) {
-          const int64_t xs = source_coord(q, d.s);
-          acc_t acc = 0;
-          for (int64_t ky = 0; ky < d.k; ++ky) {
-            const int64_t y = tap_coord(i, ky, d.k);
-            if (!in_bounds(y, d.H)) continue;
-            for (int64_t kx = 0; kx < d.k; ++kx) {
-              const int64_t x = tap_coord(xs, kx, d.k);
-              if (!in_bounds(x, d.W)) continue;
-              acc += static_cast<acc_t>(m[((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo + q]) *
-                     static_cast<acc_t>(plane[y * d.W + x]);
-            }
-          }
-          dst[q] = static_cast<scalar_t>(acc);
-        };
-        for (int64_t q = 0; q < left_end; ++q) edge_column(q);
-        for (int64_t q = right_begin; q < Wo; ++q) edge_column(q);
+        fix_edge_columns(dst, m, plane, d, n, g, i, p);
       }
     }
   });
