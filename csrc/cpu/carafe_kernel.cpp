@@ -476,10 +476,16 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // of s values of J onto x. Zero-padded row copies (pad() = s*r on each
   // side) make the shifts safe. Item (n, y, g) pads its k*k*s mask rows
   // once and reuses them for every channel of the group.
+  // With float accumulators (float32, float16, bfloat16 tensors), blocks of
+  // kChannelBlock channels share each padded mask vector load
+  // (channel_block_sum4), as in the forward.
+  constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
   at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk() * d.s * Wo * cpg),
                    [&](int64_t b, int64_t e) {
-    std::vector<acc_t> Mp(d.kk() * d.s * Wp), Gp(d.k * d.s * Wp), sum(Wo);
-    std::vector<const acc_t*> a_rows(d.kk() * d.s), b_rows(d.kk() * d.s);
+    std::vector<acc_t> Mp(d.kk() * d.s * Wp), Gp(CB * d.k * d.s * Wp), sum(CB * Wo);
+    std::vector<const acc_t*> a_rows(d.kk() * d.s), b_rows(CB * d.kk() * d.s);
+    const acc_t* const* b_of[CB];
+    acc_t* sums[CB];
     for (int64_t item = b; item < e; ++item) {
       const int64_t g = item % d.G, y = (item / d.G) % d.H, n = item / (d.G * d.H);
       int64_t pairs = 0;
@@ -494,26 +500,42 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
             // column J of the sum reads q = J - s*(kx - r), i.e. padded index
             // J + pad - s*kx + s*r = J + 2*pad - s*kx
             a_rows[pairs] = mrow + 2 * pad - d.s * kx;
-            b_rows[pairs] = Gp.data() + (ky * d.s + t) * Wp + 2 * pad - d.s * kx;
+            for (int64_t cc = 0; cc < CB; ++cc) {
+              b_rows[cc * d.kk() * d.s + pairs] =
+                  Gp.data() + (cc * d.k * d.s + ky * d.s + t) * Wp + 2 * pad - d.s * kx;
+            }
             ++pairs;
           }
         }
       }
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        for (int64_t ky = 0; ky < d.k; ++ky) {
-          const int64_t i = center_reading(y, ky, d.k);
-          if (!in_bounds(i, d.H)) continue;
-          for (int64_t t = 0; t < d.s; ++t) {
-            fill_padded_row(go + (n * d.C + c) * HoWo + (i * d.s + t) * Wo, d,
-                            Gp.data() + (ky * d.s + t) * Wp);
+      for (int64_t cc = 0; cc < CB; ++cc) {
+        b_of[cc] = b_rows.data() + cc * d.kk() * d.s;
+        sums[cc] = sum.data() + cc * Wo;
+      }
+      for (int64_t c0 = g * cpg; c0 < (g + 1) * cpg; c0 += CB) {
+        const int64_t count = std::min<int64_t>(CB, (g + 1) * cpg - c0);
+        for (int64_t cc = 0; cc < count; ++cc) {
+          for (int64_t ky = 0; ky < d.k; ++ky) {
+            const int64_t i = center_reading(y, ky, d.k);
+            if (!in_bounds(i, d.H)) continue;
+            for (int64_t t = 0; t < d.s; ++t) {
+              fill_padded_row(go + (n * d.C + c0 + cc) * HoWo + (i * d.s + t) * Wo, d,
+                              Gp.data() + (cc * d.k * d.s + ky * d.s + t) * Wp);
+            }
           }
         }
-        pair_sum_row(sum.data(), a_rows.data(), b_rows.data(), pairs, Wo);
-        scalar_t* gfrow = gf + ((n * d.C + c) * d.H + y) * d.W;
-        for (int64_t x = 0; x < d.W; ++x) {
-          acc_t total = 0;
-          for (int64_t u = 0; u < d.s; ++u) total += sum[x * d.s + u];
-          gfrow[x] = static_cast<scalar_t>(total);
+        bool blocked = false;
+        if constexpr (CB == kChannelBlock) {
+          blocked = count == CB && channel_block_sum4(sums, a_rows.data(), b_of, pairs, Wo);
+        }
+        for (int64_t cc = 0; cc < count; ++cc) {
+          if (!blocked) pair_sum_row(sums[cc], a_rows.data(), b_of[cc], pairs, Wo);
+          scalar_t* gfrow = gf + ((n * d.C + c0 + cc) * d.H + y) * d.W;
+          for (int64_t x = 0; x < d.W; ++x) {
+            acc_t total = 0;
+            for (int64_t u = 0; u < d.s; ++u) total += sums[cc][x * d.s + u];
+            gfrow[x] = static_cast<scalar_t>(total);
+          }
         }
       }
     }
