@@ -41,7 +41,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 	bash scripts/install_mmcv.sh $(PY)
 	$(PY) -m pip install "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
 	# Executing the notebooks headless (tests, demo); `make lab` adds JupyterLab.
-	$(PY) -m pip install nbclient nbformat ipykernel
+	$(PY) -m pip install papermill nbclient nbformat ipykernel
 	touch $@
 
 # The extension is compiled against the torch installed above, hence

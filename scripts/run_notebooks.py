@@ -2,18 +2,19 @@
 
     python scripts/run_notebooks.py [--out DIR] [-p NAME=VALUE ...] [NOTEBOOK ...]
 
-Each notebook (default: every notebooks/*.ipynb, in name order) runs in a
-fresh kernel of this Python with its working directory at notebooks/. Values
-given with -p (Python literals, else strings) are injected as a cell after the
-cell tagged `parameters`, papermill-style, for the notebooks that have such a
-parameter. The executed copies, outputs included, are written to --out
-(default build/notebooks); the committed notebooks stay stripped. Exits
-non-zero, naming the notebook and cell, when any cell raises.
+Each notebook (default: every notebooks/*.ipynb, in name order) is executed
+by papermill in a fresh kernel of this Python with its working directory at
+notebooks/. Values given with -p (Python literals, else strings) are passed
+as papermill parameters to the notebooks that declare them in their cell
+tagged `parameters` (papermill's own `inspect_notebook`), so `papermill
+notebooks/01_reassembly_kernels.ipynb out.ipynb -p seeds "[0]"` does the same
+for one notebook. The executed copies, outputs included, are written to
+--out (default build/notebooks); the committed notebooks stay stripped.
+Exits non-zero, naming the notebook and cell, when any cell raises.
 """
 
 import argparse
 import ast
-import re
 import sys
 import time
 from pathlib import Path
@@ -29,47 +30,25 @@ def parse_value(text):
         return text
 
 
-def parameters_cell(nb):
-    for i, cell in enumerate(nb.cells):
-        if "parameters" in cell.get("metadata", {}).get("tags", []):
-            return i
-    raise ValueError("notebook has no cell tagged 'parameters'")
-
-
-def declared(cell_source):
-    """Names assigned at the top level of the parameters cell."""
-    return {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*=", cell_source, re.M)}
-
-
-def inject(nb, params):
-    """Insert a cell after the parameters cell that sets those of params the
-    notebook declares; returns the names set."""
-    import nbformat
-    index = parameters_cell(nb)
-    names = declared(nb.cells[index].source)
-    chosen = {k: v for k, v in params.items() if k in names}
-    if chosen:
-        source = "# Parameters injected by scripts/run_notebooks.py\n" + "".join(
-            f"{k} = {v!r}\n" for k, v in chosen.items())
-        cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
-        nb.cells.insert(index + 1, cell)
-    return set(chosen)
+def chosen_parameters(path, params):
+    """Those of params that the notebook declares in its parameters cell."""
+    import papermill
+    declared = papermill.inspect_notebook(str(path))
+    return {k: v for k, v in params.items() if k in declared}
 
 
 def execute(path, out_dir, params=None, timeout=1800):
-    import nbformat
-    from nbclient import NotebookClient
+    """papermill.execute_notebook of path with the parameters it declares;
+    returns the executed copy's path (written even when a cell fails)."""
+    import papermill
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    inject(nb, params or {})
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     out = Path(out_dir) / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        client.execute()
-    finally:  # the partly executed notebook shows where it failed
-        nbformat.write(nb, out)
+    chosen = {k: str(v) if isinstance(v, Path) else v
+              for k, v in chosen_parameters(path, params or {}).items()}
+    papermill.execute_notebook(str(path), str(out), parameters=chosen, cwd=str(path.parent),
+                               kernel_name="python3", progress_bar=False,
+                               execution_timeout=timeout)
     return out
 
 
@@ -86,13 +65,13 @@ def main(argv=None):
         name, value = item.split("=", 1)
         params[name] = parse_value(value)
     paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
-    from nbclient.exceptions import CellExecutionError
+    from papermill.exceptions import PapermillExecutionError
     for path in paths:
         start = time.perf_counter()
         print(f"executing {path.name} ...", flush=True)
         try:
             out = execute(path, args.out, params)
-        except CellExecutionError as err:
+        except PapermillExecutionError as err:
             print(f"FAILED {path.name}: {str(err)[-3000:]}", file=sys.stderr)
             return 1
         print(f"  ok in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
