@@ -344,3 +344,19 @@ def test_data_command(tmp_path):
     meta = json.loads((tmp_path / "shapes" / "meta.json").read_text())
     n = offline_data.DEFAULT_PARAMS["num_train"]
     assert meta["num_train"] == n and len(list((tmp_path / "shapes" / "train").glob("*.png"))) == n
+
+
+def test_the_offline_dataset_generates_itself_from_any_entry_point(tmp_path):
+    """mmdet's own tools (tools/train.py, mim train) build the dataset from
+    the config alone: it writes the offline shapes at its data_root first."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    cfg = Config.fromfile(str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py"))
+    spec = cfg.train_dataloader.dataset
+    spec.data_root = str(tmp_path / "offline") + "/"
+    spec.offline_data = dict(spec.offline_data, num_train=8, num_val=4)
+    dataset = DATASETS.build(spec)
+    assert type(dataset).__name__ == "CarafeOfflineCocoDataset" and len(dataset) > 0
+    assert (tmp_path / "offline" / "annotations" / "instances_train.json").exists()

@@ -7,7 +7,10 @@
 # assignment a quarter of COCO's (objects are 12-85 px, not 32-512), and
 # proposals and sampled RoIs for 2-6 objects per image, not COCO's ~7 of up
 # to 100; the heads themselves are mmdet's.
-custom_imports = dict(imports=['carafe.mmdet'], allow_failed_imports=False)
+# carafe.mmdet: our CARAFE neck and heads; offline_dataset: the offline shapes'
+# dataset type (./offline_shapes.py), which generates itself on first use
+custom_imports = dict(imports=['carafe.mmdet', 'carafe.experiments.offline_dataset'],
+                      allow_failed_imports=False)
 fpn_channels = 128
 offline_r18_carafe = dict(
     data_preprocessor=dict(pad_size_divisor=64),
