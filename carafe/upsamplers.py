@@ -168,7 +168,7 @@ class DySample(nn.Module):
         return 2 * self.channels * 2 * self.groups * self.scale_factor ** 2
 
 
-class CARAFE(CARAFEPack):
+class CARAFEUpsampler(CARAFEPack):
     """CARAFE (the paper's upsampler): :class:`carafe.CARAFEPack` with the zoo's
     constructor shape; options: up_kernel, up_group, encoder_kernel,
     encoder_dilation, compressed_channels, normalizer."""
@@ -177,7 +177,7 @@ class CARAFE(CARAFEPack):
                  **options):
         super().__init__(channels, scale_factor, **options)
         if normalizer not in NORMALIZERS:
-            raise ValueError(f"CARAFE: normalizer must be one of {sorted(NORMALIZERS)}, "
+            raise ValueError(f"CARAFEUpsampler: normalizer must be one of {sorted(NORMALIZERS)}, "
                              f"got {normalizer!r}")
         self.normalizer = normalizer
 
@@ -210,7 +210,7 @@ UPSAMPLERS = {
     "pixel_shuffle": PixelShuffle,
     "spatial_attention": SpatialAttention,
     "gum": GUM,
-    "carafe": CARAFE,
+    "carafe": CARAFEUpsampler,
     "dysample": DySample,
 }
 
