@@ -79,10 +79,12 @@ void backward_cuda_typed(const at::Tensor& go, const at::Tensor& f, const at::Te
   const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
   const int64_t total_m = gm.numel(), total_f = gf.numel();
   if (total_m > 0) {
-    carafe_grad_masks_kernel<scalar_t, index_t><<<blocks_for(total_m), kThreads, 0, stream>>>(
-        go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
-        gm.mutable_data_ptr<scalar_t>(), d, index_t(total_m));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
+                      gm.mutable_data_ptr<scalar_t>(),
+                      [&](int64_t threads, auto kernel, auto... args) {
+                        kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
+                        C10_CUDA_KERNEL_LAUNCH_CHECK();
+                      });
   }
   if (total_f > 0) {
     carafe_grad_features_kernel<scalar_t, index_t><<<blocks_for(total_f), kThreads, 0, stream>>>(

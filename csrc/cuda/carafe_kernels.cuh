@@ -132,6 +132,79 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// grad_masks for one (n, g, output pixel) per thread, its K*K taps in
+// registers: grad_output[n, c, p, q] is read once per channel and used for
+// every tap (the one-thread-per-mask-element kernel above reads it K*K
+// times). Channels are summed in the same order as there, so both give the
+// same bits. Taps outside the input get 0.
+template <typename scalar_t, typename index_t, int K>
+__global__ void __launch_bounds__(kThreads)
+    carafe_grad_masks_pixel_kernel(const scalar_t* __restrict__ grad_output,
+                                   const scalar_t* __restrict__ features,
+                                   scalar_t* __restrict__ grad_masks, const Dims<index_t> d,
+                                   const index_t total) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, k = index_t(K);
+  for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
+    const index_t pix = idx % HoWo;
+    const index_t g = (idx / HoWo) % d.G, n = idx / (HoWo * d.G);
+    const index_t p = pix / d.Wo, q = pix % d.Wo;
+    const index_t ci = source_coord(p, d.s), cj = source_coord(q, d.s);
+    acc_t acc[K * K];
+    index_t off[K * K];
+    bool ok[K * K];
+#pragma unroll
+    for (int ky = 0; ky < K; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < K; ++kx) {
+        const index_t y = tap_coord(ci, index_t(ky), k), x = tap_coord(cj, index_t(kx), k);
+        const int t = ky * K + kx;
+        ok[t] = in_bounds(y, d.H) && in_bounds(x, d.W);
+        off[t] = ok[t] ? y * d.W + x : 0;
+        acc[t] = 0;
+      }
+    }
+    const index_t c_begin = g * d.cpg;
+    for (index_t c = 0; c < d.cpg; ++c) {
+      const acc_t go = static_cast<acc_t>(grad_output[(n * d.C + c_begin + c) * HoWo + pix]);
+      const scalar_t* plane = features + (n * d.C + c_begin + c) * HW;
+#pragma unroll
+      for (int t = 0; t < K * K; ++t) {
+        if (ok[t]) acc[t] += go * static_cast<acc_t>(plane[off[t]]);
+      }
+    }
+    scalar_t* out = grad_masks + (n * d.mC + mask_channel(g, index_t(0), index_t(0), k)) * HoWo +
+                    pix;
+#pragma unroll
+    for (int t = 0; t < K * K; ++t) out[index_t(t) * HoWo] = static_cast<scalar_t>(acc[t]);
+  }
+}
+
+// The grad_masks launch: the per-pixel kernel for k in {1, 3, 5} (k = 7's
+// 49 accumulators would spill), else one thread per mask element. Calls
+// launch(threads, kernel, kernel arguments...): a real <<<>>> launch in
+// carafe_kernel.cu, the grid emulation in the tests, so both run this choice.
+template <typename scalar_t, typename index_t, typename Launch>
+void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
+                       const scalar_t* features, scalar_t* grad_masks, Launch&& launch) {
+  const int64_t per_pixel = int64_t(d.N) * d.G * d.Ho * d.Wo;
+  const int64_t per_element = per_pixel * d.k * d.k;
+  switch (d.k) {
+    case 1:
+      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 1>, grad_output,
+                    features, grad_masks, d, index_t(per_pixel));
+    case 3:
+      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 3>, grad_output,
+                    features, grad_masks, d, index_t(per_pixel));
+    case 5:
+      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 5>, grad_output,
+                    features, grad_masks, d, index_t(per_pixel));
+    default:
+      return launch(per_element, carafe_grad_masks_kernel<scalar_t, index_t>, grad_output,
+                    features, grad_masks, d, index_t(per_element));
+  }
+}
+
 // grad_features[n, c, y, x]: the adjoint of the forward gather, as a gather
 // over every (tap, output pixel) that read (y, x); one element per thread.
 template <typename scalar_t, typename index_t>

@@ -64,9 +64,12 @@ template <typename scalar_t, typename index_t>
 void backward_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor& m, at::Tensor& gf,
                     at::Tensor& gm, int64_t k, int64_t G, int64_t s, int64_t max_blocks) {
   const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
-  emulate_launch(gm.numel(), max_blocks, carafe_grad_masks_kernel<scalar_t, index_t>,
-                 go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
-                 gm.mutable_data_ptr<scalar_t>(), d, index_t(gm.numel()));
+  // the launch choice of carafe_kernel.cu (launch_grad_masks), emulated
+  launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
+                    gm.mutable_data_ptr<scalar_t>(),
+                    [&](int64_t threads, auto kernel, auto... args) {
+                      emulate_launch(threads, max_blocks, kernel, args...);
+                    });
   emulate_launch(gf.numel(), max_blocks, carafe_grad_features_kernel<scalar_t, index_t>,
                  go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
                  gf.mutable_data_ptr<scalar_t>(), d, index_t(gf.numel()));
