@@ -307,3 +307,26 @@ def test_autocast(device):
     torch.testing.assert_close(out.float(), expected, rtol=5e-2, atol=5e-2)
     out.float().sum().backward()
     assert pack.content_encoder.weight.grad is not None
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_64bit_indices_and_repeating_grid_stride():
+    """An output of 2^31 elements (past fits_int32's 2^30: the 64-bit kernels)
+    with 8 groups, so 2^31 threads of work for a grid of at most 2^28: every
+    grid-stride loop repeats. Each channel alone (2^28 elements) takes the
+    32-bit path; the two must agree exactly (k=1: one product per output)."""
+    torch.manual_seed(0)
+    N, C, G, H, W, k, s = 1, 8, 8, 8192, 8192, 1, 2
+    f = torch.randn(N, C, H, W, device="cuda", dtype=torch.float16)
+    m = torch.rand(N, G, s * H, s * W, device="cuda", dtype=torch.float16)
+    out = carafe.carafe(f, m, k, G, s)
+    assert out.numel() == 2**31
+    go = torch.randn_like(out)
+    gf, gm = torch.ops.carafe.carafe_backward(go, f, m, k, G, s)
+    for c in range(C):
+        sl = slice(c, c + 1)
+        assert torch.equal(out[:, sl], carafe.carafe(f[:, sl], m[:, sl], k, 1, s))
+        gf_c, gm_c = torch.ops.carafe.carafe_backward(go[:, sl].contiguous(), f[:, sl], m[:, sl],
+                                                      k, 1, s)
+        assert torch.equal(gf[:, sl], gf_c) and torch.equal(gm[:, sl], gm_c)

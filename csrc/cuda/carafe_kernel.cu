@@ -87,10 +87,12 @@ void backward_cuda_typed(const at::Tensor& go, const at::Tensor& f, const at::Te
                       });
   }
   if (total_f > 0) {
-    carafe_grad_features_kernel<scalar_t, index_t><<<blocks_for(total_f), kThreads, 0, stream>>>(
-        go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
-        gf.mutable_data_ptr<scalar_t>(), d, index_t(total_f));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_grad_features(d, go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
+                         gf.mutable_data_ptr<scalar_t>(),
+                         [&](int64_t threads, auto kernel, auto... args) {
+                           kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
+                           C10_CUDA_KERNEL_LAUNCH_CHECK();
+                         });
   }
 }
 

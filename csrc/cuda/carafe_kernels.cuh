@@ -205,24 +205,34 @@ void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
   }
 }
 
-// grad_features[n, c, y, x]: the adjoint of the forward gather, as a gather
-// over every (tap, output pixel) that read (y, x); one element per thread.
+// grad_features for one (n, g, chunk of kChannelsPerThread channels, input
+// pixel) per thread: each mask value the pixel's adjoint reads is loaded once
+// for the chunk's channels (a one-thread-per-element kernel would reload
+// it for every channel): the adjoint of the forward gather, as a gather over
+// every (tap, output pixel) that read (y, x).
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
-    carafe_grad_features_kernel(const scalar_t* __restrict__ grad_output,
-                                const scalar_t* __restrict__ masks,
-                                scalar_t* __restrict__ grad_features, const Dims<index_t> d,
-                                const index_t total) {
+    carafe_grad_features_chunk_kernel(const scalar_t* __restrict__ grad_output,
+                                      const scalar_t* __restrict__ masks,
+                                      scalar_t* __restrict__ grad_features,
+                                      const Dims<index_t> d, const index_t chunks,
+                                      const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, k = d.k, s = d.s;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const index_t yx = idx % HW, nc = idx / HW;
+    const index_t yx = idx % HW;
+    index_t rest = idx / HW;
+    const index_t chunk = rest % chunks;
+    rest /= chunks;
+    const index_t g = rest % d.G, n = rest / d.G;
     const index_t y = yx / d.W, x = yx % d.W;
-    const index_t c = nc % d.C, n = nc / d.C;
-    const index_t g = channel_group(c, d.cpg);
-    const scalar_t* go = grad_output + nc * HoWo;
+    const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
+    const index_t count = min(index_t(kChannelsPerThread), (g + 1) * d.cpg - c_begin);
+    const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo;
     const scalar_t* m = masks + n * d.mC * HoWo;
-    acc_t acc = 0;
+    acc_t acc[kChannelsPerThread];
+#pragma unroll
+    for (int cc = 0; cc < kChannelsPerThread; ++cc) acc[cc] = 0;
     for (index_t ky = 0; ky < k; ++ky) {
       const index_t i = center_reading(y, ky, k);
       if (!in_bounds(i, d.H)) continue;
@@ -233,12 +243,21 @@ __global__ void __launch_bounds__(kThreads)
         for (index_t t = 0; t < s; ++t) {
           const index_t row = (i * s + t) * d.Wo + j * s;
           for (index_t u = 0; u < s; ++u) {
-            acc += static_cast<acc_t>(mt[row + u]) * static_cast<acc_t>(go[row + u]);
+            const acc_t mv = static_cast<acc_t>(mt[row + u]);
+#pragma unroll
+            for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+              if (cc < count) acc[cc] += mv * static_cast<acc_t>(go[cc * HoWo + row + u]);
+            }
           }
         }
       }
     }
-    grad_features[idx] = static_cast<scalar_t>(acc);
+#pragma unroll
+    for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+      if (cc < count) {
+        grad_features[(n * d.C + c_begin + cc) * HW + yx] = static_cast<scalar_t>(acc[cc]);
+      }
+    }
   }
 }
 
@@ -259,6 +278,17 @@ int64_t forward_threads(const Dims<index_t>& d, index_t chunks) {
 template <typename index_t>
 index_t forward_chunks(const Dims<index_t>& d) {
   return (d.cpg + kChannelsPerThread - 1) / kChannelsPerThread;
+}
+
+// The grad_features launch: channel chunks (forward_chunks) per input pixel.
+// Calls launch(threads, kernel, kernel arguments...) like launch_grad_masks.
+template <typename scalar_t, typename index_t, typename Launch>
+void launch_grad_features(const Dims<index_t>& d, const scalar_t* grad_output,
+                          const scalar_t* masks, scalar_t* grad_features, Launch&& launch) {
+  const index_t chunks = forward_chunks(d);
+  const int64_t threads = int64_t(d.N) * d.G * chunks * d.H * d.W;
+  launch(threads, carafe_grad_features_chunk_kernel<scalar_t, index_t>, grad_output, masks,
+         grad_features, d, chunks, index_t(threads));
 }
 
 // Calls f(std::integral_constant<int, K>) with K = k for the kernel sizes

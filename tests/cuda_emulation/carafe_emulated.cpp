@@ -70,9 +70,11 @@ void backward_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor&
                     [&](int64_t threads, auto kernel, auto... args) {
                       emulate_launch(threads, max_blocks, kernel, args...);
                     });
-  emulate_launch(gf.numel(), max_blocks, carafe_grad_features_kernel<scalar_t, index_t>,
-                 go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
-                 gf.mutable_data_ptr<scalar_t>(), d, index_t(gf.numel()));
+  launch_grad_features(d, go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
+                       gf.mutable_data_ptr<scalar_t>(),
+                       [&](int64_t threads, auto kernel, auto... args) {
+                         emulate_launch(threads, max_blocks, kernel, args...);
+                       });
 }
 
 at::Tensor forward(const at::Tensor& features, const at::Tensor& masks, int64_t k, int64_t G,
