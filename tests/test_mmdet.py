@@ -360,3 +360,14 @@ def test_the_offline_dataset_generates_itself_from_any_entry_point(tmp_path):
     dataset = DATASETS.build(spec)
     assert type(dataset).__name__ == "CarafeOfflineCocoDataset" and len(dataset) > 0
     assert (tmp_path / "offline" / "annotations" / "instances_train.json").exists()
+
+
+def test_offline_data_options_reach_the_datasets(tmp_path):
+    """--cfg-options offline_data.* (the top level) is what every offline
+    dataset generates and reads, not the base config's defaults."""
+    from carafe.experiments import launcher
+    cfg = launcher.load_config(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py",
+                               {"offline_data.num_train": 8, "offline_data.num_val": 4})
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        spec = cfg[name]["dataset"]
+        assert spec["offline_data"]["num_train"] == 8 and spec["offline_data"]["num_val"] == 4

@@ -62,6 +62,7 @@ def load_config(config, cfg_options=None, launcher="none"):
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
+    _share_offline_data(cfg)
     if not torch.cuda.is_available():
         # mmdet's default runtime asks for NCCL, which needs GPUs.
         cfg.env_cfg = dict(cfg.get("env_cfg", {}))
@@ -80,6 +81,22 @@ def load_config(config, cfg_options=None, launcher="none"):
         hooks.append(dict(type="CarafeKernelScoreHook"))
     cfg.custom_hooks = hooks
     return cfg
+
+
+def _share_offline_data(cfg):
+    """The offline datasets (CarafeOfflineCocoDataset) generate themselves
+    from their own offline_data, which the base config binds to the
+    top-level offline_data when it is read; options given later (e.g.
+    --cfg-options offline_data.num_train=8) change only the top level. Give
+    every offline dataset of the config the top-level parameters, so that
+    the data written and the data read are the same."""
+    if cfg.get("offline_data") is None:
+        return
+    params = dict(cfg.offline_data)
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = (cfg.get(name) or {}).get("dataset")
+        if dataset is not None and dataset.get("type") == "CarafeOfflineCocoDataset":
+            dataset.offline_data = dict(params)
 
 
 def prepare_data(cfg):
