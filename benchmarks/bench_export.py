@@ -15,7 +15,6 @@ benchmarks/results/.
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,11 +24,10 @@ import numpy as np
 import torch
 
 import carafe
-from bench_op import QUICK_SIZES, SIZES, machine, slug
+from bench_op import QUICK_SIZES, SIZES, machine, write_result
 from carafe.export import export_onnx
 from carafe.timing import median_seconds
 
-RESULTS = Path(__file__).resolve().parent / "results"
 K, G, S = 5, 1, 2
 
 
@@ -116,11 +114,7 @@ def main(argv=None):
     result = {"machine": info, "threads": threads, "quick": args.quick, "k": K,
               "group_size": G, "scale_factor": S, "results": rows,
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    name = f"{info['cpu']}-{info['cpu_count']}c"
-    out = args.out or RESULTS / f"bench_export_cpu_{slug(name)}{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    write_result(result, "bench_export_cpu", info, args.quick, args.out)
     return 0
 
 

@@ -282,12 +282,19 @@ def main(argv=None):
             print(f"  {size:>14} {name:>8}: fwd {r['forward_time']:7.1f}x, fwd+bwd "
                   f"{r['forward_backward_time']:7.1f}x, fwd peak memory "
                   f"{r['forward_peak_memory']:7.1f}x")
-    name = info.get("gpu") if args.device == "cuda" else f"{info['cpu']}-{info['cpu_count']}c"
-    out = args.out or RESULTS / f"bench_op_{args.device}_{slug(name)}{'_quick' if args.quick else ''}.json"
+    write_result(result, f"bench_op_{args.device}", info, args.quick, args.out)
+    return 0
+
+
+def write_result(result, prefix, info, quick, out=None):
+    """Save a benchmark's JSON as benchmarks/results/<prefix>_<machine>[_quick].json
+    (or out), named after the GPU or the CPU and its core count."""
+    name = info.get("gpu") or f"{info['cpu']}-{info['cpu_count']}c"
+    out = out or RESULTS / f"{prefix}_{slug(name)}{'_quick' if quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -36,6 +36,24 @@ __device__ __forceinline__ index_t grid_stride() {
   return index_t(gridDim.x) * index_t(blockDim.x);
 }
 
+// For the K*K taps of the window centred on input pixel (ci, cj): whether
+// each lies inside the input, and its offset in a channel plane (0 outside).
+template <typename index_t, int K>
+__device__ __forceinline__ void tap_offsets(index_t ci, index_t cj, const Dims<index_t>& d,
+                                            bool* ok, index_t* off) {
+#pragma unroll
+  for (int ky = 0; ky < K; ++ky) {
+#pragma unroll
+    for (int kx = 0; kx < K; ++kx) {
+      const index_t y = tap_coord(ci, index_t(ky), index_t(K));
+      const index_t x = tap_coord(cj, index_t(kx), index_t(K));
+      const int t = ky * K + kx;
+      ok[t] = in_bounds(y, d.H) && in_bounds(x, d.W);
+      off[t] = ok[t] ? y * d.W + x : 0;
+    }
+  }
+}
+
 // out[n, c, p, q] for one (n, g, channel chunk, pixel) per thread.
 template <typename scalar_t, typename index_t, int K>
 __global__ void __launch_bounds__(kThreads)
@@ -60,16 +78,11 @@ __global__ void __launch_bounds__(kThreads)
       acc_t w[K * K];
       index_t off[K * K];
       bool ok[K * K];
+      tap_offsets<index_t, K>(ci, cj, d, ok, off);
 #pragma unroll
-      for (int ky = 0; ky < K; ++ky) {
-#pragma unroll
-        for (int kx = 0; kx < K; ++kx) {
-          const index_t y = tap_coord(ci, index_t(ky), k), x = tap_coord(cj, index_t(kx), k);
-          const int t = ky * K + kx;
-          ok[t] = in_bounds(y, d.H) && in_bounds(x, d.W);
-          w[t] = static_cast<acc_t>(mpix[mask_channel(g, index_t(ky), index_t(kx), k) * HoWo]);
-          off[t] = ok[t] ? y * d.W + x : 0;
-        }
+      for (int t = 0; t < K * K; ++t) {
+        w[t] = static_cast<acc_t>(mpix[mask_channel(g, index_t(0), index_t(0), k) * HoWo +
+                                       index_t(t) * HoWo]);
       }
       for (index_t c = c_begin; c < c_end; ++c) {
         const scalar_t* plane = features + (n * d.C + c) * HW;
@@ -153,17 +166,9 @@ __global__ void __launch_bounds__(kThreads)
     acc_t acc[K * K];
     index_t off[K * K];
     bool ok[K * K];
+    tap_offsets<index_t, K>(ci, cj, d, ok, off);
 #pragma unroll
-    for (int ky = 0; ky < K; ++ky) {
-#pragma unroll
-      for (int kx = 0; kx < K; ++kx) {
-        const index_t y = tap_coord(ci, index_t(ky), k), x = tap_coord(cj, index_t(kx), k);
-        const int t = ky * K + kx;
-        ok[t] = in_bounds(y, d.H) && in_bounds(x, d.W);
-        off[t] = ok[t] ? y * d.W + x : 0;
-        acc[t] = 0;
-      }
-    }
+    for (int t = 0; t < K * K; ++t) acc[t] = 0;
     const index_t c_begin = g * d.cpg;
     for (index_t c = 0; c < d.cpg; ++c) {
       const acc_t go = static_cast<acc_t>(grad_output[(n * d.C + c_begin + c) * HoWo + pix]);
