@@ -31,3 +31,12 @@ def make_inputs(N=2, C=8, H=5, W=7, k=5, G=2, s=2, dtype=torch.float64, device="
     features = features.to(device=device, dtype=dtype).requires_grad_(requires_grad)
     masks = masks.to(device=device, dtype=dtype).requires_grad_(requires_grad)
     return features, masks
+
+
+def tree_digest(folder):
+    """{relative path: sha256} of every file under folder: tests that a
+    command only reads a folder compare it before and after."""
+    import hashlib
+    from pathlib import Path
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}

@@ -18,6 +18,7 @@ mmdet = pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv,
 import carafe  # noqa: E402
 from carafe._readme import read_section  # noqa: E402
 from carafe.experiments import data as offline_data  # noqa: E402
+from conftest import tree_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "experiments" / "configs"
@@ -37,13 +38,6 @@ def build_model(config):
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model
-
-
-def tree_digest(folder):
-    """{relative path: sha256} of every file under folder."""
-    import hashlib
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def launch(*args, cwd, timeout=900, env=None):

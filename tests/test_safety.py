@@ -2,7 +2,6 @@
 folders are never shared, test/resume never damage a run, and a user's
 mistake ends in one line and exit status 2, with nothing left behind."""
 
-import hashlib
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengin
 from carafe.experiments import checkpoints  # noqa: E402
 from carafe.experiments.__main__ import main  # noqa: E402
 from carafe.experiments.folders import new_folder  # noqa: E402
+from conftest import tree_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "experiments" / "configs" / "faster-rcnn_r18_fpn-carafe_offline.py"
@@ -55,11 +55,6 @@ def mmengine_like_checkpoint(path):
                 "state_dict": {"w": torch.ones(2)},
                 "message_hub": {"log_scalars": {"train/lr": buffer}}}, path)
     return path
-
-
-def tree_digest(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def test_mmengine_checkpoint_types_load_as_weights_only(tmp_path):

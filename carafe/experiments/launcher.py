@@ -168,13 +168,6 @@ def _agree(launcher, cfg, choose):
     return value
 
 
-def _check_load_from(cfg):
-    """load_from must be a readable local checkpoint (or None)."""
-    load_from = cfg.get("load_from")
-    if load_from:
-        check_readable(load_from)
-
-
 def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action):
     """Prepare the data and build mmengine's Runner in folder, then
     action(runner); a folder this call created is removed again if the run
@@ -226,7 +219,8 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
                 # read it now: a bad checkpoint must fail before anything is written
                 check_readable(pointer.read_text().strip())
                 return folder, False
-            _check_load_from(cfg)
+            if cfg.get("load_from"):  # a readable local checkpoint, checked now
+                check_readable(cfg.load_from)
             if work_dir is None:
                 return new_work_dir(config), True
             folder = Path(work_dir)
