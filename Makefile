@@ -8,6 +8,8 @@
 #   make bench   set up, then run the full operator benchmark (writes benchmarks/results/)
 #   make figures set up, then regenerate the README's figures (experiments/figures/) by
 #                executing the notebooks at their defaults with figures_dir pointed there
+#   make wheel-check  build sdist and wheel, install the wheel in a fresh venv, run the
+#                op's check and a lab command from outside the checkout (CI runs it)
 #   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
 #   make gpu-check-prepare  (here, with the package index) fetch what gpu-check needs
 #                into build/gpu-check/ (mmcv's CARAFE sources, test wheels)
@@ -27,7 +29,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab figures clean gpu-check gpu-check-prepare
+.PHONY: setup test demo bench lab figures clean gpu-check gpu-check-prepare wheel-check
 
 setup: $(STAMP)
 
@@ -35,7 +37,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip "setuptools>=64,<81" wheel ninja
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install pytest numpy expecttest
+	$(PY) -m pip install pytest numpy expecttest build
 	# The detection stack: mmcv 2.1.0 (prebuilt wheel when one is found,
 	# else built from source), then mmengine and mmdet (see README).
 	bash scripts/install_mmcv.sh $(PY)
@@ -47,7 +49,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev,mmdet,export]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
@@ -74,6 +76,11 @@ bench: setup
 
 figures: setup
 	$(PY) scripts/run_notebooks.py --out build/figures/notebooks -p figures_dir=experiments/figures
+
+# The package as users install it: sdist -> wheel, installed into a fresh venv
+# (not editable), exercised from a folder outside the checkout (CI runs it).
+wheel-check: setup
+	bash scripts/wheel_check.sh $(PY) build/wheel-check
 
 lab: setup
 	$(PY) -m pip install --no-build-isolation -e ".[notebooks]"

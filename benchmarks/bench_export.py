@@ -10,7 +10,7 @@ bench_op.py, and the offline Faster R-CNN with a CARAFE FPN up to the RPN
 head's raw outputs (carafe.mmdet.export.RawDetector, random weights: latency
 does not depend on them) when mmdet is installed. ONNX Runtime gets as many
 intra-op threads as torch uses. Median of repeats after a warm-up
-(carafe.timing.median_seconds). Writes JSON with the machine under
+(carafe_lab.timing.median_seconds). Writes JSON with the machine under
 benchmarks/results/.
 """
 
@@ -26,7 +26,7 @@ import torch
 import carafe
 from bench_op import QUICK_SIZES, SIZES, machine, write_result
 from carafe.export import export_onnx
-from carafe.timing import median_seconds
+from carafe_lab.timing import median_seconds
 
 K, G, S = 5, 1, 2
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from carafe.timing import median_seconds
+from carafe_lab.timing import median_seconds
 import torch.nn.functional as F
 
 import carafe

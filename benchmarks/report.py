@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from carafe._readme import write_section
+from carafe_lab.readme import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

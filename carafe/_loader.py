@@ -25,6 +25,18 @@ def _release(version):
     return version.split("+")[0]
 
 
+def _abi(version):
+    # torch keeps its C++ ABI within a minor release (2.14.0 -> 2.14.1), not
+    # across them (2.11 -> 2.14): the extension's symbols and struct layouts
+    # then no longer match.
+    return tuple(_release(version).split(".")[:2])
+
+
+#: Set to 1 to import kernels built for another torch minor release anyway
+#: (a warning instead of the error; results may be wrong or the process crash).
+ALLOW_MISMATCH = "CARAFE_ALLOW_TORCH_MISMATCH"
+
+
 try:
     from . import _C  # noqa: F401  (import runs the TORCH_LIBRARY registrations)
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
@@ -36,12 +48,21 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
     raise ImportError(f"carafe: the compiled extension carafe._C could not be loaded ({e})."
                       f"{mismatch} To " + _BUILD_HINT) from e
 
-if _built_against() and _release(_built_against()) != _release(torch.__version__):
+_built = _built_against()
+if _built and _abi(_built) != _abi(torch.__version__):
+    import os
+    message = (f"carafe: the compiled kernels were built against torch {_built}, but torch "
+               f"{torch.__version__} is imported; the C++ ABI differs between minor releases "
+               "(crashes or wrong results): " + _BUILD_HINT)
+    if os.environ.get(ALLOW_MISMATCH) != "1":
+        raise ImportError(message + f" (or set {ALLOW_MISMATCH}=1 to import them anyway)")
     import warnings
-    warnings.warn(f"carafe: the compiled kernels were built against torch {_built_against()}, "
-                  f"but torch {torch.__version__} is imported; C++ ABI differences between "
-                  "releases can crash or corrupt results: " + _BUILD_HINT, RuntimeWarning,
-                  stacklevel=2)
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+elif _built and _release(_built) != _release(torch.__version__):
+    import warnings
+    warnings.warn(f"carafe: the compiled kernels were built against torch {_built}, and torch "
+                  f"{torch.__version__} (same minor release) is imported; rebuild if anything "
+                  "misbehaves: " + _BUILD_HINT, RuntimeWarning, stacklevel=2)
 
 
 def has_kernel(device_type: str) -> bool:

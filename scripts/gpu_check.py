@@ -85,7 +85,7 @@ def copy_bandwidth():
     second (median of 20)."""
     import torch
 
-    from carafe.timing import median_seconds
+    from carafe_lab.timing import median_seconds
     x = torch.empty(2**28, dtype=torch.float32, device="cuda")
     y = torch.empty_like(x)
     t = median_seconds(lambda: y.copy_(x), "cuda", 20)
@@ -105,7 +105,7 @@ def benchmark(quick, log):
     import torch
 
     import carafe
-    from carafe.timing import median_seconds
+    from carafe_lab.timing import median_seconds
     peer, peer_error = None, None
     try:
         sys.path.insert(0, str(ROOT / "benchmarks"))

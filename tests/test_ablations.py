@@ -13,10 +13,10 @@ pytest.importorskip("matplotlib", reason="figures need matplotlib")
 
 import torch  # noqa: E402
 
-from carafe._readme import read_section  # noqa: E402
-from carafe.ablations import harness, paper, report, seg  # noqa: E402
-from carafe.upsamplers import UPSAMPLERS  # noqa: E402
-from carafe.ablations.studies import STUDIES  # noqa: E402
+from carafe_lab.readme import read_section  # noqa: E402
+from carafe_lab.ablations import harness, paper, report, seg  # noqa: E402
+from carafe_lab.upsamplers import UPSAMPLERS  # noqa: E402
+from carafe_lab.ablations.studies import STUDIES  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ def test_seg_rejects_scale_4():
 
 
 def test_cli_list():
-    proc = subprocess.run([sys.executable, "-m", "carafe.ablations", "list"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "carafe_lab.ablations", "list"], capture_output=True,
                           text=True, check=True)
     for study, variants in STUDIES.items():
         assert study in proc.stdout and variants[-1][0] in proc.stdout
@@ -125,9 +125,9 @@ def test_det_neck_uses_the_zoo_upsampler(name):
     pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
     from mmdet.registry import MODELS
 
-    import carafe.mmdet  # noqa: F401
-    from carafe.upsamplers import build_upsampler
-    neck = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16, 32], out_channels=16,
+    import carafe_lab.experiments.necks  # noqa: F401
+    from carafe_lab.upsamplers import build_upsampler
+    neck = MODELS.build(dict(type="CARAFEZooFPN", in_channels=[8, 16, 32], out_channels=16,
                              num_outs=4, upsample_cfg=dict(type="zoo", name=name)))
     neck.init_weights()
     kind = type(build_upsampler(name, 16, 2))
@@ -150,26 +150,30 @@ def test_det_neck_needs_a_name():
     pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
     from mmdet.registry import MODELS
 
-    import carafe.mmdet  # noqa: F401
-    with pytest.raises(ValueError, match="needs name="):
-        MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
+    import carafe_lab.experiments.necks  # noqa: F401
+    with pytest.raises(ValueError, match="upsample_cfg: expected dict\\(type='zoo', name="):
+        MODELS.build(dict(type="CARAFEZooFPN", in_channels=[8, 16], out_channels=8,
                           num_outs=2, upsample_cfg=dict(type="zoo")))
+    # the operator library's neck no longer knows the zoo, and says where it went
+    with pytest.raises(ValueError, match="CARAFEZooFPN"):
+        MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
+                          num_outs=2, upsample_cfg=dict(type="zoo", name="nearest")))
 
 
 @pytest.mark.slow
 def test_det_task_trains_through_the_launcher(tmp_path, monkeypatch):
     pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
-    from carafe.ablations import det
-    monkeypatch.chdir(harness.REPO)  # the offline data path is relative to the repository
+    from carafe_lab.ablations import det
+    monkeypatch.chdir(REPO)  # the lab root: configs and the offline data
     result = det.run("dysample", {}, seed=0, setting="quick", steps=2,
                      work_dir=tmp_path / "run")
     assert 0 <= result["bbox_mAP"] <= 1 and "bbox_mAP_50" in result
     cfg = (tmp_path / "run" / "faster-rcnn_r18_fpn-carafe_offline.py").read_text()
-    assert "'zoo'" in cfg and "'dysample'" in cfg
+    assert "'zoo'" in cfg and "'dysample'" in cfg and "'CARAFEZooFPN'" in cfg
 
 
 def test_report_and_tradeoff_figure(tmp_path):
-    from carafe.ablations import report
+    from carafe_lab.ablations import report
     out = harness.run_study("normalizer", "sr", quick=True, seeds=1, out_root=tmp_path, steps=1,
                             log=lambda *_: None)
     results = report.load_results(tmp_path)
@@ -185,8 +189,8 @@ def test_report_and_tradeoff_figure(tmp_path):
 def test_committed_results_cover_every_study():
     """Each study on sr at the default setting with 3 seeds, and the
     upsamplers study on seg, are committed with every variant."""
-    from carafe.ablations import report
-    chosen = report.latest(report.load_results())
+    from carafe_lab.ablations import report
+    chosen = report.latest(report.load_results(REPO / "experiments" / "ablations"))
     wanted = [(study, "sr") for study in STUDIES] + [("upsamplers", "seg")]
     for key in wanted:
         assert key in chosen, f"no committed default-setting result for {key}"
@@ -196,21 +200,22 @@ def test_committed_results_cover_every_study():
 
 
 def test_readme_ablation_tables_are_the_committed_results():
-    from carafe.ablations import report
-    section = read_section(report.README, report.README_MARKERS)
-    assert section.strip() == report.summary_markdown().strip(), \
-        "run `python -m carafe.ablations report --update-readme`"
+    from carafe_lab.ablations import report
+    section = read_section(REPO / "README.md", report.README_MARKERS)
+    assert section.strip() == report.summary_markdown(REPO / "experiments" / "ablations").strip(), \
+        "run `python -m carafe_lab.ablations report --update-readme`"
 
 
 def test_at_bicubic_counts_collapsed_seeds():
-    from carafe.ablations import report
+    from carafe_lab.ablations import sr
     row = {"seeds": [{"psnr": 29.2548, "bicubic_psnr": 29.2547},
                      {"psnr": 30.1, "bicubic_psnr": 29.2547}]}
-    assert report.at_bicubic(row) == 1
+    assert sr.at_bicubic(row) == 1
+    assert sr.TASK.columns[0][1](row) == "1"  # the README column shows the same count
 
 
 def test_param_groups_slow_only_the_kernel_encoders():
-    from carafe.ablations.schedule import param_groups
+    from carafe_lab.ablations.schedule import param_groups
     net = seg.SegNet("carafe", 8)
     groups = param_groups(net, 1e-3, 0.1)
     encoders = {id(p) for up in net.ups for p in up.content_encoder.parameters()}

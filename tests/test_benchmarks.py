@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from carafe._readme import read_section
+from carafe_lab.readme import read_section
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -111,7 +111,7 @@ def test_faster_rcnn_with_carafe_fpn_runs_in_onnx_runtime(tmp_path):
     from mmengine.config import Config
 
     import carafe.mmdet  # noqa: F401
-    from carafe.experiments.data import load_sources, make_image
+    from carafe_lab.experiments.data import load_sources, make_image
     from carafe.mmdet.export import export_detector
     register_all_modules()
     config = Path(__file__).resolve().parent.parent / "experiments" / "configs" / \

@@ -2,8 +2,8 @@
 
 import pytest
 
-from carafe._readme import read_section, write_section
-from carafe.timing import median_seconds
+from carafe_lab.readme import read_section, write_section
+from carafe_lab.timing import median_seconds
 
 MARKERS = ("<!-- x:start -->", "<!-- x:end -->")
 
@@ -22,3 +22,26 @@ def test_median_seconds_warms_up_then_times_each_call():
     calls = []
     seconds = median_seconds(lambda: calls.append(1), "cpu", repeat=5)
     assert len(calls) == 6 and 0 <= seconds < 1
+
+
+def test_welch_difference_matches_scipy_and_is_strict_with_few_seeds():
+    """stats.difference: Welch's t-test from (mean, std, n), as scipy's
+    ttest_ind(equal_var=False) computes it from the values; with two seeds a
+    difference of 3 standard errors is not resolved (the z-test's '2 SE' rule
+    would have called it so)."""
+    import statistics
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from carafe_lab.stats import difference
+
+    def summary(values):
+        return statistics.mean(values), statistics.stdev(values), len(values)
+    a, b = [35.0, 36.5, 37.0], [30.0, 31.0, 29.5, 30.2]
+    diff, se, resolved, p = difference(summary(a), summary(b))
+    assert p == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    assert diff == pytest.approx(statistics.mean(a) - statistics.mean(b)) and resolved
+    # two seeds each, difference = 3 SE: t(df≈2) p ≈ 0.1 -> not resolved
+    diff, se, resolved, p = difference((3.0, 1.0, 2), (0.0, 1.0, 2))
+    assert diff / se == pytest.approx(3.0) and not resolved and 0.05 < p < 0.2
+    assert difference((1.0, 0.0, 1), (0.0, 1.0, 3)) is None  # one seed: no test
+    assert difference((1.0, 0.0, 2), (1.0, 0.0, 2))[2] is False  # identical, zero spread

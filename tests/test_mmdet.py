@@ -16,8 +16,8 @@ import torch
 mmdet = pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengine)")
 
 import carafe  # noqa: E402
-from carafe._readme import read_section  # noqa: E402
-from carafe.experiments import data as offline_data  # noqa: E402
+from carafe_lab.readme import read_section  # noqa: E402
+from carafe_lab.experiments import data as offline_data  # noqa: E402
 from conftest import tree_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def build_model(config):
 
 def launch(*args, cwd, timeout=900, env=None):
     """Run the launcher as a user would; returns the completed process."""
-    cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", *args]
+    cmd = [sys.executable, "-W", "ignore", "-m", "carafe_lab.experiments", *args]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -151,7 +151,7 @@ def test_config_states_the_generator_defaults():
 def test_prepare_data_follows_the_datasets_data_root(tmp_path, monkeypatch):
     """A config that reads its own data_root gets the dataset generated
     there, not at the base config's default offline_data.root."""
-    from carafe.experiments import launcher
+    from carafe_lab.experiments import launcher
     calls = []
     monkeypatch.setattr(offline_data, "ensure_offline_coco",
                         lambda root, **params: calls.append((str(root), params)))
@@ -222,7 +222,7 @@ def test_test_command_and_summarize(trained_runs, tmp_path):
 
 
 def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
-    from carafe.experiments import summarize
+    from carafe_lab.experiments import summarize
 
     def run(config, name, seed, ap):
         d = tmp_path / config / name
@@ -257,7 +257,7 @@ def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
     assert nearest == pytest.approx((30.0, 1.0, 3))
     table = summarize.markdown(rows)
     assert "| 3 (0, 1, 2) | 750 | 36.0 ± 1.0 |" in table
-    assert "box AP +6.0" in table and "exceeds twice the seeds' spread" in table
+    assert "box AP +6.0" in table and "resolved by these seeds (p < 0.05)" in table
     assert "| - |" in table  # APl of a split without large objects
     # the whole summary (tables, CSV, plots) is still written
     written = summarize.summarize(tmp_path, tmp_path / "out")
@@ -271,7 +271,7 @@ def test_resume_after_interruption(tmp_path):
     config = str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py")
     work_dir = tmp_path / "run"
     # a checkpoint every epoch (the offline schedule keeps only the last)
-    cmd = [sys.executable, "-W", "ignore", "-m", "carafe.experiments", "train", config,
+    cmd = [sys.executable, "-W", "ignore", "-m", "carafe_lab.experiments", "train", config,
            "--work-dir", str(work_dir), "--cfg-options", *TINY, "train_cfg.max_epochs=3",
            "train_cfg.val_interval=3", "default_hooks.checkpoint.interval=1"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -309,7 +309,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     work_dir = tmp_path / "run"
     # No data yet: the two processes must not both write it (a file lock).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29531", "-m", "carafe.experiments", "train", config,
+           "--master_port=29531", "-m", "carafe_lab.experiments", "train", config,
            "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options", *TINY,
            "train_cfg.max_epochs=1", "train_cfg.val_interval=1"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
@@ -324,7 +324,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
 
 def test_readme_results_are_the_committed_summary():
     """The README's detection table is what summarize makes of the committed runs."""
-    from carafe.experiments import summarize
+    from carafe_lab.experiments import summarize
     rows = summarize.collect()
     assert rows, "no committed example runs under experiments/runs/"
     section = read_section(REPO / "README.md", summarize.README_MARKERS)
@@ -359,7 +359,7 @@ def test_the_offline_dataset_generates_itself_from_any_entry_point(tmp_path):
 def test_offline_data_options_reach_the_datasets(tmp_path):
     """--cfg-options offline_data.* (the top level) is what every offline
     dataset generates and reads, not the base config's defaults."""
-    from carafe.experiments import launcher
+    from carafe_lab.experiments import launcher
     cfg = launcher.load_config(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py",
                                {"offline_data.num_train": 8, "offline_data.num_val": 4})
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):

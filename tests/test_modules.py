@@ -81,18 +81,34 @@ def test_core_imports_only_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_torch_other_than_the_build_is_reported():
-    """The kernels are compiled against one torch; importing them under
-    another release says so (simulated with a fake build record)."""
+def _import_built_for(version, env=None):
+    import os
     import subprocess
     import sys
     code = ("import sys, types, warnings; m = types.ModuleType('carafe._build_info'); "
-            "m.TORCH_VERSION = '1.0.0+fake'; sys.modules['carafe._build_info'] = m; "
+            f"m.TORCH_VERSION = {version!r}; sys.modules['carafe._build_info'] = m; "
             "warnings.simplefilter('always'); import carafe")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "built against torch 1.0.0+fake" in proc.stderr and "RuntimeWarning" in proc.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_a_torch_other_than_the_build_is_reported():
+    """The kernels are compiled against one torch; importing them under
+    another minor release is an error naming both versions (simulated with a
+    fake build record), a patch release only a warning."""
+    import subprocess
+    import sys
+
+    import torch
+    proc = _import_built_for("1.0.0+fake")
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "built against torch 1.0.0+fake" in proc.stderr \
+        and f"torch {torch.__version__} is imported" in proc.stderr, proc.stderr
+    forced = _import_built_for("1.0.0+fake", {"CARAFE_ALLOW_TORCH_MISMATCH": "1"})
+    assert forced.returncode == 0 and "RuntimeWarning" in forced.stderr, forced.stderr
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    patch = _import_built_for(f"{major}.{minor}.999")
+    assert patch.returncode == 0 and "same minor release" in patch.stderr, patch.stderr
     ok = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", "import carafe"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr  # the real build matches

@@ -14,9 +14,9 @@ import torch
 
 pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengine)")
 
-from carafe.experiments import checkpoints  # noqa: E402
-from carafe.experiments.__main__ import main  # noqa: E402
-from carafe.experiments.folders import new_folder  # noqa: E402
+from carafe_lab.experiments import checkpoints  # noqa: E402
+from carafe_lab.experiments.__main__ import main  # noqa: E402
+from carafe_lab.experiments.folders import new_folder  # noqa: E402
 from conftest import tree_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def cli(capsys, *args):
 def one_line_error(err):
     lines = [line for line in err.splitlines() if line.strip()]
     return "Traceback" not in err and lines and lines[-1].startswith(
-        ("error:", "python -m carafe.experiments"))
+        ("error:", "python -m carafe_lab.experiments"))
 
 
 def test_cli_mistakes_end_in_one_line(tmp_path, capsys, monkeypatch):

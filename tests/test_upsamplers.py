@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from carafe import upsamplers as U
+from carafe_lab import upsamplers as U
 
 NAMES = sorted(U.UPSAMPLERS)
 

@@ -1,4 +1,4 @@
-"""carafe.viz: kernel extraction, entropy / centre-of-mass maps, bilinear's
+"""carafe_lab.viz: kernel extraction, entropy / centre-of-mass maps, bilinear's
 equivalent kernels (checked against F.interpolate through the op), figures."""
 
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import carafe
-from carafe import viz
+from carafe_lab import viz
 
 
 def one_hot_kernels(k, ky, kx, Ho=4, Wo=6):

@@ -11,10 +11,9 @@ It registers, under names that cannot clash with mmcv's own ``carafe``
   conv joining the top-down path included) whose CARAFE upsamplers are
   ours: ``upsample_cfg=dict(type='carafe_lab', up_kernel=5, ...)``. The other
   upsample types ('nearest', 'bilinear', 'deconv', 'pixel_shuffle') behave as
-  in ``FPN_CARAFE``, so baselines use the same neck. With
-  ``upsample_cfg=dict(type='zoo', name=NAME, **options)`` every upsampler of
-  the neck is ``carafe.upsamplers.build_upsampler(NAME, out_channels, 2,
-  **options)`` (the ablation study's det task uses this).
+  in ``FPN_CARAFE``, so baselines use the same neck. (The research toolkit's
+  ``CARAFEZooFPN``, in ``carafe_lab.experiments.necks``, subclasses it to put
+  any upsampler of its zoo in the neck.)
 - ``CARAFELabMaskHead`` (mmdet MODELS): mmdet's ``FCNMaskHead`` with
   ``upsample_cfg=dict(type='carafe_lab', scale_factor=2, ...)``.
 - ``CARAFELabPack`` (mmengine MODELS, so also mmcv's ``build_upsample_layer``):
@@ -31,12 +30,9 @@ from mmdet.registry import MODELS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 
 from ..modules import CARAFEPack
-from ..upsamplers import build_upsampler
 
 #: The upsample ``type`` that selects our op in the neck and mask head.
 UPSAMPLE_TYPE = "carafe_lab"
-#: The upsample ``type`` that selects an upsampler of carafe.upsamplers in the neck.
-ZOO_TYPE = "zoo"
 
 MMENGINE_MODELS.register_module(name="CARAFELabPack", module=CARAFEPack)
 
@@ -67,32 +63,16 @@ class CARAFELabFPN(FPN_CARAFE):
     def __init__(self, *args, upsample_cfg=dict(type=UPSAMPLE_TYPE, up_kernel=5, up_group=1,
                                                  encoder_kernel=3, encoder_dilation=1),
                  **kwargs):
-        zoo = upsample_cfg is not None and upsample_cfg.get("type") == ZOO_TYPE
-        if zoo:
-            options = dict(upsample_cfg)
-            del options["type"]
-            if "name" not in options:
-                raise ValueError("upsample_cfg: type 'zoo' needs name=<an upsampler of "
-                                 "carafe.upsamplers>")
-            name = options.pop("name")
-            # mmdet builds the layout with nearest upsampling; each upsampler is replaced below.
-            upsample_cfg = dict(type="nearest")
+        if upsample_cfg is not None and upsample_cfg.get("type") == "zoo":
+            raise ValueError("upsample_cfg: type 'zoo' moved out of the operator library: use "
+                             "neck type 'CARAFEZooFPN' (module carafe_lab.experiments.necks)")
         cfg, ours = _split_type(upsample_cfg)
         super().__init__(*args, upsample_cfg=cfg, **kwargs)
-        self._zoo_init = None
         if ours:
             for i, m in enumerate(self.upsample_modules):
                 if isinstance(m, _MMCVCARAFEPack):
                     self.upsample_modules[i] = _ours_like(m)
             self.upsample = UPSAMPLE_TYPE
-        if zoo:
-            for i in range(len(self.upsample_modules)):
-                self.upsample_modules[i] = build_upsampler(name, self.out_channels, 2, **options)
-            self.upsample = ZOO_TYPE
-            # Their own initialisation (e.g. spatial attention and GUM start as
-            # nearest), to restore after FPN_CARAFE's xavier init of every conv.
-            self._zoo_init = [{k: v.clone() for k, v in m.state_dict().items()}
-                              for m in self.upsample_modules]
 
     def init_weights(self):
         # FPN_CARAFE: xavier on every conv, then CARAFEPack's own init -- for
@@ -101,9 +81,6 @@ class CARAFELabFPN(FPN_CARAFE):
         for m in self.modules():
             if isinstance(m, CARAFEPack):
                 m.init_weights()
-        if self._zoo_init is not None:
-            for m, state in zip(self.upsample_modules, self._zoo_init):
-                m.load_state_dict(state)
 
 
 @MODELS.register_module()
@@ -124,4 +101,4 @@ class CARAFELabMaskHead(FCNMaskHead):
             self.upsample.init_weights()
 
 
-__all__ = ["CARAFELabFPN", "CARAFELabMaskHead", "UPSAMPLE_TYPE", "ZOO_TYPE"]
+__all__ = ["CARAFELabFPN", "CARAFELabMaskHead", "UPSAMPLE_TYPE"]

@@ -9,7 +9,7 @@
 # to 100; the heads themselves are mmdet's.
 # carafe.mmdet: our CARAFE neck and heads; offline_dataset: the offline shapes'
 # dataset type (./offline_shapes.py), which generates itself on first use
-custom_imports = dict(imports=['carafe.mmdet', 'carafe.experiments.offline_dataset'],
+custom_imports = dict(imports=['carafe.mmdet', 'carafe_lab.experiments.offline_dataset'],
                       allow_failed_imports=False)
 fpn_channels = 128
 offline_r18_carafe = dict(

@@ -1,4 +1,4 @@
-# The offline shapes dataset (carafe.experiments.data): COCO format, 4 classes,
+# The offline shapes dataset (carafe_lab.experiments.data): COCO format, 4 classes,
 # generated at data_root on first use (about 15 s) by CarafeOfflineCocoDataset,
 # from any entry point (our launcher, mmdet's tools/train.py, mim train). 128x128 images, 2,000
 # for training and 200 held out, objects of radius 6 px to a third of the
@@ -6,11 +6,11 @@
 # and the budget at which a detector trained from scratch on a 2-core CPU in
 # ~10 minutes learns the task (see README, "Detection"). Paths are relative
 # to the directory the launcher runs in (the repository root).
-# (registered by carafe.experiments.offline_dataset, which the offline model
+# (registered by carafe_lab.experiments.offline_dataset, which the offline model
 # base imports: two bases may not both define custom_imports)
 dataset_type = 'CarafeOfflineCocoDataset'
 data_root = 'data/offline_coco/'
-# Must match carafe.experiments.data.DEFAULT_PARAMS (tests check it).
+# Must match carafe_lab.experiments.data.DEFAULT_PARAMS (tests check it).
 offline_data = dict(root=data_root, num_train=2000, num_val=200, size=128, max_objects=6,
                     min_radius=6, background='smooth', seed=0)
 metainfo = dict(classes=('disk', 'square', 'triangle', 'star'))

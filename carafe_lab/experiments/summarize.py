@@ -4,27 +4,22 @@ beside the published COCO numbers (clearly labelled as such, with sources).
 Runs of one config with different seeds are one row: mean ± std, n; each
 CARAFE config is compared with its nearest baseline.
 
-    python -m carafe.experiments summarize [--runs DIR] [--out DIR]
+    python -m carafe_lab.experiments summarize [--runs DIR] [--out DIR]
 """
 
 import csv
 import json
-import math
 import re
 import statistics
 from pathlib import Path
 
-from .._readme import write_section
-
-REPO = Path(__file__).resolve().parents[2]
-RUNS = REPO / "experiments" / "runs"
-RESULTS = REPO / "experiments" / "results"
+from .. import paths as lab_paths
+from ..published import MMDET, PAPER_VIA, SAPA
+from ..readme import write_section
+from ..stats import difference
 
 # Published COCO val2017 numbers, R50-FPN 1x (box AP / mask AP), for context,
 # as ../shared/published-numbers.md gives them with their sources.
-SAPA = "tiny-smart/sapa README (commit a5acd52)"
-MMDET = "open-mmlab/mmdetection configs/carafe README (v2 commit 96eea76; 3.x agrees)"
-PAPER_VIA = "CARAFE paper, as quoted in chensnathan/CARAFE_CUDA README (commit 33d3d3a)"
 PUBLISHED = [
     {"model": "Faster R-CNN", "upsampler": "nearest", "box_ap": 37.4, "mask_ap": None,
      "source": SAPA},
@@ -107,11 +102,13 @@ def _seed(run_dir):
     return None
 
 
-def collect(runs=RUNS, warn=print):
-    """One row per run folder under runs/<config>/<run>/; a folder whose
+def collect(runs=None, warn=print):
+    """One row per run folder under runs/<config>/<run>/ (default: the lab's
+    experiments/runs); a folder whose
     files are damaged is skipped with a one-line warning naming the file."""
     rows = []
-    for env_path in sorted(Path(runs).glob("*/*/env.json")):
+    runs = Path(runs) if runs is not None else lab_paths.runs()
+    for env_path in sorted(runs.glob("*/*/env.json")):
         run_dir = env_path.parent
         try:
             env, metrics, run = (_read_json(env_path), _read_json(run_dir / "metrics.json"),
@@ -176,16 +173,6 @@ def baseline_of(config):
     return config.replace("fpn-carafe", "fpn-nearest") if "fpn-carafe" in config else None
 
 
-def difference(a, b):
-    """(mean_a - mean_b, its standard error, whether it exceeds twice the
-    standard error) for two (mean, std, n); None when either has one seed."""
-    if a is None or b is None or a[2] < 2 or b[2] < 2:
-        return None
-    diff = a[0] - b[0]
-    se = math.sqrt(a[1] ** 2 / a[2] + b[1] ** 2 / b[2])
-    return diff, se, abs(diff) > 2 * se
-
-
 def markdown(rows):
     groups = group(rows)
     lines = ["## Our runs (mean ± sample std over seeds)", "",
@@ -206,12 +193,13 @@ def markdown(rows):
         if base in groups:
             d = difference(g["box_ap"], groups[base]["box_ap"])
             if d is not None:
-                diff, se, clear = d
+                diff, se, clear, p = d
                 verdicts.append(
                     f"- {config} vs {base}: box AP {diff:+.1f} (standard error of the difference "
-                    f"{se:.1f}, n = {g['box_ap'][2]} and {groups[base]['box_ap'][2]}): "
-                    + ("exceeds twice the seeds' spread." if clear else
-                       "within twice the seeds' spread: not resolved by these seeds."))
+                    f"{se:.1f}, n = {g['box_ap'][2]} and {groups[base]['box_ap'][2]}; Welch's "
+                    f"t-test p = {p:.2g}): "
+                    + ("resolved by these seeds (p < 0.05)." if clear else
+                       "not resolved by these seeds (p >= 0.05)."))
     if verdicts:
         lines += ["", *verdicts]
     lines += ["", "Offline-shapes numbers are short CPU runs from random initialisation on a "
@@ -306,19 +294,18 @@ def plot(rows, out_dir):
     return paths
 
 
-README = REPO / "README.md"
 README_MARKERS = ("<!-- det:start -->", "<!-- det:end -->")
 
 
-def update_readme(table, readme=README):
+def update_readme(table, readme=None):
     """Put the results table between the README's det markers."""
-    write_section(readme, README_MARKERS, table)
+    write_section(readme or lab_paths.readme(), README_MARKERS, table)
 
 
 def summarize(runs=None, out=None, plots=True, readme=False):
     """Write results.md, results.csv (and plots) for every run, and with
     readme=True the README's results section; returns the paths written."""
-    runs, out = Path(runs or RUNS), Path(out or RESULTS)
+    runs, out = Path(runs or lab_paths.runs()), Path(out or lab_paths.results())
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(runs)
     table = markdown(rows).replace("## ", "#### ")

@@ -26,7 +26,6 @@ import numpy as np
 
 CLASSES = ("disk", "square", "triangle", "star")
 GENERATOR_VERSION = 2
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "offline_coco"
 BACKGROUNDS = ("texture", "smooth")
 #: The detection proxy's dataset (experiments/configs/_base_/offline_shapes.py
 #: states the same values; a test checks they agree).
@@ -162,13 +161,16 @@ def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0, mi
     return root
 
 
-def ensure_offline_coco(root=DEFAULT_ROOT, **params):
-    """The dataset at root, generated now unless one with the same parameters
+def ensure_offline_coco(root=None, **params):
+    """The dataset at root (default: data/offline_coco under the lab root,
+    carafe_lab.paths), generated now unless one with the same parameters
     is already there (parameters default to DEFAULT_PARAMS). Returns the root
     as a Path. A non-empty folder this generator did not write (no meta.json)
     is never written into."""
     import fcntl
-    root = Path(root)
+
+    from .. import paths
+    root = Path(root) if root is not None else paths.offline_data()
     unknown = set(params) - set(DEFAULT_PARAMS)
     if unknown:
         raise ValueError(f"offline dataset: unknown parameter(s) {sorted(unknown)}; "

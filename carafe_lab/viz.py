@@ -239,7 +239,7 @@ def content_awareness_vs_fixed(kernels: Tensor, labels: Tensor, scale: int, widt
 def aggregate_scores(runs) -> dict:
     """Mean, sample std and n over runs (seeds) of score dicts shaped
     {level: {kind: {"boundary": x, "interior": y, ...}}} (as
-    :func:`carafe.ablations.seg.kernel_scores` and the detection runs'
+    :func:`carafe_lab.ablations.seg.kernel_scores` and the detection runs'
     kernel_scores.json give them): {level: {kind: {"boundary_mean",
     "boundary_std", "interior_mean", "interior_std", "n"}}}. Levels with a
     non-finite score in any run are left out."""
@@ -278,19 +278,20 @@ def scores_markdown(aggregated: dict) -> str:
 
 def difference(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
                part: str = "boundary"):
-    """(mean_a - mean_b, spread, verdict) at a level of :func:`aggregate_scores`'
-    output: the spread is the two standard deviations added in quadrature
-    (fixed kernels have none); verdict is "higher" or "lower" when the
-    difference exceeds twice the spread, "indistinguishable" when it does
-    not, "one run" when a has a single run."""
+    """(mean_a - mean_b, p, verdict) at a level of :func:`aggregate_scores`'
+    output: p is Welch's two-sided t-test over the seeds
+    (:func:`carafe_lab.stats.welch_p`; a fixed kernel's score, with no spread,
+    counts as a constant); verdict is "higher" or "lower" when p < 0.05,
+    "indistinguishable" when not, "one run" when a has a single run (p NaN)."""
+    from .stats import ALPHA, welch_p
     ra, rb = aggregated[level][a], aggregated[level][b]
     diff = ra[f"{part}_mean"] - rb[f"{part}_mean"]
-    spread = math.hypot(ra[f"{part}_std"], rb[f"{part}_std"])
     if ra["n"] < 2:
-        return diff, spread, "one run"
-    if abs(diff) > 2 * spread:
-        return diff, spread, "higher" if diff > 0 else "lower"
-    return diff, spread, "indistinguishable"
+        return diff, float("nan"), "one run"
+    p = welch_p(*[(r[f"{part}_mean"], r[f"{part}_std"], r["n"]) for r in (ra, rb)])
+    if p < ALPHA:
+        return diff, p, "higher" if diff > 0 else "lower"
+    return diff, p, "indistinguishable"
 
 
 def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
@@ -298,13 +299,14 @@ def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear"
     """One sentence comparing kernels a and b at a level, computed from the
     numbers (see :func:`difference`)."""
     ra, rb = aggregated[level][a], aggregated[level][b]
-    diff, spread, verdict = difference(aggregated, level, a, b, part)
+    diff, p, verdict = difference(aggregated, level, a, b, part)
     words = {"higher": "higher than", "lower": "lower than",
-             "indistinguishable": "not distinguishable (within twice the seeds' spread) from",
+             "indistinguishable": "not distinguishable from",
              "one run": "(one run: no spread to judge by) beside"}[verdict]
+    test = "" if verdict == "one run" else f", Welch's t-test over the seeds p = {p:.2g}"
     return (f"{level}: {a}'s {part} same-segment mass {ra[f'{part}_mean']:.3f} ± "
             f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {words} {b}'s "
-            f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}, spread {spread:.3f})")
+            f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}{test})")
 
 
 def edge_and_flat_locations(image: Tensor, scale: int, n: int = 2, margin: int = 4):

@@ -14,7 +14,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-REPO = Path(__file__).resolve().parents[2]
+from .. import paths
 
 
 def environment(device: str) -> dict:
@@ -33,8 +33,9 @@ def environment(device: str) -> dict:
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True,
+    try:  # the commit of the checkout (lab root) the run was launched from
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.root(),
+                                            check=True,
                                             capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         info["git_commit"] = None
@@ -181,7 +182,7 @@ def instance_label_maps(coco_json, file_names, size):
 
 def fpn_kernel_scores(model, images, labels, width=1):
     """Same-segment mass of the CARAFE kernels of a CARAFELabFPN neck (see
-    :func:`carafe.viz.content_awareness`) beside nearest's and bilinear's,
+    :func:`carafe_lab.viz.content_awareness`) beside nearest's and bilinear's,
     for normalised images (N, 3, S, S) (the data preprocessor's output) and
     instance label maps (N, S, S): {"P(l+1)->P(l)": {"carafe" | "bilinear" |
     "nearest": {"boundary", "interior", "n_boundary", "n_interior"}}}, for
@@ -189,7 +190,7 @@ def fpn_kernel_scores(model, images, labels, width=1):
     border margin (see content_awareness)."""
     import torch
 
-    from ..modules import CARAFEPack
+    from carafe.modules import CARAFEPack
     from ..viz import content_awareness_vs_fixed, reassembly_kernels
     neck = model.neck
     inputs = {}
@@ -234,7 +235,7 @@ class CarafeKernelScoreHook(Hook):
             return
         from mmengine.model import is_model_wrapper
 
-        from ..modules import CARAFEPack
+        from carafe.modules import CARAFEPack
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         neck = getattr(model, "neck", None)
         if neck is None or not any(isinstance(m, CARAFEPack)

@@ -1,6 +1,6 @@
 """The studies: which upsamplers (and options) each one compares.
 
-Each variant is (label, upsampler name in carafe.upsamplers, options)."""
+Each variant is (label, upsampler name in carafe_lab.upsamplers, options)."""
 
 STUDIES = {
     # The paper's upsampler comparison, plus DySample (ICCV 2023).

@@ -15,12 +15,9 @@ an existing run. Checkpoints are loaded as data (see checkpoints.py).
 
 from pathlib import Path
 
+from .. import paths
 from .checkpoints import CheckpointError, check_readable, trusting
 from .folders import is_empty, new_folder, remove_if_empty
-
-REPO = Path(__file__).resolve().parents[2]
-RUNS = REPO / "experiments" / "runs"
-EVALUATIONS = REPO / "experiments" / "evaluations"
 
 
 class LaunchError(ValueError):
@@ -69,8 +66,9 @@ def load_config(config, cfg_options=None, launcher="none"):
         cfg.env_cfg["dist_cfg"] = dict(backend="gloo")
     # custom_imports are acted on inside Config.fromfile only, so the modules
     # the launcher adds are imported here.
-    import carafe.experiments.hooks  # noqa: F401  (registers CarafeRunRecorderHook)
     import carafe.mmdet  # noqa: F401
+    import carafe_lab.experiments.hooks  # noqa: F401  (registers CarafeRunRecorderHook)
+    import carafe_lab.experiments.necks  # noqa: F401  (registers CARAFEZooFPN)
     hooks = list(cfg.get("custom_hooks", []))
     if not any(h.get("type") == "CarafeRunRecorderHook" for h in hooks):
         hooks.append(dict(type="CarafeRunRecorderHook"))
@@ -128,13 +126,14 @@ def torch_cuda_available():
     return torch.cuda.is_available()
 
 
-def new_work_dir(config, root=RUNS):
-    """A new, empty run folder root/<config name>/<timestamp>[_n]."""
-    return new_folder(Path(root) / Path(config).stem)
+def new_work_dir(config, root=None):
+    """A new, empty run folder root/<config name>/<timestamp>[_n] (root:
+    the lab's experiments/runs by default)."""
+    return new_folder(Path(root or paths.runs()) / Path(config).stem)
 
 
 def latest_work_dir(config):
-    runs = sorted((RUNS / Path(config).stem).glob("*/last_checkpoint"))
+    runs = sorted((paths.runs() / Path(config).stem).glob("*/last_checkpoint"))
     return runs[-1].parent if runs else None
 
 
@@ -196,7 +195,7 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
     logs warnings only (no environment and config dump in the output; the
     log file in the run folder has the same) and a tqdm.auto bar shows the
     progress. trusted_checkpoint: a file you trust to be unpickled fully
-    (see carafe.experiments.checkpoints); all others load as weights only.
+    (see carafe_lab.experiments.checkpoints); all others load as weights only.
 
     A mistake (missing config, nothing to resume, unreadable checkpoint, a
     non-empty work_dir) raises LaunchError or CheckpointError before anything
@@ -253,7 +252,7 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
             check_readable(checkpoint)
         run_dir = Path(checkpoint).resolve().parent
         if work_dir is None:
-            return new_work_dir(config, EVALUATIONS), True
+            return new_work_dir(config, paths.evaluations()), True
         folder = Path(work_dir)
         if folder.resolve() == run_dir or run_dir in folder.resolve().parents:
             raise LaunchError(f"work_dir: {folder} is inside the run {run_dir} that the "

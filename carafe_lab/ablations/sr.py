@@ -28,6 +28,30 @@ from torch import nn
 
 from ..upsamplers import build_upsampler
 from .schedule import param_groups, warmup_cosine
+from .task import Task
+
+
+def at_bicubic(row, tolerance_db=0.01):
+    """How many of a row's seeds ended at plain bicubic (PSNR within
+    tolerance): the head learned a zero residual and the upsampler then gets
+    no gradient, a failure of training rather than of the upsampler."""
+    return sum(abs(s["psnr"] - s["bicubic_psnr"]) < tolerance_db for s in row["seeds"])
+
+
+def _psnr_label(results, metric):
+    # results written before the Y-channel convention have no psnr_channel: RGB
+    if metric == "psnr":
+        return f"psnr ({results.get('psnr_channel', 'RGB')}, dB)"
+    return metric
+
+
+TASK = Task(
+    name="sr", metrics=("psnr", "ssim"),
+    axis={"psnr": "PSNR, dB ({channel} channel)", "ssim": "SSIM (Y channel)"},
+    results_keys={"psnr_channel": "Y"},
+    columns=(("seeds stuck at bicubic", lambda row: str(at_bicubic(row))),),
+    baseline_note=lambda row: f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})",
+    metric_label=_psnr_label)
 
 TRAIN_IMAGES = ("chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
                 "brick", "grass", "gravel", "coins", "moon")

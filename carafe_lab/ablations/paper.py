@@ -8,12 +8,11 @@ those studies have no published column at all rather than a column of
 "not verified". The upsampler comparison has published COCO numbers from
 the SAPA and DySample authors' repositories (Faster R-CNN R50-FPN, 1x).
 Our parameter and FLOP counts are computed, not copied (see
-carafe.upsamplers), and CARAFE's match the paper's text: 74,148 parameters
+carafe_lab.upsamplers), and CARAFE's match the paper's text: 74,148 parameters
 and ~199K FLOPs per pixel at C=256, s=2.
 """
 
-SAPA = "tiny-smart/sapa README (commit a5acd52)"
-DYSAMPLE = "tiny-smart/dysample README (commit 81a1de5)"
+from ..published import DYSAMPLE, SAPA
 
 #: What the published column reports.
 COLUMN = "published: Faster R-CNN R50-FPN 1x COCO box AP"

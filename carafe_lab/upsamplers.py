@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .modules import CARAFEPack
+from carafe.modules import CARAFEPack
 
 
 class Nearest(nn.Module):

@@ -1,7 +1,7 @@
 """The `det` task: Faster R-CNN (ResNet-18 FPN, random init) on the offline
 shapes dataset through the detection launcher (mmengine's Runner), with every
 upsampler of the FPN neck replaced by the one under test
-(``CARAFELabFPN(upsample_cfg=dict(type='zoo', name=...))``). Box AP on the
+(``CARAFEZooFPN(upsample_cfg=dict(type='zoo', name=...))``, experiments/necks.py). Box AP on the
 held-out images, as mmdet's COCO metric reports it.
 
 The paper's setting (R-50, COCO, 1x, GPUs) is
@@ -11,10 +11,15 @@ device itself (CUDA when torch sees one).
 """
 
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "experiments" / "configs" / "faster-rcnn_r18_fpn-carafe_offline.py"
+from .. import paths
+from .task import Task
+
+# mmdet's COCO metric reports AP as fractions; tables show percent, as papers do
+TASK = Task(name="det", metrics=("bbox_mAP", "bbox_mAP_50"),
+            axis={"bbox_mAP": "box AP (fraction)", "bbox_mAP_50": "box AP50 (fraction)"},
+            percent=frozenset({"bbox_mAP", "bbox_mAP_50"}), keeps_run_folders=True)
+CONFIG_NAME = "faster-rcnn_r18_fpn-carafe_offline.py"
 SETTINGS = {
     # epochs over the 2,000 training images (250 iterations each at batch 8):
     # the committed offline runs' schedule (~13 min a run on a 2-core CPU)
@@ -30,6 +35,7 @@ def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=N
     schedule; train_images limits training to the first images; steps
     (tests) trains on the first BATCH*steps images for one epoch."""
     out = {
+        "model.neck.type": "CARAFEZooFPN",
         "model.neck.upsample_cfg": dict(_delete_=True, type="zoo", name=upsampler, **options),
         "randomness.seed": seed,
         "train_cfg.max_epochs": max_epochs,
@@ -48,12 +54,13 @@ def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=N
 
 
 def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        work_dir=None, config=CONFIG):
+        work_dir=None, config=None):
     """Train and evaluate once; returns {"bbox_mAP", "bbox_mAP_50", ...,
     "train_seconds", "work_dir"}. scale must be 2 (the FPN's step)."""
     if scale != 2:
         raise ValueError(f"scale: the FPN neck upsamples by 2 per level; got {scale}")
     from ..experiments.launcher import train
+    config = config if config is not None else paths.configs() / CONFIG_NAME
     cfg = dict(SETTINGS[setting])
     options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps,
                            cfg["train_images"])

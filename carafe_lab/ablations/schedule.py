@@ -30,7 +30,7 @@ def param_groups(model, lr: float, kernel_lr_scale: float = KERNEL_LR_SCALE):
     """The model's parameters as optimizer groups: CARAFE's content encoders
     (every ``content_encoder`` of a :class:`carafe.CARAFEPack`) at
     ``lr * kernel_lr_scale``, the rest at ``lr``."""
-    from ..modules import CARAFEPack
+    from carafe.modules import CARAFEPack
     kernel = {id(p) for m in model.modules() if isinstance(m, CARAFEPack)
               for p in m.content_encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in kernel]

@@ -9,26 +9,26 @@ from pathlib import Path
 
 import torch
 
+from .. import paths
+from ..experiments.folders import new_folder
 from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters
-from . import paper
+from . import det, paper, seg, sr
 from .studies import STUDIES
 
-REPO = Path(__file__).resolve().parents[2]
-OUT = REPO / "experiments" / "ablations"
-# task -> (module under carafe.ablations, its two headline metrics)
-TASKS = {"sr": ("sr", ("psnr", "ssim")),
-         "seg": ("seg", ("miou", "boundary_f")),
-         "det": ("det", ("bbox_mAP", "bbox_mAP_50"))}
+#: task name -> its module (each declares TASK, SETTINGS and run()).
+TASKS = {m.TASK.name: m for m in (sr, seg, det)}
 
 
-def task_module(task):
-    import importlib
-    return importlib.import_module(f"{__package__}.{TASKS[task][0]}")
+def task_of(name):
+    """The Task declaration of a task name."""
+    if name not in TASKS:
+        raise ValueError(f"task {name!r} is not available; available: {sorted(TASKS)}")
+    return TASKS[name].TASK
 
 
 def metrics_of(task):
-    return TASKS[task][1]
+    return task_of(task).metrics
 
 
 def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
@@ -44,7 +44,7 @@ def _run_one(task, name, options, kwargs, threads):
     intra-op threads; module-level so a spawned worker can unpickle it."""
     if threads is not None:
         torch.set_num_threads(threads)
-    return task_module(task).run(name, options, **kwargs)
+    return TASKS[task].run(name, options, **kwargs)
 
 
 def select_variants(study, labels=None):
@@ -88,8 +88,7 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     params = {"study": study, "task": task, "setting": "quick" if quick else "default",
               "scale": scale, "seeds": seeds, "device": device, "steps": steps,
               "variants": [label for label, _, _ in chosen]}
-    from ..experiments.folders import new_folder
-    out = new_folder(Path(out_root or OUT) / study / task)
+    out = new_folder(Path(out_root or paths.ablations()) / study / task)
     return _execute(out, params, {}, jobs, log)
 
 
@@ -140,7 +139,7 @@ def _execute(out, params, finished, jobs, log):
                 continue
             kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
                           device=device, steps=params["steps"])
-            if task == "det":  # det runs keep their mmengine folders beside the results
+            if task_of(task).keeps_run_folders:
                 kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
             todo.append((i, seed, name, options, kwargs))
     started = time.perf_counter()
@@ -161,8 +160,7 @@ def _execute(out, params, finished, jobs, log):
                    "wall_seconds": round(time.perf_counter() - started, 1),
                    "complete": complete, "rows": rows,
                    "published_source": paper.SOURCE if paper.has_column(study) else None}
-        if task == "sr":
-            results["psnr_channel"] = "Y"  # results written before this key were RGB PSNR
+        results.update(task_of(task).results_keys)
         tmp = out / "results.json.tmp"  # a kill mid-write never leaves half a file
         tmp.write_text(json.dumps(results, indent=2) + "\n")
         tmp.replace(out / "results.json")
@@ -225,7 +223,8 @@ def figure(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    m0 = metrics_of(results["task"])[0]
+    spec = task_of(results["task"])
+    m0 = spec.metrics[0]
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
     for i, r in enumerate(rows):
@@ -236,8 +235,7 @@ def figure(results, path):
                label=f"{rows[0]['label']} (baseline) mean")
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
     ax.invert_yaxis()
-    unit = {"psnr": "PSNR, dB (Y channel)", "miou": "mIoU (fraction)",
-            "bbox_mAP": "box AP (fraction)"}.get(m0, m0)
+    unit = spec.axis_label(results, m0)
     ax.set(xlabel=f"{unit}: mean ± 1 std over {results['seeds']} seed(s), grey: seeds",
            title=f"{results['study']} ({results['task']}, x{results['scale']})")
     ax.legend(fontsize=8, loc="best")

@@ -9,7 +9,7 @@ import numpy as np
 def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     """The model of a run folder written by the launcher: its dumped config
     and the checkpoint named in last_checkpoint, loaded as weights only (see
-    carafe.experiments.checkpoints; trusted_checkpoint opts one file out).
+    carafe_lab.experiments.checkpoints; trusted_checkpoint opts one file out).
     Nothing in run_dir is written."""
     from mmdet.apis import init_detector
 

@@ -1,5 +1,5 @@
 """The `seg` task: semantic segmentation of the offline shapes dataset (the
-generator of `carafe.experiments.data`, drawn in memory: background + the four
+generator of `carafe_lab.experiments.data`, drawn in memory: background + the four
 shape classes, objects from 4 px up, textured with real photographs).
 
 The network is a small FPN-style decoder, where upsampling matters: a
@@ -22,6 +22,10 @@ from torch import nn
 
 from ..upsamplers import build_upsampler
 from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
+from .task import Task
+
+TASK = Task(name="seg", metrics=("miou", "boundary_f"),
+            axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"})
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
@@ -233,7 +237,7 @@ def decoder_kernels(model, x):
 
 
 def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
-    """Same-segment mass (:func:`carafe.viz.content_awareness`) of the CARAFE
+    """Same-segment mass (:func:`carafe_lab.viz.content_awareness`) of the CARAFE
     decoder's kernels on images (N, 3, H, W) with ground-truth labels
     (N, H, W), at each decoder step, beside the equivalent kernels of nearest
     and bilinear upsampling on the same grid:

@@ -2,7 +2,7 @@
 run of each (study, task, setting), the README summary table and the
 speed / parameters vs quality trade-off figure.
 
-    python -m carafe.ablations report [--root DIR] [--update-readme]
+    python -m carafe_lab.ablations report [--root DIR] [--update-readme]
 """
 
 import json
@@ -10,11 +10,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from .._readme import write_section
+from .. import paths
+from ..readme import write_section
+from ..stats import difference
 from . import paper
-from .harness import OUT, REPO, metrics_of
+from .harness import task_of
 
-README = REPO / "README.md"
 README_MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
 
 
@@ -22,12 +23,14 @@ def _warn(message):
     print(message, file=sys.stderr)
 
 
-def load_results(root=OUT, warn=_warn):
-    """Every complete results.json under root, oldest first; each dict gets
+def load_results(root=None, warn=_warn):
+    """Every complete results.json under root (default: the lab's
+    experiments/ablations), oldest first; each dict gets
     "_dir". A damaged file, or a study still running or interrupted
     ("complete": false), is skipped with a one-line warning naming it."""
     out = []
-    for path in sorted(Path(root).glob("*/*/*/results.json")):
+    root = Path(root) if root is not None else paths.ablations()
+    for path in sorted(root.glob("*/*/*/results.json")):
         try:
             results = json.loads(path.read_text())
             if not isinstance(results, dict):
@@ -40,7 +43,7 @@ def load_results(root=OUT, warn=_warn):
             continue
         if results.get("complete") is False:
             warn(f"report: skipping {path}: the study is incomplete (resume it with "
-                 f"python -m carafe.ablations resume {path.parent})")
+                 f"python -m carafe_lab.ablations resume {path.parent})")
             continue
         results["_dir"] = path.parent
         out.append(results)
@@ -57,102 +60,79 @@ def latest(results, setting="default"):
 
 
 def best_label(results):
-    m0 = metrics_of(results["task"])[0]
+    m0 = task_of(results["task"]).metrics[0]
     return max(results["rows"], key=lambda row: row[f"{m0}_mean"])["label"]
-
-
-def at_bicubic(row, tolerance_db=0.01):
-    """How many of an sr row's seeds ended at plain bicubic (PSNR within
-    tolerance): the head learned a zero residual and the upsampler then gets
-    no gradient, a failure of training rather than of the upsampler."""
-    return sum(abs(s["psnr"] - s["bicubic_psnr"]) < tolerance_db for s in row["seeds"])
-
-
-def metric_label(results, metric):
-    """Column name of a metric; sr PSNR says on which channel it was measured
-    (results written before the Y-channel convention have no psnr_channel)."""
-    if results["task"] == "sr" and metric == "psnr":
-        return f"psnr ({results.get('psnr_channel', 'RGB')}, dB)"
-    return metric
-
-
-# det metrics are stored as fractions (mmdet's COCO metric); tables show AP
-# in percent, as papers (and the published column) do
-PERCENT = {"bbox_mAP", "bbox_mAP_50"}
-
-
-def _shown(metric, value):
-    return 100 * value if metric in PERCENT else value
 
 
 def versus_baseline(results, row, metric):
     """(difference of row's mean from the first row's, its standard error,
-    whether it exceeds twice that) of metric over seeds, in the units shown;
-    None for the baseline itself or single-seed rows."""
-    from ..experiments.summarize import difference
+    whether Welch's t-test resolves it, p) of metric over seeds, in the units
+    shown (stats.difference); None for the baseline itself or single-seed rows."""
+    spec = task_of(results["task"])
     base = results["rows"][0]
     if row is base:
         return None
 
     def stat(r):
-        values = [_shown(metric, s[metric]) for s in r["seeds"]]
+        values = [spec.shown(metric, s[metric]) for s in r["seeds"]]
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return statistics.mean(values), std, len(values)
     return difference(stat(row), stat(base))
 
 
-def summary_markdown(root=OUT):
+def summary_markdown(root=None):
     """The README section: one table per (study, task) at the default setting,
     each variant against the first (the baseline): the difference of means,
-    its standard error, and whether it exceeds twice that."""
+    its standard error, and whether Welch's t-test resolves it at 5%."""
     chosen = latest(load_results(root))
     if not chosen:
         return "No default-setting ablation results yet.\n"
     lines = []
     for (study, task), r in sorted(chosen.items()):
-        m0, m1 = metrics_of(task)
-        run = Path(r["_dir"]).relative_to(REPO) if Path(r["_dir"]).is_relative_to(REPO) \
-            else r["_dir"]
-        sr = task == "sr"
+        spec = task_of(task)
+        m0, m1 = spec.metrics
+        shown, label = spec.shown, spec.label
+        run = paths.relative(r["_dir"])
         published = paper.has_column(study)
-        unit = " (%)" if m0 in PERCENT else ""
+        unit = " (%)" if m0 in spec.percent else ""
         base = r["rows"][0]["label"]
         lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
                   f"`{run}`)", "",
-                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {metric_label(r, m0)}{unit} | "
-                   f"{m1}{unit} | Δ {metric_label(r, m0)} vs {base} | "
-                   + ("seeds stuck at bicubic | " if sr else "")
+                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {label(r, m0)}{unit} | "
+                   f"{m1}{unit} | Δ {label(r, m0)} vs {base} | "
+                   + "".join(f"{header} | " for header, _ in spec.columns)
                    + (f"{paper.COLUMN} |" if published else "")).rstrip(),
-                  "|---|---:|---:|---:|---:|---:|" + ("---:|" if sr else "")
+                  "|---|---:|---:|---:|---:|---:|" + "---:|" * len(spec.columns)
                   + ("---:|" if published else "")]
         best = best_label(r)
-        digits0, digits1 = (1, 1) if m0 in PERCENT else (3, 4)
+        digits0, digits1 = (1, 1) if m0 in spec.percent else (3, 4)
         for row in r["rows"]:
             name = f"**{row['label']}**" if row["label"] == best else row["label"]
             extra = ""
-            if task == "sr" and row is r["rows"][0]:
-                extra = f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})"
+            if spec.baseline_note is not None and row is r["rows"][0]:
+                extra = spec.baseline_note(row)
             d = versus_baseline(r, row, m0)
             delta = "-" if d is None else (f"{d[0]:+.{digits0}f} ± {d[1]:.{digits0}f}"
-                                            + (" (exceeds 2 SE)" if d[2] else ""))
+                                            + (" (p < 0.05)" if d[2] else ""))
             lines.append(
                 f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
-                f"{_shown(m0, row[f'{m0}_mean']):.{digits0}f} ± "
-                f"{_shown(m0, row[f'{m0}_std']):.{digits0}f}{extra} | "
-                f"{_shown(m1, row[f'{m1}_mean']):.{digits1}f} ± "
-                f"{_shown(m1, row[f'{m1}_std']):.{digits1}f} | {delta} | "
-                + (f"{at_bicubic(row)} | " if sr else "")
+                f"{shown(m0, row[f'{m0}_mean']):.{digits0}f} ± "
+                f"{shown(m0, row[f'{m0}_std']):.{digits0}f}{extra} | "
+                f"{shown(m1, row[f'{m1}_mean']):.{digits1}f} ± "
+                f"{shown(m1, row[f'{m1}_std']):.{digits1}f} | {delta} | "
+                + "".join(f"{cell(row)} | " for _, cell in spec.columns)
                 + (f"{paper.paper_cell(study, row['label'])} |" if published else ""))
         lines += ["", f"Δ: difference of means from {base}, ± its standard error over the "
-                  "seeds; \"exceeds 2 SE\" marks a difference these seeds resolve."]
+                  f"seeds; \"p < 0.05\": Welch's two-sided t-test over the {r['seeds']} seeds "
+                  "per variant rejects equal means at 5% (unmarked: not resolved)."]
         if published:
             lines += ["", "Published column (not ours): " + "; ".join(paper.sources(study)) + "."]
         lines.append("")
     return "\n".join(lines)
 
 
-def update_readme(text, readme=README):
-    write_section(readme, README_MARKERS, text)
+def update_readme(text, readme=None):
+    write_section(readme or paths.readme(), README_MARKERS, text)
 
 
 def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
@@ -163,7 +143,8 @@ def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
     if path is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    m0 = metrics_of(results["task"])[0]
+    spec = task_of(results["task"])
+    m0 = spec.metrics[0]
     labels = {"latency_ms_c64_64px": "CPU latency, ms (C=64, 64x64 input)",
               "params_c256_s2": "parameters (C=256)",
               "flops_per_pixel_c256_s2": "FLOPs per input pixel (C=256)"}
@@ -174,8 +155,7 @@ def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
                     xytext=(4, 4), fontsize=8)
     if x != "latency_ms_c64_64px":
         ax.set_xscale("symlog", linthresh=1)
-    unit = {"psnr": f"PSNR, dB ({results.get('psnr_channel', 'RGB')})", "miou": "mIoU (fraction)",
-            "bbox_mAP": "box AP (fraction)"}.get(m0, m0)
+    unit = spec.axis_label(results, m0)
     ax.set(xlabel=labels.get(x, x), ylabel=f"{unit}\nmean ± 1 std over seeds",
            title=f"{results['study']} on {results['task']} ({results['seeds']} seed(s), "
                  f"{results['setting']})")

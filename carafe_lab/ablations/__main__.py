@@ -1,0 +1,70 @@
+"""python -m carafe_lab.ablations list
+python -m carafe_lab.ablations report [--update-readme]
+python -m carafe_lab.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
+                                     [--device cpu|cuda] [--scale 2|4]
+                                     [--variants LABEL ...] [--jobs N]
+python -m carafe_lab.ablations resume FOLDER [--jobs N]   (an interrupted study)
+
+Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
+segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
+offline shapes through the detection launcher; box AP; needs the mmdet extra).
+Writes experiments/ablations/<study>/<task>/<timestamp>/ (results.json,
+table.md, figure.png; det also runs/ with mmengine's logs). --scale 4 is for sr.
+"""
+
+import argparse
+import sys
+
+
+def main(argv=None):
+    from .harness import TASKS, run_study
+    from .studies import STUDIES
+    parser = argparse.ArgumentParser(prog="python -m carafe_lab.ablations")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the studies and their variants")
+    p = sub.add_parser("run", help="run a study")
+    p.add_argument("study", choices=sorted(STUDIES))
+    p.add_argument("--task", choices=sorted(TASKS), default="sr")
+    p.add_argument("--quick", action="store_true", help="a few-minute CPU setting")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--scale", type=int, choices=[2, 4], default=2)
+    p.add_argument("--variants", nargs="+", default=None, metavar="LABEL",
+                   help="run only these variants (labels as `list` prints them)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings at once, in separate processes sharing the CPU's threads")
+    p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
+    q = sub.add_parser("resume", help="continue an interrupted study in its folder")
+    q.add_argument("folder")
+    q.add_argument("--jobs", type=int, default=1)
+    r = sub.add_parser("report", help="summary table of the latest default-setting results")
+    r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
+    r.add_argument("--update-readme", action="store_true",
+                   help="write the table between the README's abl markers")
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        from . import report
+        text = report.summary_markdown(args.root)
+        print(text)
+        if args.update_readme:
+            report.update_readme(text)
+        return 0
+    if args.command == "list":
+        for study, variants in STUDIES.items():
+            print(f"{study}: " + ", ".join(label for label, _, _ in variants))
+        return 0
+    try:
+        if args.command == "resume":
+            from .harness import resume_study
+            print(f"wrote {resume_study(args.folder, jobs=args.jobs)}")
+            return 0
+        out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
+                        args.out, variants=args.variants, jobs=args.jobs)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
