@@ -60,4 +60,22 @@ CARAFE_HD I center_reading(I in_coord, I k_off, I kernel_size) {
   return in_coord - k_off + kernel_radius(kernel_size);
 }
 
+// The sizes of one problem, in the index type of the kernel that reads them
+// (int64_t on the CPU; int32_t or int64_t on the GPU, see fits_int32). The
+// derived sizes are stored rather than recomputed, so GPU threads read them
+// as plain values; build with make_dims (CPU, GPU launch code), which computes
+// them in 64 bits before narrowing.
+template <typename I>
+struct Dims {
+  I N, C, H, W, k, G, s;  // features (N, C, H, W), kernel size, groups, scale
+  I Ho, Wo, kk, cpg, mC;  // s*H, s*W, k*k, C/G channels per group, k*k*G mask channels
+};
+
+template <typename I>
+inline Dims<I> make_dims(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t G,
+                         int64_t s) {
+  return Dims<I>{I(N),     I(C),     I(H),     I(W),     I(k),     I(G),
+                 I(s),     I(H * s), I(W * s), I(k * k), I(C / G), I(k * k * G)};
+}
+
 }  // namespace carafe

@@ -197,20 +197,15 @@ void pair_sum_to(scalar_t* dst, std::vector<acc_t>& tmp, const A* const* a, cons
   }
 }
 
-struct Dims {
-  int64_t N, C, H, W, k, G, s;
-  int64_t Ho() const { return H * s; }
-  int64_t Wo() const { return W * s; }
-  int64_t kk() const { return k * k; }
-  int64_t cpg() const { return C / G; }
-  // Length of an upsampled feature row U: s*W plus s*r zeros on either side.
-  int64_t Up() const { return s * (W + k - 1); }
-  // Zero margin of the padded output-width rows used for grad_features.
-  int64_t pad() const { return s * kernel_radius(k); }
-};
+using Dims = carafe::Dims<int64_t>;  // carafe_index.h, shared with the CUDA kernels
+
+// Length of an upsampled feature row U: s*W plus s*r zeros on either side.
+inline int64_t upsampled_len(const Dims& d) { return d.s * (d.W + d.k - 1); }
+// Zero margin of the padded output-width rows used for grad_features.
+inline int64_t grad_pad(const Dims& d) { return d.s * kernel_radius(d.k); }
 
 // U <- the zero-padded, nearest-upsampled copy of one feature row:
-// U[j] = row[j/s - r] for 0 <= j/s - r < W, else 0 (Up() entries).
+// U[j] = row[j/s - r] for 0 <= j/s - r < W, else 0 (upsampled_len(d) entries).
 // Position j = s*xs + u holds input column tap_coord(xs, 0) = xs - r, so U is
 // r*s zeros, W runs of s copies, r*s zeros: loops without division or bounds
 // tests, which the compiler vectorises.
@@ -234,13 +229,13 @@ void fill_upsampled_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* 
       for (int64_t u = 0; u < s; ++u) mid[x * s + u] = v;
     }
   }
-  std::fill(mid + W * s, U + d.Up(), acc_t(0));
+  std::fill(mid + W * s, U + upsampled_len(d), acc_t(0));
 }
 
-// dst <- row (Wo entries) with pad() zeros on either side.
+// dst <- row (Wo entries) with grad_pad(d) zeros on either side.
 template <typename scalar_t, typename acc_t>
 void fill_padded_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* __restrict__ dst) {
-  const int64_t pad = d.pad(), Wo = d.Wo();
+  const int64_t pad = grad_pad(d), Wo = d.Wo;
   std::fill(dst, dst + pad, acc_t(0));
   for (int64_t q = 0; q < Wo; ++q) dst[pad + q] = static_cast<acc_t>(row[q]);
   std::fill(dst + pad + Wo, dst + 2 * pad + Wo, acc_t(0));
@@ -260,7 +255,7 @@ template <typename scalar_t>
 void fix_edge_columns(scalar_t* dst, const scalar_t* m, const scalar_t* plane, const Dims& d,
                       int64_t n, int64_t g, int64_t i, int64_t p) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t Ho = d.Ho(), Wo = d.Wo(), mC = d.kk() * d.G;
+  const int64_t Ho = d.Ho, Wo = d.Wo, mC = d.kk * d.G;
   const int64_t r = kernel_radius(d.k);
   const int64_t left_end = std::min(Wo, d.s * r);
   const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
@@ -293,13 +288,13 @@ void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
   const float* f = features.const_data_ptr<float>();
   const float* m = masks.const_data_ptr<float>();
   float* out = output.mutable_data_ptr<float>();
-  const int64_t Ho = d.Ho(), Wo = d.Wo(), Up = d.Up(), mC = d.kk() * d.G, cpg = d.cpg();
+  const int64_t Ho = d.Ho, Wo = d.Wo, Up = upsampled_len(d), mC = d.kk * d.G, cpg = d.cpg;
   const int64_t blocks = (cpg + kChannelBlock - 1) / kChannelBlock;
   at::parallel_for(0, d.N * d.H * d.G * blocks,
-                   grain_for(d.kk() * d.s * Wo * kChannelBlock), [&](int64_t b, int64_t e) {
+                   grain_for(d.kk * d.s * Wo * kChannelBlock), [&](int64_t b, int64_t e) {
     std::vector<float> U(kChannelBlock * d.k * Up);
-    std::vector<const float*> a_rows(d.kk());
-    std::vector<const float*> b_rows(kChannelBlock * d.kk());
+    std::vector<const float*> a_rows(d.kk);
+    std::vector<const float*> b_rows(kChannelBlock * d.kk);
     const float* const* b_of[kChannelBlock];
     float* dst[kChannelBlock];
     for (int64_t item = b; item < e; ++item) {
@@ -317,10 +312,10 @@ void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
           if (!in_bounds(y, d.H)) continue;
           float* row = U.data() + (cc * d.k + ky) * Up;
           fill_upsampled_row(plane + y * d.W, d, row);
-          for (int64_t kx = 0; kx < d.k; ++kx) b_rows[cc * d.kk() + j++] = row + d.s * kx;
+          for (int64_t kx = 0; kx < d.k; ++kx) b_rows[cc * d.kk + j++] = row + d.s * kx;
         }
         pairs = j;
-        b_of[cc] = b_rows.data() + cc * d.kk();
+        b_of[cc] = b_rows.data() + cc * d.kk;
       }
       for (int64_t t = 0; t < d.s; ++t) {
         const int64_t p = i * d.s + t;
@@ -353,18 +348,18 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
   const scalar_t* f = features.const_data_ptr<scalar_t>();
   const scalar_t* m = masks.const_data_ptr<scalar_t>();
   scalar_t* out = output.mutable_data_ptr<scalar_t>();
-  const int64_t Ho = d.Ho(), Wo = d.Wo(), Up = d.Up(), mC = d.kk() * d.G;
+  const int64_t Ho = d.Ho, Wo = d.Wo, Up = upsampled_len(d), mC = d.kk * d.G;
 
   // Items (n, i, c), c fastest: one item writes the s output rows that come
   // from input row i for channel c; neighbouring items reuse the same mask
   // rows from cache.
-  at::parallel_for(0, d.N * d.H * d.C, grain_for(d.kk() * d.s * Wo), [&](int64_t b, int64_t e) {
+  at::parallel_for(0, d.N * d.H * d.C, grain_for(d.kk * d.s * Wo), [&](int64_t b, int64_t e) {
     std::vector<acc_t> U(d.k * Up), tmp(Wo);
-    std::vector<const scalar_t*> a_rows(d.kk());
-    std::vector<const acc_t*> b_rows(d.kk());
+    std::vector<const scalar_t*> a_rows(d.kk);
+    std::vector<const acc_t*> b_rows(d.kk);
     for (int64_t item = b; item < e; ++item) {
       const int64_t c = item % d.C, i = (item / d.C) % d.H, n = item / (d.C * d.H);
-      const int64_t g = channel_group(c, d.cpg());
+      const int64_t g = channel_group(c, d.cpg);
       const scalar_t* plane = f + (n * d.C + c) * d.H * d.W;
       // Taps on rows outside the input read zeros: they are left out.
       int64_t pairs = 0;
@@ -401,8 +396,8 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   const scalar_t* m = masks.const_data_ptr<scalar_t>();
   scalar_t* gf = grad_features.mutable_data_ptr<scalar_t>();
   scalar_t* gm = grad_masks.mutable_data_ptr<scalar_t>();
-  const int64_t Ho = d.Ho(), Wo = d.Wo(), Up = d.Up(), mC = d.kk() * d.G, cpg = d.cpg();
-  const int64_t HoWo = Ho * Wo, pad = d.pad(), Wp = Wo + 2 * pad;
+  const int64_t Ho = d.Ho, Wo = d.Wo, Up = upsampled_len(d), mC = d.kk * d.G, cpg = d.cpg;
+  const int64_t HoWo = Ho * Wo, pad = grad_pad(d), Wp = Wo + 2 * pad;
 
   // grad_masks[n, g*k*k + ky*k + kx, p, q] = sum_{c in g} grad_out[n, c, p, q] * U_{c,ky}[q + s*kx]:
   // a sum over the group's channels. Item (n, i, g, ky) upsamples row
@@ -473,17 +468,17 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // masks[tap][p][q] * grad_out[c][p][q] at q = s*(x - kx + r) + u, u < s.
   // In "upsampled" coordinates J = s*x + u (0 <= J < Wo) that is the pair sum
   // over (ky, t, kx) of rows shifted by s*(r - kx), then a fold of each run
-  // of s values of J onto x. Zero-padded row copies (pad() = s*r on each
+  // of s values of J onto x. Zero-padded row copies (grad_pad(d) = s*r on each
   // side) make the shifts safe. Item (n, y, g) pads its k*k*s mask rows
   // once and reuses them for every channel of the group.
   // With float accumulators (float32, float16, bfloat16 tensors), blocks of
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
   constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
-  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk() * d.s * Wo * cpg),
+  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * d.s * Wo * cpg),
                    [&](int64_t b, int64_t e) {
-    std::vector<acc_t> Mp(d.kk() * d.s * Wp), Gp(CB * d.k * d.s * Wp), sum(CB * Wo);
-    std::vector<const acc_t*> a_rows(d.kk() * d.s), b_rows(CB * d.kk() * d.s);
+    std::vector<acc_t> Mp(d.kk * d.s * Wp), Gp(CB * d.k * d.s * Wp), sum(CB * Wo);
+    std::vector<const acc_t*> a_rows(d.kk * d.s), b_rows(CB * d.kk * d.s);
     const acc_t* const* b_of[CB];
     acc_t* sums[CB];
     for (int64_t item = b; item < e; ++item) {
@@ -501,7 +496,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
             // J + pad - s*kx + s*r = J + 2*pad - s*kx
             a_rows[pairs] = mrow + 2 * pad - d.s * kx;
             for (int64_t cc = 0; cc < CB; ++cc) {
-              b_rows[cc * d.kk() * d.s + pairs] =
+              b_rows[cc * d.kk * d.s + pairs] =
                   Gp.data() + (cc * d.k * d.s + ky * d.s + t) * Wp + 2 * pad - d.s * kx;
             }
             ++pairs;
@@ -509,7 +504,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
         }
       }
       for (int64_t cc = 0; cc < CB; ++cc) {
-        b_of[cc] = b_rows.data() + cc * d.kk() * d.s;
+        b_of[cc] = b_rows.data() + cc * d.kk * d.s;
         sums[cc] = sum.data() + cc * Wo;
       }
       for (int64_t c0 = g * cpg; c0 < (g + 1) * cpg; c0 += CB) {
@@ -543,7 +538,8 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
 }
 
 Dims dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
-  return Dims{features.size(0), features.size(1), features.size(2), features.size(3), k, G, s};
+  return make_dims<int64_t>(features.size(0), features.size(1), features.size(2),
+                            features.size(3), k, G, s);
 }
 
 at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& masks,
@@ -551,7 +547,7 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& mask
   check_forward_args(features, masks, kernel_size, group_size, scale_factor);
   const Dims d = dims_of(features, kernel_size, group_size, scale_factor);
   const at::Tensor f = features.contiguous(), m = masks.contiguous();
-  at::Tensor output = at::empty({d.N, d.C, d.Ho(), d.Wo()}, features.options());
+  at::Tensor output = at::empty({d.N, d.C, d.Ho, d.Wo}, features.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                   "carafe_forward_cpu",
                                   [&] { forward_impl<scalar_t>(f, m, output, d); });

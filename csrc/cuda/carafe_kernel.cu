@@ -66,7 +66,7 @@ void launch_forward(const at::Tensor& f, const at::Tensor& m, at::Tensor& out,
 template <typename scalar_t, typename index_t>
 void forward_cuda_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
                         int64_t G, int64_t s, cudaStream_t stream) {
-  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
   dispatch_kernel_size(k, [&](auto K) {
     launch_forward<scalar_t, index_t, decltype(K)::value>(f, m, out, d, stream);
   });
@@ -76,7 +76,7 @@ template <typename scalar_t, typename index_t>
 void backward_cuda_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor& m,
                          at::Tensor& gf, at::Tensor& gm, int64_t k, int64_t G, int64_t s,
                          cudaStream_t stream) {
-  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
   const int64_t total_m = gm.numel(), total_f = gf.numel();
   if (total_m > 0) {
     launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),

@@ -23,11 +23,6 @@ constexpr int kThreads = 256;
 constexpr int kChannelsPerThread = 16;
 
 template <typename index_t>
-struct Dims {
-  index_t N, C, H, W, k, G, s, Ho, Wo, cpg, mC;  // mC = k*k*G mask channels
-};
-
-template <typename index_t>
 __device__ __forceinline__ index_t global_thread() {
   return index_t(blockIdx.x) * index_t(blockDim.x) + index_t(threadIdx.x);
 }
@@ -267,12 +262,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename index_t>
-Dims<index_t> make_dims(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
-  const int64_t N = features.size(0), C = features.size(1), H = features.size(2),
-                W = features.size(3);
-  return Dims<index_t>{index_t(N),     index_t(C),     index_t(H),     index_t(W),
-                       index_t(k),     index_t(G),     index_t(s),     index_t(H * s),
-                       index_t(W * s), index_t(C / G), index_t(k * k * G)};
+Dims<index_t> dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
+  return make_dims<index_t>(features.size(0), features.size(1), features.size(2),
+                            features.size(3), k, G, s);
 }
 
 // Threads of the forward launch: one per (n, group, channel chunk, output pixel).

@@ -29,6 +29,7 @@ using std::min;
 namespace {
 
 using namespace carafe::kernels;
+using carafe::Dims;
 
 // Runs every (block, thread) of a launch in turn. Fewer blocks than threads
 // would need (at most `max_blocks`), so the grid-stride loops run too.
@@ -50,7 +51,7 @@ void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... ar
 template <typename scalar_t, typename index_t>
 void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
                    int64_t G, int64_t s, int64_t max_blocks) {
-  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
   const index_t chunks = forward_chunks(d);
   const int64_t total = forward_threads(d, chunks);
   dispatch_kernel_size(k, [&](auto K) {
@@ -63,7 +64,7 @@ void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, in
 template <typename scalar_t, typename index_t>
 void backward_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor& m, at::Tensor& gf,
                     at::Tensor& gm, int64_t k, int64_t G, int64_t s, int64_t max_blocks) {
-  const Dims<index_t> d = make_dims<index_t>(f, k, G, s);
+  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
   // the launch choice of carafe_kernel.cu (launch_grad_masks), emulated
   launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
                     gm.mutable_data_ptr<scalar_t>(),
