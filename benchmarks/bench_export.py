@@ -26,6 +26,7 @@ import torch
 import carafe
 from bench_op import QUICK_SIZES, SIZES, machine, write_result
 from carafe.export import export_onnx
+from carafe.reference import random_inputs
 from carafe_lab.timing import median_seconds
 
 K, G, S = 5, 1, 2
@@ -40,10 +41,7 @@ def cases(quick):
     """(name, model, example inputs for export, timed inputs)."""
     out = []
     for size, (N, C, H, W) in (QUICK_SIZES if quick else SIZES).items():
-        g = torch.Generator().manual_seed(0)
-        f = torch.randn(N, C, H, W, generator=g)
-        m = torch.randn(N, K * K * G, S * H, S * W, generator=g).view(
-            N, G, K * K, S * H, S * W).softmax(2).view(N, -1, S * H, S * W)
+        f, m = random_inputs(N, C, H, W, K, G, S)
         out.append((f"op {size}", Op().eval(), (f, m), (f, m)))
         torch.manual_seed(0)
         pack = carafe.CARAFEPack(C, S, up_kernel=K, up_group=G).eval()

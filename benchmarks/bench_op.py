@@ -38,7 +38,7 @@ from carafe_lab.timing import median_seconds
 import torch.nn.functional as F
 
 import carafe
-from carafe.reference import carafe_reference, carafe_unfold
+from carafe.reference import carafe_reference, carafe_unfold, random_inputs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
@@ -145,12 +145,7 @@ def slug(text):
 
 
 def _problem(device, N, C, H, W):
-    gen = torch.Generator().manual_seed(0)
-    f = torch.randn(N, C, H, W, generator=gen).to(device)
-    m = torch.randn(N, G, K * K, H * S, W * S, generator=gen).softmax(2)
-    m = m.reshape(N, G * K * K, H * S, W * S).to(device)
-    grad_out = torch.randn(N, C, H * S, W * S, generator=gen).to(device)
-    return f, m, grad_out
+    return random_inputs(N, C, H, W, K, G, S, device=device, with_grad_output=True)
 
 
 def _calls(fn, f, m, grad_out):

@@ -13,15 +13,12 @@ import time
 import torch
 
 import carafe
-from carafe.reference import carafe_reference
+from carafe.reference import carafe_reference, random_inputs
 
 
 def _inputs(N, C, H, W, k, G, s, dtype, device, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
-    m = torch.randn(N, G, k * k, H * s, W * s, generator=g, dtype=torch.float64).softmax(2)
-    return (f.to(device, dtype).requires_grad_(),
-            m.reshape(N, G * k * k, H * s, W * s).to(device, dtype).requires_grad_())
+    return random_inputs(N, C, H, W, k, G, s, dtype=dtype, device=device, seed=seed,
+                         requires_grad=True)
 
 
 def _time(fn, repeat=5):

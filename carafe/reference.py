@@ -71,3 +71,27 @@ def carafe_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
     cols = F.unfold(up, kernel_size=k, dilation=s, padding=(k // 2) * s)
     cols = cols.view(N, G, C // G, k * k, Ho, Wo)
     return (cols * masks.view(N, G, 1, k * k, Ho, Wo)).sum(dim=3).view(N, C, Ho, Wo)
+
+
+def random_inputs(N, C, H, W, kernel_size=5, group_size=1, scale_factor=2,
+                  dtype=torch.float32, device="cpu", normalized=True, seed=0,
+                  requires_grad=False, with_grad_output=False):
+    """Reproducible test and benchmark inputs, drawn in float64 on the CPU from
+    one seeded generator (the same values on every device and dtype):
+    features (N, C, H, W) ~ N(0, 1); masks (N, k*k*G, s*H, s*W), softmax-
+    normalised over each k*k kernel as CARAFEPack makes them (normalized=True)
+    or raw N(0, 1); with with_grad_output also an output gradient
+    (N, C, s*H, s*W) ~ N(0, 1). Returns (features, masks[, grad_output])."""
+    k, G, s = kernel_size, group_size, scale_factor
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+    m = torch.randn(N, G, k * k, H * s, W * s, generator=g, dtype=torch.float64)
+    if normalized:
+        m = m.softmax(dim=2)
+    out = [f, m.reshape(N, G * k * k, H * s, W * s)]
+    if with_grad_output:
+        out.append(torch.randn(N, C, H * s, W * s, generator=g, dtype=torch.float64))
+    out = [t.to(device=device, dtype=dtype) for t in out]
+    for t in out[:2]:
+        t.requires_grad_(requires_grad)
+    return tuple(out)

@@ -104,7 +104,13 @@ def floor_bytes(N, C, H, W, dtype_size, backward):
 def benchmark(quick, log):
     import torch
 
+    # in this process too, the checkout's packages (the subprocesses get ROOT
+    # through PYTHONPATH): `python3 scripts/gpu_check.py` puts only scripts/ on sys.path
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
     import carafe
+    from carafe.reference import random_inputs
     from carafe_lab.timing import median_seconds
     peer, peer_error = None, None
     try:
@@ -119,11 +125,8 @@ def benchmark(quick, log):
     shapes = {"2x64x25x38": (2, 64, 25, 38)} if quick else SHAPES
     for size, (N, C, H, W) in shapes.items():
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            g = torch.Generator(device="cuda").manual_seed(0)
-            f = torch.randn(N, C, H, W, device="cuda", dtype=dtype, generator=g)
-            m = torch.randn(N, G, K * K, S * H, S * W, device="cuda", dtype=dtype,
-                            generator=g).softmax(2).reshape(N, -1, S * H, S * W)
-            go = torch.randn(N, C, S * H, S * W, device="cuda", dtype=dtype, generator=g)
+            f, m, go = random_inputs(N, C, H, W, K, G, S, dtype=dtype, device="cuda",
+                                     with_grad_output=True)
             impls = {"carafe": lambda a, b: carafe.carafe(a, b, K, G, S)}
             if peer is not None and dtype != torch.bfloat16:  # mmcv: float and half only
                 impls["mmcv"] = lambda a, b: peer(a, b, K, G, S)

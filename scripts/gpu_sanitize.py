@@ -6,6 +6,7 @@ checked against the CPU kernel."""
 import torch
 
 import carafe
+from carafe.reference import random_inputs
 
 CASES = [(1, 4, 3, 5, 1, 1, 2), (2, 8, 5, 7, 3, 2, 2), (1, 6, 4, 3, 5, 3, 3), (2, 4, 2, 9, 7, 1, 4),
          (1, 8, 1, 1, 5, 4, 2), (1, 2, 6, 33, 3, 1, 1)]
@@ -15,11 +16,7 @@ def main():
     torch.manual_seed(0)
     for N, C, H, W, k, G, s in CASES:
         for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            f = torch.randn(N, C, H, W, dtype=torch.float64)
-            m = torch.randn(N, G, k * k, s * H, s * W, dtype=torch.float64).softmax(2)
-            m = m.reshape(N, G * k * k, s * H, s * W)
-            go = torch.randn(N, C, s * H, s * W, dtype=torch.float64)
-            cpu = [t.to(dtype) for t in (f, m, go)]
+            cpu = random_inputs(N, C, H, W, k, G, s, dtype=dtype, with_grad_output=True)
             gpu = [t.cuda() for t in cpu]
             if (N, C) == (2, 8):  # a strided view of the features
                 gpu[0] = torch.cat([gpu[0], gpu[0]], 3)[..., ::2]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import carafe
+from carafe.reference import random_inputs
 
 CUDA_SKIP_REASON = (
     "needs a CUDA GPU and carafe's CUDA kernels "
@@ -20,17 +21,10 @@ def devices():
 
 def make_inputs(N=2, C=8, H=5, W=7, k=5, G=2, s=2, dtype=torch.float64, device="cpu",
                 normalized=True, seed=0, requires_grad=False):
-    """features (N, C, H, W) ~ N(0, 1) and masks (N, k*k*G, s*H, s*W): softmax-normalised
-    per kernel (as CARAFEPack makes them) or raw N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    features = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
-    masks = torch.randn(N, G, k * k, H * s, W * s, generator=g, dtype=torch.float64)
-    if normalized:
-        masks = masks.softmax(dim=2)
-    masks = masks.reshape(N, G * k * k, H * s, W * s)
-    features = features.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    masks = masks.to(device=device, dtype=dtype).requires_grad_(requires_grad)
-    return features, masks
+    """carafe.reference.random_inputs with the tests' small defaults (float64):
+    features (N, C, H, W), masks (N, k*k*G, s*H, s*W)."""
+    return random_inputs(N, C, H, W, k, G, s, dtype=dtype, device=device,
+                         normalized=normalized, seed=seed, requires_grad=requires_grad)
 
 
 def tree_digest(folder):
