@@ -24,10 +24,7 @@ import argparse
 import ctypes
 import gc
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +36,7 @@ import torch.nn.functional as F
 
 import carafe
 from carafe.reference import carafe_reference, carafe_unfold, random_inputs
+from carafe_lab.environment import describe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
@@ -113,31 +111,8 @@ def methods(device):
 
 
 def machine(device):
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "carafe": carafe.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = re.search(r"model name\s*:\s*(.*)", fh.read()).group(1).strip()
-    except (OSError, AttributeError):
-        info["cpu"] = platform.processor() or "unknown"
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-        info["cuda"] = torch.version.cuda
-    try:
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return info
+    """The machine and software, with this checkout's commit (carafe_lab.environment)."""
+    return describe(device, commit_of=Path(__file__).parent, short_commit=True)
 
 
 def slug(text):

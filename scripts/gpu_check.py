@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The checkout's packages in this process too (the subprocesses get ROOT
+# through PYTHONPATH): `python3 scripts/gpu_check.py` puts only scripts/ on sys.path.
+sys.path.insert(0, str(ROOT))
 PREPARED = ROOT / "build" / "gpu-check"
 SHAPES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
 K, G, S = 5, 1, 2
@@ -66,10 +69,15 @@ def install_wheels(log):
 
 def machine():
     import torch
+
+    # the checkout's packages, importable before the build (describe needs
+    # carafe's version only: carafe/__init__ fails without the built kernels)
+    from carafe_lab.environment import git_commit
     info = {"python": sys.version.split()[0], "torch": torch.__version__,
             "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
             "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-            "sm_count": torch.cuda.get_device_properties(0).multi_processor_count}
+            "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
+            "git_commit": git_commit(ROOT, short=True)}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
                               "--format=csv,noheader"], capture_output=True, text=True,
@@ -104,10 +112,6 @@ def floor_bytes(N, C, H, W, dtype_size, backward):
 def benchmark(quick, log):
     import torch
 
-    # in this process too, the checkout's packages (the subprocesses get ROOT
-    # through PYTHONPATH): `python3 scripts/gpu_check.py` puts only scripts/ on sys.path
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
 
     import carafe
     from carafe.reference import random_inputs

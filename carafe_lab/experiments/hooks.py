@@ -3,10 +3,6 @@ environment (versions, device, git commit, command) and every evaluation's
 metrics, in the run folder. Added to every run by the launcher."""
 
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,27 +14,16 @@ from .. import paths
 
 
 def environment(device: str) -> dict:
+    """carafe_lab.environment.describe (with the commit of the checkout the
+    run was launched from, the lab root) plus the mmdet stack's versions."""
     import mmcv
     import mmdet
     import mmengine
-    import torch
 
-    import carafe
-    info = {
-        "python": platform.python_version(), "platform": platform.platform(),
-        "torch": torch.__version__, "mmcv": mmcv.__version__, "mmdet": mmdet.__version__,
-        "mmengine": mmengine.__version__, "carafe": carafe.__version__, "device": device,
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "command": " ".join(sys.argv),
-    }
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:  # the commit of the checkout (lab root) the run was launched from
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.root(),
-                                            check=True,
-                                            capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        info["git_commit"] = None
+    from ..environment import describe
+    info = describe(device, commit_of=paths.root())
+    info.update(mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__,
+                device=device)
     return info
 
 

@@ -1,0 +1,46 @@
+"""What a result was measured on, recorded beside it (benchmarks, detection
+runs, the GPU check): one description of the machine and the software."""
+
+import os
+import platform
+import re
+import subprocess
+import sys
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return re.search(r"model name\s*:\s*(.*)", fh.read()).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor() or "unknown"
+
+
+def git_commit(folder, short=False):
+    """HEAD of the git checkout around folder, or None outside one."""
+    try:
+        return subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+                              cwd=folder, check=True, capture_output=True,
+                              text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def describe(device="cpu", commit_of=None, short_commit=False) -> dict:
+    """{platform, python, torch, carafe, cpu, cpu_count, torch_threads, command}
+    and, for a CUDA device, {gpu, gpu_memory_gib, cuda, capability}; with
+    commit_of (a folder) also git_commit, the checkout's HEAD."""
+    import torch
+
+    import carafe
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "carafe": carafe.__version__, "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "command": " ".join(sys.argv)}
+    if str(device).startswith("cuda"):
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, capability=f"{props.major}.{props.minor}")
+    if commit_of is not None:
+        info["git_commit"] = git_commit(commit_of, short_commit)
+    return info
