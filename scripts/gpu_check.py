@@ -70,8 +70,7 @@ def install_wheels(log):
 def machine():
     import torch
 
-    # the checkout's packages, importable before the build (describe needs
-    # carafe's version only: carafe/__init__ fails without the built kernels)
+    # not describe(): it imports carafe, which fails before the kernels are built
     from carafe_lab.environment import git_commit
     info = {"python": sys.version.split()[0], "torch": torch.__version__,
             "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),

@@ -250,62 +250,51 @@ int64_t grain_for(int64_t madds_per_item) {
 // out[n, c, p, :] = sum_{ky, kx} masks[n, g*k*k + ky*k + kx, p, :] * U_{c, ky}[s*kx :]
 // Taps left or right of the input are multiplied by U's zero padding. mmcv's
 // rule (and the CUDA kernels') is to skip them, so a non-finite weight there
-// must not reach the output (0 * inf is NaN). outside_weights_finite checks
-// whether row p has any such weight (one check per (n, g, p), for every
-// channel of the group); only then are the row's mask rows copied with the
-// weights of outside taps set to 0 (zero_outside_weights), and the same
+// must not reach the output (0 * inf is NaN). For finite weights 0 * w == 0
+// and nothing needs doing; only a row with a non-finite weight on such a tap
+// has its mask rows copied with those weights set to 0, and the same
 // vectorised sums run over the copies: the output is then bitwise what
 // weights of 0 there give. (Recomputing the edge columns of every channel
 // instead cost as much as the vectorised sums themselves.)
+//
+// a_rows[j], j < pairs: the mask rows of output row p for the taps (ky, kx)
+// of the input rows inside, in the forward's order (kx fastest); when needed
+// they are pointed at the copies in clean.
 template <typename scalar_t>
-bool outside_weights_finite(const scalar_t* m, const Dims& d, int64_t n, int64_t g, int64_t i,
-                            int64_t p) {
-  const int64_t Ho = d.Ho, Wo = d.Wo, mC = d.kk * d.G;
-  const int64_t r = kernel_radius(d.k);
-  const int64_t left_end = std::min(Wo, d.s * r);
-  const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
-  auto column_finite = [&](int64_t q) {
-    const int64_t xs = source_coord(q, d.s);
-    for (int64_t ky = 0; ky < d.k; ++ky) {
-      if (!in_bounds(tap_coord(i, ky, d.k), d.H)) continue;  // rows outside are left out
-      for (int64_t kx = 0; kx < d.k; ++kx) {
-        if (in_bounds(tap_coord(xs, kx, d.k), d.W)) continue;
-        const auto w = static_cast<at::opmath_type<scalar_t>>(
-            m[((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo + q]);
-        if (!std::isfinite(w)) return false;
-      }
-    }
-    return true;
-  };
-  for (int64_t q = 0; q < left_end; ++q)
-    if (!column_finite(q)) return false;
-  for (int64_t q = right_begin; q < Wo; ++q)
-    if (!column_finite(q)) return false;
-  return true;
-}
-
-// a_rows[j] (j over the taps (ky, kx) of the rows inside the input, as the
-// forward lists them) -> copies in clean (k*k rows of Wo) whose weights of
-// taps left or right of the input are 0; a_rows then points at the copies.
-template <typename scalar_t>
-void zero_outside_weights(const scalar_t** a_rows, scalar_t* clean, const Dims& d, int64_t i) {
+void skip_outside_weights(const scalar_t** a_rows, int64_t pairs, std::vector<scalar_t>& clean,
+                          const Dims& d) {
   const int64_t Wo = d.Wo, r = kernel_radius(d.k);
   const int64_t left_end = std::min(Wo, d.s * r);
   const int64_t right_begin = std::max(left_end, d.s * (d.W - r));
-  int64_t j = 0;
-  for (int64_t ky = 0; ky < d.k; ++ky) {
-    if (!in_bounds(tap_coord(i, ky, d.k), d.H)) continue;
-    for (int64_t kx = 0; kx < d.k; ++kx, ++j) {
-      scalar_t* row = clean + j * Wo;
-      std::copy(a_rows[j], a_rows[j] + Wo, row);
-      auto zero = [&](int64_t q) {
-        if (!in_bounds(tap_coord(source_coord(q, d.s), kx, d.k), d.W)) row[q] = scalar_t(0);
+  // fn(j, q) for every tap j whose column q reads left or right of the
+  // input (only edge columns do); stops at the first false.
+  auto each_outside = [&](auto&& fn) {
+    for (int64_t j = 0; j < pairs; ++j) {
+      const int64_t kx = j % d.k;
+      auto visit = [&](int64_t q) {
+        return in_bounds(tap_coord(source_coord(q, d.s), kx, d.k), d.W) || fn(j, q);
       };
-      for (int64_t q = 0; q < left_end; ++q) zero(q);
-      for (int64_t q = right_begin; q < Wo; ++q) zero(q);
-      a_rows[j] = row;
+      for (int64_t q = 0; q < left_end; ++q)
+        if (!visit(q)) return false;
+      for (int64_t q = right_begin; q < Wo; ++q)
+        if (!visit(q)) return false;
     }
+    return true;
+  };
+  if (each_outside([&](int64_t j, int64_t q) {
+        return std::isfinite(static_cast<at::opmath_type<scalar_t>>(a_rows[j][q]));
+      })) {
+    return;
   }
+  clean.resize(pairs * Wo);
+  for (int64_t j = 0; j < pairs; ++j) {
+    std::copy(a_rows[j], a_rows[j] + Wo, clean.data() + j * Wo);
+    a_rows[j] = clean.data() + j * Wo;
+  }
+  each_outside([&](int64_t j, int64_t q) {
+    clean[j * Wo + q] = scalar_t(0);
+    return true;
+  });
 }
 
 // float32 forward over blocks of kChannelBlock channels of one group: the
@@ -356,10 +345,7 @@ void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
             a_rows[j++] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
           }
         }
-        if (!outside_weights_finite(m, d, n, g, i, p)) {
-          clean.resize(d.kk * Wo);
-          zero_outside_weights(a_rows.data(), clean.data(), d, i);
-        }
+        skip_outside_weights(a_rows.data(), pairs, clean, d);
         for (int64_t cc = 0; cc < count; ++cc) dst[cc] = out + ((n * d.C + c0 + cc) * Ho + p) * Wo;
         const bool blocked = count == kChannelBlock &&
                              channel_block_sum4(dst, a_rows.data(), b_of, pairs, Wo);
@@ -391,17 +377,9 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
     std::vector<scalar_t> clean;
     std::vector<const scalar_t*> a_rows(d.kk);
     std::vector<const acc_t*> b_rows(d.kk);
-    // outside_weights_finite per output row of the current (n, i, g): the
-    // items of one (n, i) come in channel order, so it changes with g only.
-    std::vector<char> exact(d.s);
-    int64_t checked = -1;
     for (int64_t item = b; item < e; ++item) {
       const int64_t c = item % d.C, i = (item / d.C) % d.H, n = item / (d.C * d.H);
       const int64_t g = channel_group(c, d.cpg);
-      if ((n * d.H + i) * d.G + g != checked) {
-        checked = (n * d.H + i) * d.G + g;
-        for (int64_t t = 0; t < d.s; ++t) exact[t] = outside_weights_finite(m, d, n, g, i, i * d.s + t);
-      }
       const scalar_t* plane = f + (n * d.C + c) * d.H * d.W;
       // Taps on rows outside the input read zeros: they are left out.
       int64_t pairs = 0;
@@ -420,10 +398,7 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
             a_rows[j++] = m + ((n * mC + mask_channel(g, ky, kx, d.k)) * Ho + p) * Wo;
           }
         }
-        if (!exact[t]) {
-          clean.resize(d.kk * Wo);
-          zero_outside_weights(a_rows.data(), clean.data(), d, i);
-        }
+        skip_outside_weights(a_rows.data(), pairs, clean, d);
         scalar_t* dst = out + ((n * d.C + c) * Ho + p) * Wo;
         pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), pairs, Wo);
       }
