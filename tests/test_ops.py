@@ -59,6 +59,20 @@ def test_dtypes(device, dtype, k, G, s):
     check_against_reference(features, masks, k, G, s)
 
 
+# The CPU's float32 kernels are chosen by row width (vector blocks of 8 or 16
+# input columns, the last block overlapping the one before), scale (window
+# kernels for s = 1, 2), k (grad_masks kernels keep k*s*s sums in registers)
+# and channels per group (blocks of 2, 4 or 8 channels, then a remainder);
+# these shapes reach each kernel and the fallbacks around them.
+@pytest.mark.parametrize("W", [7, 8, 15, 16, 17, 37])
+@pytest.mark.parametrize("k,G,s,C", [(3, 1, 2, 6), (5, 1, 2, 13), (5, 2, 1, 18), (7, 1, 1, 9),
+                                     (7, 3, 2, 12), (1, 1, 2, 4), (3, 1, 3, 4)])
+def test_float32_cpu_kernels_match_reference(W, k, G, s, C):
+    features, masks = make_inputs(N=2, C=C, H=5, W=W, k=k, G=G, s=s, dtype=torch.float32,
+                                  normalized=False)
+    check_against_reference(features, masks, k, G, s)
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("N,C,H,W", [
     (1, 4, 1, 1),     # one pixel: every tap but the centre is outside
@@ -181,11 +195,12 @@ def test_backward_deterministic(device):
         assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
 
 
-def test_cpu_threads_agree():
+@pytest.mark.parametrize("W", [11, 37])
+def test_cpu_threads_agree(W):
     """The parallel split does not change the result (each element is summed
     in a fixed order by one thread)."""
-    features, masks = make_inputs(N=2, C=16, H=9, W=11, k=5, G=2, s=2, dtype=torch.float32)
-    grad_output = torch.randn(2, 16, 18, 22)
+    features, masks = make_inputs(N=2, C=16, H=9, W=W, k=5, G=2, s=2, dtype=torch.float32)
+    grad_output = torch.randn(2, 16, 18, 2 * W)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -22,9 +22,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "../carafe.h"
 #include "../carafe_index.h"
@@ -153,36 +158,322 @@ bool shift_sum_rows(int64_t k, float* const* out, const float* const* a, const f
 // (two loads per FMA). 16 columns per block; CB*2 accumulators stay in
 // registers over all pairs. Narrower rows return false (the caller falls
 // back to pair sums per channel).
-template <int CB>
+template <typename V, int CB>
 inline __attribute__((always_inline)) bool channel_block_sum_body(
     float* const* out, const float* const* a, const float* const* const* b, int64_t pairs,
     int64_t n) {
-  constexpr int64_t B = 16;
+  constexpr int64_t L = sizeof(V) / sizeof(float), B = 2 * L;
   if (n < B) return false;
   for (int64_t q0 = 0; q0 < n; q0 += B) {
     const int64_t base = std::min(q0, n - B);
-    v8f acc[CB][2] = {};
+    V acc[CB][2] = {};
     for (int64_t i = 0; i < pairs; ++i) {
-      const v8f a0 = load8(a[i] + base), a1 = load8(a[i] + base + 8);
+      V a0, a1;
+      __builtin_memcpy(&a0, a[i] + base, sizeof(V));
+      __builtin_memcpy(&a1, a[i] + base + L, sizeof(V));
 #pragma GCC unroll 8
       for (int c = 0; c < CB; ++c) {
         const float* br = b[c][i] + base;
-        acc[c][0] += a0 * load8(br);
-        acc[c][1] += a1 * load8(br + 8);
+        V b0, b1;
+        __builtin_memcpy(&b0, br, sizeof(V));
+        __builtin_memcpy(&b1, br + L, sizeof(V));
+        acc[c][0] += a0 * b0;
+        acc[c][1] += a1 * b1;
       }
     }
 #pragma GCC unroll 8
     for (int c = 0; c < CB; ++c) {
-      store8(out[c] + base, acc[c][0]);
-      store8(out[c] + base + 8, acc[c][1]);
+      __builtin_memcpy(out[c] + base, &acc[c][0], sizeof(V));
+      __builtin_memcpy(out[c] + base + L, &acc[c][1], sizeof(V));
     }
   }
   return true;
 }
 constexpr int64_t kChannelBlock = 4;
-CARAFE_CLONES bool channel_block_sum4(float* const* o, const float* const* a,
-                                      const float* const* const* b, int64_t pairs, int64_t n) {
-  return channel_block_sum_body<4>(o, a, b, pairs, n);
+CARAFE_CLONES bool channel_block_sum4_v8(float* const* o, const float* const* a,
+                                         const float* const* const* b, int64_t pairs, int64_t n) {
+  return channel_block_sum_body<v8f, 4>(o, a, b, pairs, n);
+}
+typedef float v16f __attribute__((vector_size(64)));
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// 16-wide with AVX-512 (rows of 32 columns or more).
+__attribute__((target("arch=x86-64-v4"))) bool channel_block_sum4_v16(
+    float* const* o, const float* const* a, const float* const* const* b, int64_t pairs,
+    int64_t n) {
+  return channel_block_sum_body<v16f, 4>(o, a, b, pairs, n);
+}
+bool cpu_has_v4();
+#endif
+bool channel_block_sum4(float* const* o, const float* const* a, const float* const* const* b,
+                        int64_t pairs, int64_t n) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (n >= 32 && cpu_has_v4()) return channel_block_sum4_v16(o, a, b, pairs, n);
+#endif
+  return channel_block_sum4_v8(o, a, b, pairs, n);
+}
+
+// ---- float32 forward: one feature load for the s*s outputs of a window ----
+// Output pixels (s*i + t, s*j + u), t, u < s, all read the k x k input window
+// centred on (i, j), with different weights. Vectorising over input columns j
+// (not output columns) lets each feature vector load feed those s*s outputs,
+// and a block of CB channels shares each mask vector load: a tap costs s*s + CB
+// loads for CB*s*s FMAs (the output-column kernel above: 1 + CB loads for CB
+// FMAs, plus its upsampled-row fills, which repeat each input row k times).
+// The operands are laid out for it once per item:
+// - the mask rows of output rows s*i .. s*i+s-1, deinterleaved by u and cut
+//   into vector-wide column blocks, in the order the kernel reads them
+//   (WindowMasks); weights of taps left or right of the input are zeroed
+//   there, which is mmcv's rule (skip them) for any weight, finite or not;
+// - each feature row read, with r zeros on either side (padded_feature_row);
+// the s*s sums are interleaved back into output columns on the store.
+typedef int v8i __attribute__((vector_size(32)));
+typedef int v16i __attribute__((vector_size(64)));
+
+template <typename V>
+inline constexpr int64_t lanes = sizeof(V) / sizeof(float);
+
+template <typename V>
+inline __attribute__((always_inline)) V loadv(const float* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename V>
+inline __attribute__((always_inline)) void storev(float* p, V v) { __builtin_memcpy(p, &v, sizeof(v)); }
+
+// Stores lanes a[l] and b[l] at p[2l] and p[2l + 1] (2*lanes<V> entries).
+inline __attribute__((always_inline)) void store_interleaved(float* p, v8f a, v8f b) {
+  store8(p, __builtin_shuffle(a, b, v8i{0, 8, 1, 9, 2, 10, 3, 11}));
+  store8(p + 8, __builtin_shuffle(a, b, v8i{4, 12, 5, 13, 6, 14, 7, 15}));
+}
+inline __attribute__((always_inline)) void store_interleaved(float* p, v16f a, v16f b) {
+  storev(p, __builtin_shuffle(a, b, v16i{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23}));
+  storev(p + 16, __builtin_shuffle(a, b, v16i{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14,
+                                              30, 15, 31}));
+}
+
+// Start column of vector block jb of a row of W >= L columns: blocks of L,
+// the last one moved left to end at W (it recomputes a few columns; results
+// are stored, not accumulated, so that is harmless).
+inline int64_t block_start(int64_t jb, int64_t L, int64_t W) { return std::min(jb * L, W - L); }
+
+struct WindowArgs {
+  float* const* out;   // [CB * S] output rows (n, c, s*i + t, :), c in the block, t < S
+  const float* masks;  // WindowMasks::data: [W blocks][taps][S*S][L]
+  const float* feats;  // padded rows [CB][rows][Wp], r zeros each side
+  int64_t rows, k, W, Wp;  // rows: window rows inside the input; taps = rows * k
+};
+
+// out[c][t][S*j + u] = sum_{taps} masks[tap][t*S + u][j] * feats[c][ky][j + kx]
+template <typename V, int CB, int S>
+inline __attribute__((always_inline)) void window_forward_body(const WindowArgs& a) {
+  constexpr int64_t L = lanes<V>;
+  const int64_t blocks = (a.W + L - 1) / L, taps = a.rows * a.k, cstride = a.rows * a.Wp;
+  const float* mp = a.masks;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int64_t base = block_start(jb, L, a.W);
+    V acc[CB][S * S] = {};
+    for (int64_t ky = 0; ky < a.rows; ++ky) {
+      const float* frow = a.feats + ky * a.Wp + base;
+      for (int64_t kx = 0; kx < a.k; ++kx, mp += S * S * L) {
+        V mv[S * S];
+#pragma GCC unroll 16
+        for (int tu = 0; tu < S * S; ++tu) mv[tu] = loadv<V>(mp + tu * L);
+#pragma GCC unroll 16
+        for (int c = 0; c < CB; ++c) {
+          const V fv = loadv<V>(frow + c * cstride + kx);
+#pragma GCC unroll 16
+          for (int tu = 0; tu < S * S; ++tu) acc[c][tu] += mv[tu] * fv;
+        }
+      }
+    }
+    (void)taps;
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        if constexpr (S == 2) {
+          store_interleaved(a.out[c * S + t] + 2 * base, acc[c][t * 2], acc[c][t * 2 + 1]);
+        } else {
+          storev(a.out[c] + base, acc[c][0]);
+        }
+      }
+    }
+  }
+}
+
+// One function per (ISA, vector, block, scale): target_clones cannot choose
+// the block size, and the AVX-512 build has 32 registers (CB*S*S + S*S + 1 in
+// use) where AVX2 has 16.
+using WindowFn = void (*)(const WindowArgs&);
+#define CARAFE_WINDOW_FN(name, isa, V, CB, S) \
+  __attribute__((target(isa))) void name(const WindowArgs& a) { \
+    window_forward_body<V, CB, S>(a);                              \
+  }
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+CARAFE_WINDOW_FN(window_v4_c4_s2, "arch=x86-64-v4", v16f, 4, 2)
+CARAFE_WINDOW_FN(window_v4_c1_s2, "arch=x86-64-v4", v16f, 1, 2)
+CARAFE_WINDOW_FN(window_v4_c8_s1, "arch=x86-64-v4", v16f, 8, 1)
+CARAFE_WINDOW_FN(window_v4_c1_s1, "arch=x86-64-v4", v16f, 1, 1)
+CARAFE_WINDOW_FN(window_v3_c2_s2, "arch=x86-64-v3", v8f, 2, 2)
+CARAFE_WINDOW_FN(window_v3_c1_s2, "arch=x86-64-v3", v8f, 1, 2)
+CARAFE_WINDOW_FN(window_v3_c4_s1, "arch=x86-64-v3", v8f, 4, 1)
+CARAFE_WINDOW_FN(window_v3_c1_s1, "arch=x86-64-v3", v8f, 1, 1)
+#endif
+#undef CARAFE_WINDOW_FN
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// x86-64-v4's AVX-512 subsets; libgcc also checks that the OS saves the registers.
+bool cpu_has_v4() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  return yes;
+}
+bool cpu_has_v3() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+// The window kernels for this CPU and scale: vector width L, a CB-channel
+// block kernel and a one-channel kernel for the group's remainder. Null when
+// none applies (no AVX2, scale other than 1 or 2): the caller takes the
+// output-column kernels.
+struct WindowKernels {
+  int64_t L = 0, CB = 0;
+  WindowFn block = nullptr, single = nullptr;
+};
+WindowKernels window_kernels(int64_t s, int64_t W) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (cpu_has_v4() && W >= 16) {
+    if (s == 2) return {16, 4, window_v4_c4_s2, window_v4_c1_s2};
+    if (s == 1) return {16, 8, window_v4_c8_s1, window_v4_c1_s1};
+  }
+  if (cpu_has_v3() && W >= 8) {
+    if (s == 2) return {8, 2, window_v3_c2_s2, window_v3_c1_s2};
+    if (s == 1) return {8, 4, window_v3_c4_s1, window_v3_c1_s1};
+  }
+#endif
+  (void)s;
+  (void)W;
+  return {};
+}
+
+// ---- float32 grad_masks: one feature load for the s*s outputs of a window ----
+// grad_masks[n, (g, ky, kx), s*i + t, s*j + u] = sum_{c in g} grad_out[n, c, s*i + t, s*j + u]
+//                                                 * features[n, c, i + ky - r, j + kx - r]
+// Vectorised over input columns j, as the forward: a feature vector load
+// feeds the s*s outputs of its window and the k taps of a row share the
+// grad_output vectors, which are deinterleaved by u in registers. A channel
+// costs s*s + k loads for s*s*k FMAs (the output-column kernel: 2 + 2k for
+// 2k, plus the upsampled-row fills), with the s*s*k sums in registers over
+// the whole channel sum.
+struct WindowGradMaskArgs {
+  float* const* out;      // [k * S] rows of grad_masks: tap (ky, kx), output row s*i + t
+  const float* const* go; // [S] grad_output rows (n, first channel of g, s*i + t, :)
+  int64_t go_stride;      // between channels of grad_output
+  const float* feats;     // [count][Wp]: feature row i + ky - r, r zeros each side
+  int64_t count, W, Wp;
+};
+
+inline __attribute__((always_inline)) void deinterleave(v8f a, v8f b, v8f& even, v8f& odd) {
+  even = __builtin_shuffle(a, b, v8i{0, 2, 4, 6, 8, 10, 12, 14});
+  odd = __builtin_shuffle(a, b, v8i{1, 3, 5, 7, 9, 11, 13, 15});
+}
+inline __attribute__((always_inline)) void deinterleave(v16f a, v16f b, v16f& even, v16f& odd) {
+  even = __builtin_shuffle(a, b, v16i{0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30});
+  odd = __builtin_shuffle(a, b, v16i{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
+}
+
+template <typename V, int K, int S>
+inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGradMaskArgs& a) {
+  constexpr int64_t L = lanes<V>;
+  const int64_t blocks = (a.W + L - 1) / L;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int64_t base = block_start(jb, L, a.W);
+    V acc[S][S][K] = {};
+    const float* go[S];
+#pragma GCC unroll 4
+    for (int t = 0; t < S; ++t) go[t] = a.go[t] + S * base;
+    const float* fr = a.feats + base;
+    for (int64_t c = 0; c < a.count; ++c, fr += a.Wp) {
+      V g[S][S];
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        if constexpr (S == 2) {
+          deinterleave(loadv<V>(go[t]), loadv<V>(go[t] + L), g[t][0], g[t][1]);
+        } else {
+          g[t][0] = loadv<V>(go[t]);
+        }
+        go[t] += a.go_stride;
+      }
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) {
+        const V fv = loadv<V>(fr + kx);
+#pragma GCC unroll 4
+        for (int t = 0; t < S; ++t) {
+#pragma GCC unroll 4
+          for (int u = 0; u < S; ++u) acc[t][u][kx] += g[t][u] * fv;
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        if constexpr (S == 2) {
+          store_interleaved(a.out[kx * S + t] + 2 * base, acc[t][0][kx], acc[t][1][kx]);
+        } else {
+          storev(a.out[kx] + base, acc[t][0][kx]);
+        }
+      }
+    }
+  }
+}
+
+using WindowGradMaskFn = void (*)(const WindowGradMaskArgs&);
+#define CARAFE_WINDOW_GM_FN(name, isa, V, K, S) \
+  __attribute__((target(isa))) void name(const WindowGradMaskArgs& a) { \
+    window_grad_masks_body<V, K, S>(a);                                 \
+  }
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+CARAFE_WINDOW_GM_FN(window_gm_v4_k3_s2, "arch=x86-64-v4", v16f, 3, 2)
+CARAFE_WINDOW_GM_FN(window_gm_v4_k5_s2, "arch=x86-64-v4", v16f, 5, 2)
+CARAFE_WINDOW_GM_FN(window_gm_v4_k3_s1, "arch=x86-64-v4", v16f, 3, 1)
+CARAFE_WINDOW_GM_FN(window_gm_v4_k5_s1, "arch=x86-64-v4", v16f, 5, 1)
+CARAFE_WINDOW_GM_FN(window_gm_v4_k7_s1, "arch=x86-64-v4", v16f, 7, 1)
+CARAFE_WINDOW_GM_FN(window_gm_v3_k3_s2, "arch=x86-64-v3", v8f, 3, 2)
+CARAFE_WINDOW_GM_FN(window_gm_v3_k3_s1, "arch=x86-64-v3", v8f, 3, 1)
+CARAFE_WINDOW_GM_FN(window_gm_v3_k5_s1, "arch=x86-64-v3", v8f, 5, 1)
+#endif
+#undef CARAFE_WINDOW_GM_FN
+
+// The grad_masks window kernel for this CPU, k and scale (registers: s*s*k
+// sums + s*s + 1 must fit 32 with AVX-512, 16 with AVX2); null when none
+// applies, and the output-column kernels run.
+struct WindowGradMaskKernel {
+  int64_t L = 0;
+  WindowGradMaskFn fn = nullptr;
+};
+WindowGradMaskKernel window_grad_mask_kernel(int64_t k, int64_t s, int64_t W) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (cpu_has_v4() && W >= 16) {
+    if (s == 2 && k == 3) return {16, window_gm_v4_k3_s2};
+    if (s == 2 && k == 5) return {16, window_gm_v4_k5_s2};
+    if (s == 1 && k == 3) return {16, window_gm_v4_k3_s1};
+    if (s == 1 && k == 5) return {16, window_gm_v4_k5_s1};
+    if (s == 1 && k == 7) return {16, window_gm_v4_k7_s1};
+  }
+  if (cpu_has_v3() && W >= 8) {
+    if (s == 2 && k == 3) return {8, window_gm_v3_k3_s2};
+    if (s == 1 && k == 3) return {8, window_gm_v3_k3_s1};
+    if (s == 1 && k == 5) return {8, window_gm_v3_k5_s1};
+  }
+#endif
+  (void)k;
+  (void)s;
+  (void)W;
+  return {};
 }
 
 // Sums into an accumulator row, then stores in the tensor's dtype; for
@@ -357,10 +648,85 @@ void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
   });
 }
 
+// float32 forward with the window kernels (see window_forward_body). Items
+// (n, i, g, block), block fastest: consecutive items of a thread share the
+// laid-out mask rows of (n, i, g), which are built once for them. A group
+// whose channel count is not a multiple of the block size ends with
+// one-channel calls (same arithmetic per output, so the same bits).
+void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
+                          at::Tensor& output, const Dims& d, const WindowKernels& wk) {
+  const float* f = features.const_data_ptr<float>();
+  const float* m = masks.const_data_ptr<float>();
+  float* out = output.mutable_data_ptr<float>();
+  const int64_t S = d.s, L = wk.L, CB = wk.CB, k = d.k, W = d.W, r = kernel_radius(k);
+  const int64_t Wp = W + 2 * r, jblocks = (W + L - 1) / L, cblocks = (d.cpg + CB - 1) / CB;
+  at::parallel_for(0, d.N * d.H * d.G * cblocks, grain_for(d.kk * S * d.Wo * CB),
+                   [&](int64_t b, int64_t e) {
+    std::vector<float> M(jblocks * d.kk * S * S * L), F(CB * k * Wp);
+    std::vector<float*> dst(CB * S);
+    int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t blk = item % cblocks, nig = item / cblocks;
+      const int64_t g = nig % d.G, i = (nig / d.G) % d.H, n = nig / (d.G * d.H);
+      // window rows inside the input: y = i + ky - r in [0, H)
+      const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
+      const int64_t rows = ky_hi - ky_lo, taps = rows * k;
+      if (nig != laid_out) {
+        for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+          for (int64_t kx = 0; kx < k; ++kx) {
+            const int64_t tap = (ky - ky_lo) * k + kx;
+            // columns j whose tap kx reads inside the input: 0 <= j + kx - r < W
+            const int64_t jlo = std::max<int64_t>(0, r - kx), jhi = std::min(W, W + r - kx);
+            for (int64_t t = 0; t < S; ++t) {
+              const float* src = m + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+              for (int64_t jb = 0; jb < jblocks; ++jb) {
+                const int64_t base = block_start(jb, L, W);
+                float* dst0 = M.data() + ((jb * taps + tap) * S * S + t * S) * L;
+                for (int64_t u = 0; u < S; ++u) {
+                  for (int64_t l = 0; l < L; ++l) {
+                    const int64_t j = base + l;
+                    dst0[u * L + l] = (j >= jlo && j < jhi) ? src[j * S + u] : 0.f;
+                  }
+                }
+              }
+            }
+          }
+        }
+        laid_out = nig;
+      }
+      const int64_t c0 = g * d.cpg + blk * CB;
+      const int64_t count = std::min(CB, (g + 1) * d.cpg - c0);
+      for (int64_t cc = 0; cc < count; ++cc) {
+        const float* plane = f + (n * d.C + c0 + cc) * d.H * W;
+        for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+          float* row = F.data() + (cc * rows + ky - ky_lo) * Wp;
+          const float* src = plane + (i + ky - r) * W;
+          std::fill(row, row + r, 0.f);
+          std::copy(src, src + W, row + r);
+          std::fill(row + r + W, row + Wp, 0.f);
+        }
+        for (int64_t t = 0; t < S; ++t) {
+          dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
+        }
+      }
+      if (count == CB) {
+        wk.block(WindowArgs{dst.data(), M.data(), F.data(), rows, k, W, Wp});
+      } else {
+        for (int64_t cc = 0; cc < count; ++cc) {
+          wk.single(WindowArgs{dst.data() + cc * S, M.data(), F.data() + cc * rows * Wp, rows, k,
+                               W, Wp});
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
                   const Dims& d) {
   if constexpr (std::is_same_v<scalar_t, float>) {
+    const WindowKernels wk = window_kernels(d.s, d.W);
+    if (wk.block && !std::getenv("CARAFE_OLD_FWD")) return forward_window_float(features, masks, output, d, wk);
     return forward_blocked_float(features, masks, output, d);
   }
   using acc_t = at::opmath_type<scalar_t>;
@@ -406,6 +772,57 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
   });
 }
 
+// float32 grad_masks with the window kernel. Item (n, i, g) writes the k*k*s
+// mask rows of output rows s*i .. s*i+s-1, one window row ky at a time; rows
+// are owned by one item (no race, no atomics) and each element is summed
+// over the group's channels in channel order, as the output-column kernels do.
+void grad_masks_window_float(const float* go, const float* f, float* gm, const Dims& d,
+                             const WindowGradMaskKernel& wk) {
+  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wp = W + 2 * r, cpg = d.cpg;
+  const int64_t HoWo = d.Ho * d.Wo;
+  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * S * S * W * cpg), [&](int64_t b, int64_t e) {
+    std::vector<float> F(cpg * Wp);
+    std::vector<float*> out(k * S);
+    std::vector<const float*> go_rows(S);
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t g = item % d.G, i = (item / d.G) % d.H, n = item / (d.G * d.H);
+      for (int64_t t = 0; t < S; ++t) {
+        go_rows[t] = go + (n * d.C + g * cpg) * HoWo + (i * S + t) * d.Wo;
+      }
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t y = tap_coord(i, ky, k);
+        for (int64_t kx = 0; kx < k; ++kx) {
+          for (int64_t t = 0; t < S; ++t) {
+            out[kx * S + t] = gm + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+          }
+        }
+        if (!in_bounds(y, d.H)) {  // the taps read outside the input: zero gradient
+          for (float* row : out) std::fill(row, row + d.Wo, 0.f);
+          continue;
+        }
+        for (int64_t c = 0; c < cpg; ++c) {
+          const float* src = f + ((n * d.C + g * cpg + c) * d.H + y) * W;
+          float* row = F.data() + c * Wp;
+          std::fill(row, row + r, 0.f);
+          std::copy(src, src + W, row + r);
+          std::fill(row + r + W, row + Wp, 0.f);
+        }
+        wk.fn(WindowGradMaskArgs{out.data(), go_rows.data(), HoWo, F.data(), cpg, W, Wp});
+        // Taps left or right of the input are skipped (the forward's rule):
+        // their gradient is zero, not grad_output times the zero padding.
+        for (int64_t kx = 0; kx < k; ++kx) {
+          const int64_t left_end = std::min(d.Wo, S * std::max<int64_t>(0, r - kx));
+          const int64_t right_begin = std::max(left_end, std::min(d.Wo, S * (W + r - kx)));
+          for (int64_t t = 0; t < S; ++t) {
+            std::fill(out[kx * S + t], out[kx * S + t] + left_end, 0.f);
+            std::fill(out[kx * S + t] + right_begin, out[kx * S + t] + d.Wo, 0.f);
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
                    const at::Tensor& masks, at::Tensor& grad_features, at::Tensor& grad_masks,
@@ -419,12 +836,20 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   const int64_t Ho = d.Ho, Wo = d.Wo, Up = upsampled_len(d), mC = d.kk * d.G, cpg = d.cpg;
   const int64_t HoWo = Ho * Wo, pad = grad_pad(d), Wp = Wo + 2 * pad;
 
+  bool masks_done = false;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const WindowGradMaskKernel wk = window_grad_mask_kernel(d.k, d.s, d.W);
+    if (wk.fn && !std::getenv("CARAFE_OLD_GM")) {
+      grad_masks_window_float(go, f, gm, d, wk);
+      masks_done = true;
+    }
+  }
   // grad_masks[n, g*k*k + ky*k + kx, p, q] = sum_{c in g} grad_out[n, c, p, q] * U_{c,ky}[q + s*kx]:
   // a sum over the group's channels. Item (n, i, g, ky) upsamples row
   // tap_coord(i, ky) of every channel of the group once, then writes the k*s
   // mask rows of taps (ky, *) at output rows i*s .. i*s+s-1. Items own
   // disjoint rows: no race, no atomics, a fixed summation order.
-  at::parallel_for(0, d.N * d.H * d.G * d.k, grain_for(d.k * d.s * Wo * cpg),
+  if (!masks_done) at::parallel_for(0, d.N * d.H * d.G * d.k, grain_for(d.k * d.s * Wo * cpg),
                    [&](int64_t b, int64_t e) {
     std::vector<acc_t> U(cpg * Up), tmp(Wo);
     std::vector<const scalar_t*> a_rows(cpg);
@@ -557,6 +982,26 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   });
 }
 
+// A new CPU tensor for a result this op writes in full. Large outputs are
+// fresh mmap'ed memory from the allocator, so their first write faults in
+// every 4 KiB page: for a 124 MB float32 output that cost ~45 ms at 2 threads
+// on the Intel Xeon of benchmarks/results, more than the forward's sums.
+// Asking for transparent huge pages on the still-untouched range (what
+// PyTorch's THP_MEM_ALLOC_ENABLE=1 does for every allocation) cuts that
+// ~5x where the kernel allows them (THP "madvise" or "always"); elsewhere
+// the call is refused and nothing changes.
+at::Tensor empty_for_write(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + huge - 1) & ~(huge - 1);
+  const uintptr_t last = (begin + t.nbytes()) & ~(huge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#endif
+  return t;
+}
+
 Dims dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
   return make_dims<int64_t>(features.size(0), features.size(1), features.size(2),
                             features.size(3), k, G, s);
@@ -567,7 +1012,7 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& mask
   check_forward_args(features, masks, kernel_size, group_size, scale_factor);
   const Dims d = dims_of(features, kernel_size, group_size, scale_factor);
   const at::Tensor f = features.contiguous(), m = masks.contiguous();
-  at::Tensor output = at::empty({d.N, d.C, d.Ho, d.Wo}, features.options());
+  at::Tensor output = empty_for_write({d.N, d.C, d.Ho, d.Wo}, features.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                   "carafe_forward_cpu",
                                   [&] { forward_impl<scalar_t>(f, m, output, d); });
@@ -583,8 +1028,8 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(const at::Tensor& grad_ou
   const Dims d = dims_of(features, kernel_size, group_size, scale_factor);
   const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
                    m = masks.contiguous();
-  at::Tensor grad_features = at::empty(features.sizes(), features.options());
-  at::Tensor grad_masks = at::empty(masks.sizes(), masks.options());
+  at::Tensor grad_features = empty_for_write(features.sizes(), features.options());
+  at::Tensor grad_masks = empty_for_write(masks.sizes(), masks.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_backward_cpu",
       [&] { backward_impl<scalar_t>(go, f, m, grad_features, grad_masks, d); });
