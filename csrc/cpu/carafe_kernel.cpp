@@ -1,18 +1,28 @@
 // CPU kernels of carafe::carafe and carafe::carafe_backward.
 //
 // Layout: NCHW throughout (inputs are made contiguous; outputs are contiguous
-// NCHW). Work is split with at::parallel_for over rows. All three results
-// (output, grad_masks, grad_features) reduce to one micro-kernel,
-// pair_sum_row: out[q] = sum_i a_i[q] * b_i[q] over a list of row pairs,
-// computed 32 columns at a time in registers. The rows are made contiguous
-// and unshifted by small per-thread row buffers:
+// NCHW). Work is split with at::parallel_for over rows; every element is
+// summed in a fixed order by one thread (no atomics), so results do not depend
+// on the thread count.
+//
+// float32 on x86-64 with AVX2 or AVX-512, scale 1 or 2 (the FPN case): the
+// "window" kernels. Output pixels (s*i + t, s*j + u) share the input window
+// around (i, j); vectorised over input columns j, one feature (forward,
+// grad_masks) or grad_output (grad_features) vector load feeds all s*s of
+// them, and mask vectors are shared by a block of channels. One function per
+// ISA and block size, chosen at run time (cpu_has_v4/v3); AVX-512 and AVX2
+// compute each element with the same operations in the same order.
+//
+// Everything else (other dtypes and scales, narrow rows, CPUs without AVX2)
+// reduces to one micro-kernel, pair_sum_row: out[q] = sum_i a_i[q] * b_i[q]
+// over a list of row pairs, computed 32 columns at a time in registers, on
+// rows made contiguous and unshifted by small per-thread row buffers:
 // - U: a feature row, zero-padded and nearest-upsampled, so that tap kx of
 //   output column q reads U[q + s*kx] (fill_upsampled_row);
 // - for grad_features, zero-padded copies of mask and grad_output rows.
-// No k*k-expanded buffer is ever built; the forward allocates only its output.
-// Taps outside the input are skipped on all four sides (mmcv's rule): rows by
-// leaving them out of the pair sums, columns by recomputing (forward) or
-// zeroing (grad_masks) the few edge columns the zero padding reached.
+// No k*k-expanded buffer is ever built.
+// Taps outside the input are skipped on all four sides (mmcv's rule), so a
+// non-finite weight there never reaches a result.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -22,7 +32,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -259,22 +268,31 @@ inline int64_t block_start(int64_t jb, int64_t L, int64_t W) { return std::min(j
 
 struct WindowArgs {
   float* const* out;   // [CB * S] output rows (n, c, s*i + t, :), c in the block, t < S
-  const float* masks;  // WindowMasks::data: [W blocks][taps][S*S][L]
-  const float* feats;  // padded rows [CB][rows][Wp], r zeros each side
-  int64_t rows, k, W, Wp;  // rows: window rows inside the input; taps = rows * k
+  const float* masks;  // [W blocks][taps][S*S][L], taps = rows * k
+  const float* plane;  // features (n, first channel of the block, first window row, 0)
+  int64_t plane_stride;  // between channels of features (H*W)
+  const float* edges;  // [CB][rows][Wp]: padded rows, r zeros each side; only the
+                       // columns of blocks that reach past the input are filled
+  int64_t rows, k, W, Wp;  // rows: window rows inside the input
 };
 
 // out[c][t][S*j + u] = sum_{taps} masks[tap][t*S + u][j] * feats[c][ky][j + kx]
 template <typename V, int CB, int S>
 inline __attribute__((always_inline)) void window_forward_body(const WindowArgs& a) {
   constexpr int64_t L = lanes<V>;
-  const int64_t blocks = (a.W + L - 1) / L, taps = a.rows * a.k, cstride = a.rows * a.Wp;
+  const int64_t blocks = (a.W + L - 1) / L, r = (a.Wp - a.W) / 2;
   const float* mp = a.masks;
   for (int64_t jb = 0; jb < blocks; ++jb) {
     const int64_t base = block_start(jb, L, a.W);
+    // Columns base - r .. base + L - 1 + r are read: from the features
+    // themselves where that is inside the row, else from the padded copies.
+    const bool inside = base >= r && base + L + r <= a.W;
+    const float* fbase = inside ? a.plane + base - r : a.edges + base;
+    const int64_t cstride = inside ? a.plane_stride : a.rows * a.Wp;
+    const int64_t rstride = inside ? a.W : a.Wp;
     V acc[CB][S * S] = {};
     for (int64_t ky = 0; ky < a.rows; ++ky) {
-      const float* frow = a.feats + ky * a.Wp + base;
+      const float* frow = fbase + ky * rstride;
       for (int64_t kx = 0; kx < a.k; ++kx, mp += S * S * L) {
         V mv[S * S];
 #pragma GCC unroll 16
@@ -287,7 +305,6 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
         }
       }
     }
-    (void)taps;
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) {
 #pragma GCC unroll 4
@@ -476,6 +493,124 @@ WindowGradMaskKernel window_grad_mask_kernel(int64_t k, int64_t s, int64_t W) {
   return {};
 }
 
+// ---- float32 grad_features: products per window, then shifted row sums ----
+// grad_features[n, c, y, x] = sum_{ky, kx} P[c][ky, kx][i = y - ky + r][j = x - kx + r],
+// P[c][tap][i][j] = sum_{t, u < s} masks[tap][s*i + t][s*j + u] * grad_out[c][s*i + t][s*j + u].
+// P is the forward's structure again: per window (i, j), vectorised over j,
+// the s*s grad_output vectors of a channel (deinterleaved by u in registers)
+// are loaded once for all k*k taps, and each tap's s*s mask vectors once for
+// a block of CB channels. Then each row of grad_features adds up k*k shifted
+// P rows (zero-padded by r: a tap outside the input adds nothing, and a
+// non-finite weight there is never read). No fold of s upsampled columns,
+// no padded copies of grad_output rows.
+struct WindowGradFeatArgs {
+  const float* const* go;  // [CB] grad_output rows (n, c, s*i, :)
+  const float* masks;      // masks (n, g*k*k, s*i, :)
+  int64_t plane;           // Ho*Wo: between mask channels (taps)
+  int64_t Wo;              // between output rows t
+  float* const* P;         // [CB] P[tap][Wpp] rows, values at [r, r + W)
+  int64_t tap_lo, tap_hi;  // the taps whose window row is inside the input
+  int64_t W, Wpp, r;
+  float* const* rows;      // [CB] rows of grad_features, to gain sum_tap P[tap][x - kx + r]
+                           // (kx = tap - tap_lo; the taps are those of one window row)
+};
+
+template <typename V, int CB, int S>
+inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGradFeatArgs& a) {
+  constexpr int64_t L = lanes<V>;
+  const int64_t blocks = (a.W + L - 1) / L;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int64_t base = block_start(jb, L, a.W);
+    V G[CB][S][S];
+#pragma GCC unroll 16
+    for (int c = 0; c < CB; ++c) {
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        const float* p = a.go[c] + t * a.Wo + S * base;
+        if constexpr (S == 2) {
+          deinterleave(loadv<V>(p), loadv<V>(p + L), G[c][t][0], G[c][t][1]);
+        } else {
+          G[c][t][0] = loadv<V>(p);
+        }
+      }
+    }
+    const float* mp = a.masks + a.tap_lo * a.plane + S * base;
+    for (int64_t tap = a.tap_lo; tap < a.tap_hi; ++tap, mp += a.plane) {
+      V M[S][S];
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        if constexpr (S == 2) {
+          deinterleave(loadv<V>(mp + t * a.Wo), loadv<V>(mp + t * a.Wo + L), M[t][0], M[t][1]);
+        } else {
+          M[t][0] = loadv<V>(mp + t * a.Wo);
+        }
+      }
+#pragma GCC unroll 16
+      for (int c = 0; c < CB; ++c) {
+        V sum = M[0][0] * G[c][0][0];
+#pragma GCC unroll 16
+        for (int tu = 1; tu < S * S; ++tu) sum += M[tu / S][tu % S] * G[c][tu / S][tu % S];
+        storev(a.P[c] + tap * a.Wpp + a.r + base, sum);
+      }
+    }
+  }
+  // rows[c][x] += sum_kx P[c][tap_lo + kx][x - kx + r], padded P: one pass per row
+  const int64_t taps = a.tap_hi - a.tap_lo;
+#pragma GCC unroll 16
+  for (int c = 0; c < CB; ++c) {
+    float* row = a.rows[c];
+    const float* p0 = a.P[c] + a.tap_lo * a.Wpp + 2 * a.r;
+    int64_t x = 0;
+    for (; x + L <= a.W; x += L) {
+      V sum = loadv<V>(row + x);
+      for (int64_t kx = 0; kx < taps; ++kx) sum += loadv<V>(p0 + kx * (a.Wpp - 1) + x);
+      storev(row + x, sum);
+    }
+    for (; x < a.W; ++x) {
+      float sum = row[x];
+      for (int64_t kx = 0; kx < taps; ++kx) sum += p0[kx * (a.Wpp - 1) + x];
+      row[x] = sum;
+    }
+  }
+}
+
+using WindowGradFeatFn = void (*)(const WindowGradFeatArgs&);
+#define CARAFE_WINDOW_GF_FN(name, isa, V, CB, S) \
+  __attribute__((target(isa))) void name(const WindowGradFeatArgs& a) { \
+    window_grad_feat_body<V, CB, S>(a);                                 \
+  }
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+CARAFE_WINDOW_GF_FN(window_gf_v4_c4_s2, "arch=x86-64-v4", v16f, 4, 2)
+CARAFE_WINDOW_GF_FN(window_gf_v4_c1_s2, "arch=x86-64-v4", v16f, 1, 2)
+CARAFE_WINDOW_GF_FN(window_gf_v4_c8_s1, "arch=x86-64-v4", v16f, 8, 1)
+CARAFE_WINDOW_GF_FN(window_gf_v4_c1_s1, "arch=x86-64-v4", v16f, 1, 1)
+CARAFE_WINDOW_GF_FN(window_gf_v3_c2_s2, "arch=x86-64-v3", v8f, 2, 2)
+CARAFE_WINDOW_GF_FN(window_gf_v3_c1_s2, "arch=x86-64-v3", v8f, 1, 2)
+CARAFE_WINDOW_GF_FN(window_gf_v3_c4_s1, "arch=x86-64-v3", v8f, 4, 1)
+CARAFE_WINDOW_GF_FN(window_gf_v3_c1_s1, "arch=x86-64-v3", v8f, 1, 1)
+#endif
+#undef CARAFE_WINDOW_GF_FN
+
+struct WindowGradFeatKernels {
+  int64_t L = 0, CB = 0;
+  WindowGradFeatFn block = nullptr, single = nullptr;
+};
+WindowGradFeatKernels window_grad_feat_kernels(int64_t s, int64_t W) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (cpu_has_v4() && W >= 16) {
+    if (s == 2) return {16, 4, window_gf_v4_c4_s2, window_gf_v4_c1_s2};
+    if (s == 1) return {16, 8, window_gf_v4_c8_s1, window_gf_v4_c1_s1};
+  }
+  if (cpu_has_v3() && W >= 8) {
+    if (s == 2) return {8, 2, window_gf_v3_c2_s2, window_gf_v3_c1_s2};
+    if (s == 1) return {8, 4, window_gf_v3_c4_s1, window_gf_v3_c1_s1};
+  }
+#endif
+  (void)s;
+  (void)W;
+  return {};
+}
+
 // Sums into an accumulator row, then stores in the tensor's dtype; for
 // float32 (and float64) the accumulator is the destination itself.
 template <typename scalar_t, typename acc_t, typename A, typename Bt>
@@ -648,6 +783,30 @@ void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
   });
 }
 
+// One mask row (tap, output row s*i + t) in the window kernel's order:
+// dst[jb * block_stride + u * L + l] = src[S * j + u] for j = block_start(jb) + l,
+// zero where j is outside [jlo, jhi) (the tap reads outside the input there).
+template <int S>
+void lay_out_mask_row(const float* __restrict__ src, float* __restrict__ dst,
+                      int64_t block_stride, int64_t L, int64_t W, int64_t jlo, int64_t jhi) {
+  const int64_t blocks = (W + L - 1) / L;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int64_t base = block_start(jb, L, W);
+    float* d = dst + jb * block_stride;
+    const float* sp = src + S * base;
+    for (int u = 0; u < S; ++u) {
+      for (int64_t l = 0; l < L; ++l) d[u * L + l] = sp[S * l + u];
+    }
+    if (base < jlo || base + L > jhi) {
+      for (int u = 0; u < S; ++u) {
+        for (int64_t l = 0; l < L; ++l) {
+          if (base + l < jlo || base + l >= jhi) d[u * L + l] = 0.f;
+        }
+      }
+    }
+  }
+}
+
 // float32 forward with the window kernels (see window_forward_body). Items
 // (n, i, g, block), block fastest: consecutive items of a thread share the
 // laid-out mask rows of (n, i, g), which are built once for them. A group
@@ -662,7 +821,9 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
   const int64_t Wp = W + 2 * r, jblocks = (W + L - 1) / L, cblocks = (d.cpg + CB - 1) / CB;
   at::parallel_for(0, d.N * d.H * d.G * cblocks, grain_for(d.kk * S * d.Wo * CB),
                    [&](int64_t b, int64_t e) {
-    std::vector<float> M(jblocks * d.kk * S * S * L), F(CB * k * Wp);
+    // M 64-byte aligned: the kernel's mask loads are then whole cache lines
+    std::vector<float> Mbuf(jblocks * d.kk * S * S * L + 16), F(CB * k * Wp);
+    float* const M = Mbuf.data() + ((64 - reinterpret_cast<uintptr_t>(Mbuf.data()) % 64) % 64) / 4;
     std::vector<float*> dst(CB * S);
     int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
     for (int64_t item = b; item < e; ++item) {
@@ -679,15 +840,12 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
             const int64_t jlo = std::max<int64_t>(0, r - kx), jhi = std::min(W, W + r - kx);
             for (int64_t t = 0; t < S; ++t) {
               const float* src = m + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
-              for (int64_t jb = 0; jb < jblocks; ++jb) {
-                const int64_t base = block_start(jb, L, W);
-                float* dst0 = M.data() + ((jb * taps + tap) * S * S + t * S) * L;
-                for (int64_t u = 0; u < S; ++u) {
-                  for (int64_t l = 0; l < L; ++l) {
-                    const int64_t j = base + l;
-                    dst0[u * L + l] = (j >= jlo && j < jhi) ? src[j * S + u] : 0.f;
-                  }
-                }
+              float* dst = M + (tap * S * S + t * S) * L;
+              const int64_t block_stride = taps * S * S * L;
+              if (S == 2) {
+                lay_out_mask_row<2>(src, dst, block_stride, L, W, jlo, jhi);
+              } else {
+                lay_out_mask_row<1>(src, dst, block_stride, L, W, jlo, jhi);
               }
             }
           }
@@ -696,25 +854,37 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
       }
       const int64_t c0 = g * d.cpg + blk * CB;
       const int64_t count = std::min(CB, (g + 1) * d.cpg - c0);
+      // padded columns read by the blocks that reach past the input: the
+      // first block's and the last two's when r < L, else all
+      const int64_t left_end = r < L ? std::min(Wp, L + 2 * r) : Wp;
+      const int64_t right_begin = std::max(left_end, Wp - 2 * L - 2 * r);
       for (int64_t cc = 0; cc < count; ++cc) {
         const float* plane = f + (n * d.C + c0 + cc) * d.H * W;
         for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
           float* row = F.data() + (cc * rows + ky - ky_lo) * Wp;
           const float* src = plane + (i + ky - r) * W;
-          std::fill(row, row + r, 0.f);
-          std::copy(src, src + W, row + r);
-          std::fill(row + r + W, row + Wp, 0.f);
+          // padded columns [lo, hi): input column x = lo - r .. hi - r - 1, zero outside
+          auto fill = [&](int64_t lo, int64_t hi) {
+            const int64_t x0 = std::max<int64_t>(lo - r, 0), x1 = std::min(hi - r, W);
+            std::fill(row + lo, row + std::max(lo, x0 + r), 0.f);
+            if (x1 > x0) std::copy(src + x0, src + x1, row + x0 + r);
+            std::fill(row + std::min(hi, std::max(lo, x1 + r)), row + hi, 0.f);
+          };
+          fill(0, left_end);
+          fill(right_begin, Wp);
         }
         for (int64_t t = 0; t < S; ++t) {
           dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
         }
       }
+      const float* plane = f + ((n * d.C + c0) * d.H + i + ky_lo - r) * W;
+      const int64_t HW = d.H * W;
       if (count == CB) {
-        wk.block(WindowArgs{dst.data(), M.data(), F.data(), rows, k, W, Wp});
+        wk.block(WindowArgs{dst.data(), M, plane, HW, F.data(), rows, k, W, Wp});
       } else {
         for (int64_t cc = 0; cc < count; ++cc) {
-          wk.single(WindowArgs{dst.data() + cc * S, M.data(), F.data() + cc * rows * Wp, rows, k,
-                               W, Wp});
+          wk.single(WindowArgs{dst.data() + cc * S, M, plane + cc * HW, HW,
+                               F.data() + cc * rows * Wp, rows, k, W, Wp});
         }
       }
     }
@@ -726,7 +896,7 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
                   const Dims& d) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     const WindowKernels wk = window_kernels(d.s, d.W);
-    if (wk.block && !std::getenv("CARAFE_OLD_FWD")) return forward_window_float(features, masks, output, d, wk);
+    if (wk.block) return forward_window_float(features, masks, output, d, wk);
     return forward_blocked_float(features, masks, output, d);
   }
   using acc_t = at::opmath_type<scalar_t>;
@@ -823,6 +993,60 @@ void grad_masks_window_float(const float* go, const float* f, float* gm, const D
   });
 }
 
+// float32 grad_features with the window kernels. Item (n, g, y) writes row y
+// of the group's channels, one window row ky at a time: the k taps (ky, *)
+// of input row i = y - ky + r contribute to row y only, so each P value is
+// computed once, the item's mask rows stay in cache for all its channels,
+// rows are owned by one item (no race, no atomics), and each element adds
+// its terms in a fixed order (ky, then kx).
+void grad_features_window_float(const float* go, const float* m, float* gf, const Dims& d,
+                                const WindowGradFeatKernels& wk) {
+  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wpp = W + 2 * r;
+  const int64_t CB = wk.CB, HoWo = d.Ho * d.Wo;
+  // Channel chunks of 8 blocks, rows y fastest: the grad_output rows of a
+  // chunk that k consecutive rows y read stay in cache between them.
+  const int64_t chunk = 8 * CB, chunks = (d.cpg + chunk - 1) / chunk;
+  at::parallel_for(0, d.N * d.G * chunks * d.H, grain_for(d.kk * S * S * W * chunk),
+                   [&](int64_t b, int64_t e) {
+    std::vector<float> Pbuf(CB * k * Wpp, 0.f);  // pads stay zero: P is written at [r, r+W)
+    std::vector<float*> P(CB);
+    std::vector<const float*> go_rows(CB);
+    std::vector<float*> rows(CB);
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t y = item % d.H, ch = (item / d.H) % chunks;
+      const int64_t g = (item / (d.H * chunks)) % d.G, n = item / (d.H * chunks * d.G);
+      const int64_t c_begin = g * d.cpg + ch * chunk, c_end = std::min(c_begin + chunk, (g + 1) * d.cpg);
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        float* row = gf + ((n * d.C + c) * d.H + y) * W;
+        std::fill(row, row + W, 0.f);
+      }
+      for (int64_t ky = 0; ky < k; ++ky) {
+        const int64_t i = center_reading(y, ky, k);
+        if (!in_bounds(i, d.H)) continue;
+        // masks (n, g*k*k + ky*k, s*i, :): P's tap index is kx alone
+        const float* m0 = m + ((n * d.mC + g * d.kk + ky * k) * d.Ho + S * i) * d.Wo;
+        for (int64_t c0 = c_begin; c0 < c_end; c0 += CB) {
+          const int64_t count = std::min(CB, c_end - c0);
+          for (int64_t cc = 0; cc < count; ++cc) {
+            go_rows[cc] = go + ((n * d.C + c0 + cc) * d.Ho + S * i) * d.Wo;
+            P[cc] = Pbuf.data() + cc * k * Wpp;
+            rows[cc] = gf + ((n * d.C + c0 + cc) * d.H + y) * W;
+          }
+          if (count == CB) {
+            wk.block(WindowGradFeatArgs{go_rows.data(), m0, HoWo, d.Wo, P.data(), 0, k, W, Wpp, r,
+                                        rows.data()});
+          } else {
+            for (int64_t cc = 0; cc < count; ++cc) {
+              wk.single(WindowGradFeatArgs{go_rows.data() + cc, m0, HoWo, d.Wo, P.data() + cc, 0,
+                                           k, W, Wpp, r, rows.data() + cc});
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename scalar_t>
 void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
                    const at::Tensor& masks, at::Tensor& grad_features, at::Tensor& grad_masks,
@@ -839,7 +1063,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   bool masks_done = false;
   if constexpr (std::is_same_v<scalar_t, float>) {
     const WindowGradMaskKernel wk = window_grad_mask_kernel(d.k, d.s, d.W);
-    if (wk.fn && !std::getenv("CARAFE_OLD_GM")) {
+    if (wk.fn) {
       grad_masks_window_float(go, f, gm, d, wk);
       masks_done = true;
     }
@@ -919,6 +1143,10 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // With float accumulators (float32, float16, bfloat16 tensors), blocks of
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const WindowGradFeatKernels wk = window_grad_feat_kernels(d.s, d.W);
+    if (wk.block) return grad_features_window_float(go, m, gf, d, wk);
+  }
   constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
   at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * d.s * Wo * cpg),
                    [&](int64_t b, int64_t e) {
