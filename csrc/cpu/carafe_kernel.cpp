@@ -402,6 +402,8 @@ inline __attribute__((always_inline)) void deinterleave(v16f a, v16f b, v16f& ev
   odd = __builtin_shuffle(a, b, v16i{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
 }
 
+constexpr int64_t kGradMaskPrefetch = 4;  // channels ahead
+
 template <typename V, int K, int S>
 inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGradMaskArgs& a) {
   constexpr int64_t L = lanes<V>;
@@ -417,6 +419,11 @@ inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGr
       V g[S][S];
 #pragma GCC unroll 4
       for (int t = 0; t < S; ++t) {
+        // channels are a plane apart, beyond the hardware prefetchers' reach
+        __builtin_prefetch(go[t] + kGradMaskPrefetch * a.go_stride);
+        if constexpr (S * L * sizeof(float) > 64) {
+          __builtin_prefetch(go[t] + kGradMaskPrefetch * a.go_stride + 16);
+        }
         if constexpr (S == 2) {
           deinterleave(loadv<V>(go[t]), loadv<V>(go[t] + L), g[t][0], g[t][1]);
         } else {
@@ -506,11 +513,12 @@ WindowGradMaskKernel window_grad_mask_kernel(int64_t k, int64_t s, int64_t W) {
 struct WindowGradFeatArgs {
   const float* const* go;  // [CB] grad_output rows (n, c, s*i, :)
   const float* masks;      // masks (n, g*k*k, s*i, :)
-  int64_t plane;           // Ho*Wo: between mask channels (taps)
+  int64_t plane;           // Ho*Wo: between mask channels (taps) and grad_output channels
   int64_t Wo;              // between output rows t
   float* const* P;         // [CB] P[tap][Wpp] rows, values at [r, r + W)
   int64_t tap_lo, tap_hi;  // the taps whose window row is inside the input
   int64_t W, Wpp, r;
+  int64_t off;             // P[tap][j] is at tap*Wpp + off + j (off >= r; zeros around)
   float* const* rows;      // [CB] rows of grad_features, to gain sum_tap P[tap][x - kx + r]
                            // (kx = tap - tap_lo; the taps are those of one window row)
 };
@@ -519,14 +527,30 @@ template <typename V, int CB, int S>
 inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGradFeatArgs& a) {
   constexpr int64_t L = lanes<V>;
   const int64_t blocks = (a.W + L - 1) / L;
+  // Locals, not a.*: the stores to P could alias the argument struct as far
+  // as the compiler knows, and it would reload every field after each one.
+  const int64_t Wo = a.Wo, plane = a.plane, Wpp = a.Wpp, r = a.r, W = a.W, off = a.off;
+  const int64_t tap_lo = a.tap_lo, tap_hi = a.tap_hi;
+  float* P[CB];
+  const float* gor[CB];
+#pragma GCC unroll 16
+  for (int c = 0; c < CB; ++c) {
+    P[c] = a.P[c] + off;
+    gor[c] = a.go[c];
+  }
   for (int64_t jb = 0; jb < blocks; ++jb) {
-    const int64_t base = block_start(jb, L, a.W);
+    const int64_t base = block_start(jb, L, W);
     V G[CB][S][S];
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) {
 #pragma GCC unroll 4
       for (int t = 0; t < S; ++t) {
-        const float* p = a.go[c] + t * a.Wo + S * base;
+        const float* p = gor[c] + t * Wo + S * base;
+        // the same columns of the next channel block (the caller's next
+        // call): rows a plane apart, which the hardware prefetchers miss
+        const float* next = p + CB * plane;
+#pragma GCC unroll 4
+        for (int64_t line = 0; line < S * L; line += 16) __builtin_prefetch(next + line);
         if constexpr (S == 2) {
           deinterleave(loadv<V>(p), loadv<V>(p + L), G[c][t][0], G[c][t][1]);
         } else {
@@ -534,15 +558,15 @@ inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGra
         }
       }
     }
-    const float* mp = a.masks + a.tap_lo * a.plane + S * base;
-    for (int64_t tap = a.tap_lo; tap < a.tap_hi; ++tap, mp += a.plane) {
+    const float* mp = a.masks + tap_lo * plane + S * base;
+    for (int64_t tap = tap_lo; tap < tap_hi; ++tap, mp += plane) {
       V M[S][S];
 #pragma GCC unroll 4
       for (int t = 0; t < S; ++t) {
         if constexpr (S == 2) {
-          deinterleave(loadv<V>(mp + t * a.Wo), loadv<V>(mp + t * a.Wo + L), M[t][0], M[t][1]);
+          deinterleave(loadv<V>(mp + t * Wo), loadv<V>(mp + t * Wo + L), M[t][0], M[t][1]);
         } else {
-          M[t][0] = loadv<V>(mp + t * a.Wo);
+          M[t][0] = loadv<V>(mp + t * Wo);
         }
       }
 #pragma GCC unroll 16
@@ -550,25 +574,41 @@ inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGra
         V sum = M[0][0] * G[c][0][0];
 #pragma GCC unroll 16
         for (int tu = 1; tu < S * S; ++tu) sum += M[tu / S][tu % S] * G[c][tu / S][tu % S];
-        storev(a.P[c] + tap * a.Wpp + a.r + base, sum);
+        storev(P[c] + tap * Wpp + base, sum);
       }
     }
   }
   // rows[c][x] += sum_kx P[c][tap_lo + kx][x - kx + r], padded P: one pass per row
-  const int64_t taps = a.tap_hi - a.tap_lo;
+  const int64_t taps = tap_hi - tap_lo;
 #pragma GCC unroll 16
   for (int c = 0; c < CB; ++c) {
     float* row = a.rows[c];
-    const float* p0 = a.P[c] + a.tap_lo * a.Wpp + 2 * a.r;
+    const float* p0 = P[c] + tap_lo * Wpp + r;
     int64_t x = 0;
-    for (; x + L <= a.W; x += L) {
+    // four vectors at a time: four independent add chains
+    for (; x + 4 * L <= W; x += 4 * L) {
+      V s0 = loadv<V>(row + x), s1 = loadv<V>(row + x + L);
+      V s2 = loadv<V>(row + x + 2 * L), s3 = loadv<V>(row + x + 3 * L);
+      for (int64_t kx = 0; kx < taps; ++kx) {
+        const float* q = p0 + kx * (Wpp - 1) + x;
+        s0 += loadv<V>(q);
+        s1 += loadv<V>(q + L);
+        s2 += loadv<V>(q + 2 * L);
+        s3 += loadv<V>(q + 3 * L);
+      }
+      storev(row + x, s0);
+      storev(row + x + L, s1);
+      storev(row + x + 2 * L, s2);
+      storev(row + x + 3 * L, s3);
+    }
+    for (; x + L <= W; x += L) {
       V sum = loadv<V>(row + x);
-      for (int64_t kx = 0; kx < taps; ++kx) sum += loadv<V>(p0 + kx * (a.Wpp - 1) + x);
+      for (int64_t kx = 0; kx < taps; ++kx) sum += loadv<V>(p0 + kx * (Wpp - 1) + x);
       storev(row + x, sum);
     }
-    for (; x < a.W; ++x) {
+    for (; x < W; ++x) {
       float sum = row[x];
-      for (int64_t kx = 0; kx < taps; ++kx) sum += p0[kx * (a.Wpp - 1) + x];
+      for (int64_t kx = 0; kx < taps; ++kx) sum += p0[kx * (Wpp - 1) + x];
       row[x] = sum;
     }
   }
@@ -1001,14 +1041,18 @@ void grad_masks_window_float(const float* go, const float* f, float* gm, const D
 // its terms in a fixed order (ky, then kx).
 void grad_features_window_float(const float* go, const float* m, float* gf, const Dims& d,
                                 const WindowGradFeatKernels& wk) {
-  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wpp = W + 2 * r;
+  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k);
+  // P rows: values at [off, off + W), zeros around; off and the row length
+  // multiples of 16 floats, so that the kernel's stores are whole cache lines
+  const int64_t off = (r + 15) / 16 * 16, Wpp = (off + W + r + 15) / 16 * 16;
   const int64_t CB = wk.CB, HoWo = d.Ho * d.Wo;
   // Channel chunks of 8 blocks, rows y fastest: the grad_output rows of a
   // chunk that k consecutive rows y read stay in cache between them.
   const int64_t chunk = 8 * CB, chunks = (d.cpg + chunk - 1) / chunk;
   at::parallel_for(0, d.N * d.G * chunks * d.H, grain_for(d.kk * S * S * W * chunk),
                    [&](int64_t b, int64_t e) {
-    std::vector<float> Pbuf(CB * k * Wpp, 0.f);  // pads stay zero: P is written at [r, r+W)
+    std::vector<float> Pstore(CB * k * Wpp + 16, 0.f);  // pads stay zero: P is written at [off, off+W)
+    float* const Pbuf = Pstore.data() + ((64 - reinterpret_cast<uintptr_t>(Pstore.data()) % 64) % 64) / 4;
     std::vector<float*> P(CB);
     std::vector<const float*> go_rows(CB);
     std::vector<float*> rows(CB);
@@ -1029,16 +1073,16 @@ void grad_features_window_float(const float* go, const float* m, float* gf, cons
           const int64_t count = std::min(CB, c_end - c0);
           for (int64_t cc = 0; cc < count; ++cc) {
             go_rows[cc] = go + ((n * d.C + c0 + cc) * d.Ho + S * i) * d.Wo;
-            P[cc] = Pbuf.data() + cc * k * Wpp;
+            P[cc] = Pbuf + cc * k * Wpp;
             rows[cc] = gf + ((n * d.C + c0 + cc) * d.H + y) * W;
           }
           if (count == CB) {
             wk.block(WindowGradFeatArgs{go_rows.data(), m0, HoWo, d.Wo, P.data(), 0, k, W, Wpp, r,
-                                        rows.data()});
+                                        off, rows.data()});
           } else {
             for (int64_t cc = 0; cc < count; ++cc) {
               wk.single(WindowGradFeatArgs{go_rows.data() + cc, m0, HoWo, d.Wo, P.data() + cc, 0,
-                                           k, W, Wpp, r, rows.data() + cc});
+                                           k, W, Wpp, r, off, rows.data() + cc});
             }
           }
         }
