@@ -235,13 +235,21 @@ def main(argv=None):
     sizes = QUICK_SIZES if args.quick else SIZES
     print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
           f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
+    # The roofline is measured before and after the timings and the higher
+    # rate is used: on a shared machine a dip during one measurement would
+    # otherwise inflate carafe's share (seen here: 148 vs 224-242 GFLOP/s
+    # minutes apart on the same 2-core VM).
+    before = sgemm_gflops(args.device)
     rows = run(args.device, sizes, args.repeat)
-    gflops = sgemm_gflops(args.device)
+    after = sgemm_gflops(args.device)
+    gflops = max(before, after)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
-              "sgemm_gflops": gflops, "roofline": roofline(rows, sizes, gflops),
+              "sgemm_gflops": gflops, "sgemm_gflops_before_after": [before, after],
+              "roofline": roofline(rows, sizes, gflops),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    print(f"\nRoofline: float32 matrix multiply at {gflops:.1f} GFLOP/s on this run's threads; "
+    print(f"\nRoofline: float32 matrix multiply at {gflops:.1f} GFLOP/s on this run's threads "
+          f"(the higher of {before:.1f} before and {after:.1f} after the timings); "
           "carafe's useful FLOP rate as a share of it:")
     for size, r in result["roofline"].items():
         print(f"  {size:>14}: forward {r['forward_pct_of_sgemm']:5.1f}%, forward+backward "

@@ -53,8 +53,11 @@ def render(runs):
                          f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |")
         if data.get("roofline"):
             parts.append("")
+            samples = data.get("sgemm_gflops_before_after")
+            measured = (f" (the higher of {samples[0]:.0f} before and {samples[1]:.0f} after "
+                        "the timings)") if samples else ""
             parts.append(f"Roofline of this run: float32 matrix multiply at "
-                         f"{data['sgemm_gflops']:.1f} GFLOP/s; carafe's useful FLOP rate (2k² "
+                         f"{data['sgemm_gflops']:.1f} GFLOP/s{measured}; carafe's useful FLOP rate (2k² "
                          "per output element, 3x that forward+backward) is "
                          + "; ".join(f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
                                      f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
