@@ -303,6 +303,25 @@ def test_resume_after_interruption(tmp_path):
         sum(s["seconds"] for s in summary["sessions"]), abs=0.2)
 
 
+def test_resume_finds_the_newest_checkpoint_when_last_checkpoint_names_a_removed_one(tmp_path,
+                                                                                     capsys):
+    """A run killed after mmengine removed its oldest checkpoint but before it
+    rewrote last_checkpoint (this happened to test_resume_after_interruption
+    once the kernels got faster) resumes from the newest checkpoint left."""
+    from carafe_lab.experiments.launcher import resume_checkpoint
+    for name in ("epoch_2.pth", "epoch_10.pth", "iter_99.pth", "epoch_x.pth", "best_epoch_20.pth"):
+        (tmp_path / name).write_bytes(b"")
+    named = str(tmp_path / "epoch_1.pth")
+    assert resume_checkpoint(tmp_path, named) == str(tmp_path / "epoch_10.pth")
+    assert "no longer exists" in capsys.readouterr().err
+    assert resume_checkpoint(tmp_path, str(tmp_path / "iter_5.pth")) == str(tmp_path / "iter_99.pth")
+    # the file it names is used when it is there; nothing to fall back on: unchanged
+    assert resume_checkpoint(tmp_path, str(tmp_path / "epoch_2.pth")) == str(tmp_path / "epoch_2.pth")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resume_checkpoint(empty, str(empty / "epoch_1.pth")) == str(empty / "epoch_1.pth")
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     config = str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py")

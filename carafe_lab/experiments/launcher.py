@@ -13,6 +13,7 @@ name>/<timestamp>/``, never into the run it reads. Only ``resume`` writes into
 an existing run. Checkpoints are loaded as data (see checkpoints.py).
 """
 
+import sys
 from pathlib import Path
 
 from .. import paths
@@ -137,6 +138,33 @@ def latest_work_dir(config):
     return runs[-1].parent if runs else None
 
 
+def resume_checkpoint(folder, named):
+    """The checkpoint to resume the run in folder from: named (what its
+    last_checkpoint file says) if that file exists, else the newest
+    epoch_N.pth / iter_N.pth in folder. mmengine's CheckpointHook saves the
+    new checkpoint, removes the oldest one kept, then rewrites last_checkpoint:
+    a run killed between the last two steps names a file that is gone, while
+    a newer one is complete beside it. With none, named is returned (and the
+    caller's read reports it missing)."""
+    if Path(named).is_file():
+        return named
+    found = []
+    for path in Path(folder).glob("*_*.pth"):
+        kind, _, number = path.stem.partition("_")
+        if kind in ("epoch", "iter") and number.isdigit():
+            found.append((kind == "iter", int(number), path))
+    if not found:
+        return named
+    # one run saves either by epoch or by iteration; prefer the newest of the kind named
+    kind_named = Path(named).stem.partition("_")[0]
+    same_kind = [f for f in found if (f[0] and kind_named == "iter") or
+                 (not f[0] and kind_named == "epoch")] or found
+    newest = max(same_kind)[2]
+    print(f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
+          f"resuming from {newest}, the newest checkpoint in the run", file=sys.stderr)
+    return str(newest)
+
+
 def _is_main_rank():
     import os
     return int(os.environ.get("RANK", "0")) == 0
@@ -215,25 +243,26 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
                         f"experiments/runs/{Path(config).stem}/ (no run with a checkpoint)"
                     raise LaunchError(f"resume: no checkpoint to resume from in {where}; "
                                       "expected a last_checkpoint file written by a run")
+                checkpoint = resume_checkpoint(folder, pointer.read_text().strip())
                 # read it now: a bad checkpoint must fail before anything is written
-                check_readable(pointer.read_text().strip())
-                return folder, False
+                check_readable(checkpoint)
+                return folder, False, checkpoint
             if cfg.get("load_from"):  # a readable local checkpoint, checked now
                 check_readable(cfg.load_from)
             if work_dir is None:
-                return new_work_dir(config), True
+                return new_work_dir(config), True, None
             folder = Path(work_dir)
             if folder.exists() and not is_empty(folder):
                 raise LaunchError(f"work_dir: {folder} already holds files; pass --resume to "
                                   "continue the run there, or give a new folder")
             created = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
-            return folder, created
+            return folder, created, None
 
-    folder, created = _agree(launcher, cfg, choose)
+    folder, created, checkpoint = _agree(launcher, cfg, choose)
     if resume:
         cfg.resume = True
-        cfg.load_from = None
+        cfg.load_from = checkpoint  # mmengine resumes from load_from when resume is set
     _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train())
     return folder
 
