@@ -319,26 +319,6 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
   }
 }
 
-// One function per (ISA, vector, block, scale): target_clones cannot choose
-// the block size, and the AVX-512 build has 32 registers (CB*S*S + S*S + 1 in
-// use) where AVX2 has 16.
-using WindowFn = void (*)(const WindowArgs&);
-#define CARAFE_WINDOW_FN(name, isa, V, CB, S) \
-  __attribute__((target(isa))) void name(const WindowArgs& a) { \
-    window_forward_body<V, CB, S>(a);                              \
-  }
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-CARAFE_WINDOW_FN(window_v4_c4_s2, "arch=x86-64-v4", v16f, 4, 2)
-CARAFE_WINDOW_FN(window_v4_c1_s2, "arch=x86-64-v4", v16f, 1, 2)
-CARAFE_WINDOW_FN(window_v4_c8_s1, "arch=x86-64-v4", v16f, 8, 1)
-CARAFE_WINDOW_FN(window_v4_c1_s1, "arch=x86-64-v4", v16f, 1, 1)
-CARAFE_WINDOW_FN(window_v3_c2_s2, "arch=x86-64-v3", v8f, 2, 2)
-CARAFE_WINDOW_FN(window_v3_c1_s2, "arch=x86-64-v3", v8f, 1, 2)
-CARAFE_WINDOW_FN(window_v3_c4_s1, "arch=x86-64-v3", v8f, 4, 1)
-CARAFE_WINDOW_FN(window_v3_c1_s1, "arch=x86-64-v3", v8f, 1, 1)
-#endif
-#undef CARAFE_WINDOW_FN
-
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 // x86-64-v4's AVX-512 subsets; libgcc also checks that the OS saves the registers.
 bool cpu_has_v4() {
@@ -352,29 +332,53 @@ bool cpu_has_v3() {
 }
 #endif
 
-// The window kernels for this CPU and scale: vector width L, a CB-channel
-// block kernel and a one-channel kernel for the group's remainder. Null when
-// none applies (no AVX2, scale other than 1 or 2): the caller takes the
-// output-column kernels.
-struct WindowKernels {
+// A window kernel family for this CPU and scale: vector width L, a kernel for
+// blocks of CB channels that share mask loads, and a one-channel kernel for a
+// group's remainder (same operations per element, so the same bits). Empty
+// when none applies (no AVX2, scale other than 1 or 2, rows narrower than a
+// vector): the caller takes the output-column kernels.
+template <typename Args>
+struct BlockKernels {
   int64_t L = 0, CB = 0;
-  WindowFn block = nullptr, single = nullptr;
+  void (*block)(const Args&) = nullptr;
+  void (*single)(const Args&) = nullptr;
 };
-WindowKernels window_kernels(int64_t s, int64_t W) {
+
+// One function per ISA and template arguments: target() cannot be given to
+// a template, and target_clones cannot choose the block size (the AVX-512
+// build has 32 vector registers, AVX2 16).
+#define CARAFE_ISA_FN(name, isa, Args, body) \
+  __attribute__((target(isa))) void name(const Args& a) { body(a); }
+
+// The eight functions of a channel-blocked family (body<V, CB, S>) and the
+// chooser prefix##_kernels(s, W).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if (cpu_has_v4() && W >= 16) {
-    if (s == 2) return {16, 4, window_v4_c4_s2, window_v4_c1_s2};
-    if (s == 1) return {16, 8, window_v4_c8_s1, window_v4_c1_s1};
+#define CARAFE_BLOCK_FAMILY(prefix, Args, body)                                        \
+  CARAFE_ISA_FN(prefix##_v4_c4_s2, "arch=x86-64-v4", Args, (body<v16f, 4, 2>))         \
+  CARAFE_ISA_FN(prefix##_v4_c1_s2, "arch=x86-64-v4", Args, (body<v16f, 1, 2>))         \
+  CARAFE_ISA_FN(prefix##_v4_c8_s1, "arch=x86-64-v4", Args, (body<v16f, 8, 1>))         \
+  CARAFE_ISA_FN(prefix##_v4_c1_s1, "arch=x86-64-v4", Args, (body<v16f, 1, 1>))         \
+  CARAFE_ISA_FN(prefix##_v3_c2_s2, "arch=x86-64-v3", Args, (body<v8f, 2, 2>))          \
+  CARAFE_ISA_FN(prefix##_v3_c1_s2, "arch=x86-64-v3", Args, (body<v8f, 1, 2>))          \
+  CARAFE_ISA_FN(prefix##_v3_c4_s1, "arch=x86-64-v3", Args, (body<v8f, 4, 1>))          \
+  CARAFE_ISA_FN(prefix##_v3_c1_s1, "arch=x86-64-v3", Args, (body<v8f, 1, 1>))          \
+  BlockKernels<Args> prefix##_kernels(int64_t s, int64_t W) {                          \
+    if (cpu_has_v4() && W >= 16) {                                                     \
+      if (s == 2) return {16, 4, prefix##_v4_c4_s2, prefix##_v4_c1_s2};                \
+      if (s == 1) return {16, 8, prefix##_v4_c8_s1, prefix##_v4_c1_s1};                \
+    }                                                                                  \
+    if (cpu_has_v3() && W >= 8) {                                                      \
+      if (s == 2) return {8, 2, prefix##_v3_c2_s2, prefix##_v3_c1_s2};                 \
+      if (s == 1) return {8, 4, prefix##_v3_c4_s1, prefix##_v3_c1_s1};                 \
+    }                                                                                  \
+    return {};                                                                         \
   }
-  if (cpu_has_v3() && W >= 8) {
-    if (s == 2) return {8, 2, window_v3_c2_s2, window_v3_c1_s2};
-    if (s == 1) return {8, 4, window_v3_c4_s1, window_v3_c1_s1};
-  }
+#else
+#define CARAFE_BLOCK_FAMILY(prefix, Args, body) \
+  BlockKernels<Args> prefix##_kernels(int64_t, int64_t) { return {}; }
 #endif
-  (void)s;
-  (void)W;
-  return {};
-}
+
+CARAFE_BLOCK_FAMILY(window_fwd, WindowArgs, window_forward_body)
 
 // ---- float32 grad_masks: one feature load for the s*s outputs of a window ----
 // grad_masks[n, (g, ky, kx), s*i + t, s*j + u] = sum_{c in g} grad_out[n, c, s*i + t, s*j + u]
@@ -456,21 +460,16 @@ inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGr
 }
 
 using WindowGradMaskFn = void (*)(const WindowGradMaskArgs&);
-#define CARAFE_WINDOW_GM_FN(name, isa, V, K, S) \
-  __attribute__((target(isa))) void name(const WindowGradMaskArgs& a) { \
-    window_grad_masks_body<V, K, S>(a);                                 \
-  }
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-CARAFE_WINDOW_GM_FN(window_gm_v4_k3_s2, "arch=x86-64-v4", v16f, 3, 2)
-CARAFE_WINDOW_GM_FN(window_gm_v4_k5_s2, "arch=x86-64-v4", v16f, 5, 2)
-CARAFE_WINDOW_GM_FN(window_gm_v4_k3_s1, "arch=x86-64-v4", v16f, 3, 1)
-CARAFE_WINDOW_GM_FN(window_gm_v4_k5_s1, "arch=x86-64-v4", v16f, 5, 1)
-CARAFE_WINDOW_GM_FN(window_gm_v4_k7_s1, "arch=x86-64-v4", v16f, 7, 1)
-CARAFE_WINDOW_GM_FN(window_gm_v3_k3_s2, "arch=x86-64-v3", v8f, 3, 2)
-CARAFE_WINDOW_GM_FN(window_gm_v3_k3_s1, "arch=x86-64-v3", v8f, 3, 1)
-CARAFE_WINDOW_GM_FN(window_gm_v3_k5_s1, "arch=x86-64-v3", v8f, 5, 1)
+CARAFE_ISA_FN(window_gm_v4_k3_s2, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 3, 2>))
+CARAFE_ISA_FN(window_gm_v4_k5_s2, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 5, 2>))
+CARAFE_ISA_FN(window_gm_v4_k3_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 3, 1>))
+CARAFE_ISA_FN(window_gm_v4_k5_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 5, 1>))
+CARAFE_ISA_FN(window_gm_v4_k7_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 7, 1>))
+CARAFE_ISA_FN(window_gm_v3_k3_s2, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 3, 2>))
+CARAFE_ISA_FN(window_gm_v3_k3_s1, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 3, 1>))
+CARAFE_ISA_FN(window_gm_v3_k5_s1, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 5, 1>))
 #endif
-#undef CARAFE_WINDOW_GM_FN
 
 // The grad_masks window kernel for this CPU, k and scale (registers: s*s*k
 // sums + s*s + 1 must fit 32 with AVX-512, 16 with AVX2); null when none
@@ -614,42 +613,7 @@ inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGra
   }
 }
 
-using WindowGradFeatFn = void (*)(const WindowGradFeatArgs&);
-#define CARAFE_WINDOW_GF_FN(name, isa, V, CB, S) \
-  __attribute__((target(isa))) void name(const WindowGradFeatArgs& a) { \
-    window_grad_feat_body<V, CB, S>(a);                                 \
-  }
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-CARAFE_WINDOW_GF_FN(window_gf_v4_c4_s2, "arch=x86-64-v4", v16f, 4, 2)
-CARAFE_WINDOW_GF_FN(window_gf_v4_c1_s2, "arch=x86-64-v4", v16f, 1, 2)
-CARAFE_WINDOW_GF_FN(window_gf_v4_c8_s1, "arch=x86-64-v4", v16f, 8, 1)
-CARAFE_WINDOW_GF_FN(window_gf_v4_c1_s1, "arch=x86-64-v4", v16f, 1, 1)
-CARAFE_WINDOW_GF_FN(window_gf_v3_c2_s2, "arch=x86-64-v3", v8f, 2, 2)
-CARAFE_WINDOW_GF_FN(window_gf_v3_c1_s2, "arch=x86-64-v3", v8f, 1, 2)
-CARAFE_WINDOW_GF_FN(window_gf_v3_c4_s1, "arch=x86-64-v3", v8f, 4, 1)
-CARAFE_WINDOW_GF_FN(window_gf_v3_c1_s1, "arch=x86-64-v3", v8f, 1, 1)
-#endif
-#undef CARAFE_WINDOW_GF_FN
-
-struct WindowGradFeatKernels {
-  int64_t L = 0, CB = 0;
-  WindowGradFeatFn block = nullptr, single = nullptr;
-};
-WindowGradFeatKernels window_grad_feat_kernels(int64_t s, int64_t W) {
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if (cpu_has_v4() && W >= 16) {
-    if (s == 2) return {16, 4, window_gf_v4_c4_s2, window_gf_v4_c1_s2};
-    if (s == 1) return {16, 8, window_gf_v4_c8_s1, window_gf_v4_c1_s1};
-  }
-  if (cpu_has_v3() && W >= 8) {
-    if (s == 2) return {8, 2, window_gf_v3_c2_s2, window_gf_v3_c1_s2};
-    if (s == 1) return {8, 4, window_gf_v3_c4_s1, window_gf_v3_c1_s1};
-  }
-#endif
-  (void)s;
-  (void)W;
-  return {};
-}
+CARAFE_BLOCK_FAMILY(window_gf, WindowGradFeatArgs, window_grad_feat_body)
 
 // Sums into an accumulator row, then stores in the tensor's dtype; for
 // float32 (and float64) the accumulator is the destination itself.
@@ -853,7 +817,7 @@ void lay_out_mask_row(const float* __restrict__ src, float* __restrict__ dst,
 // whose channel count is not a multiple of the block size ends with
 // one-channel calls (same arithmetic per output, so the same bits).
 void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
-                          at::Tensor& output, const Dims& d, const WindowKernels& wk) {
+                          at::Tensor& output, const Dims& d, const BlockKernels<WindowArgs>& wk) {
   const float* f = features.const_data_ptr<float>();
   const float* m = masks.const_data_ptr<float>();
   float* out = output.mutable_data_ptr<float>();
@@ -935,7 +899,7 @@ template <typename scalar_t>
 void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
                   const Dims& d) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const WindowKernels wk = window_kernels(d.s, d.W);
+    const BlockKernels<WindowArgs> wk = window_fwd_kernels(d.s, d.W);
     if (wk.block) return forward_window_float(features, masks, output, d, wk);
     return forward_blocked_float(features, masks, output, d);
   }
@@ -1040,7 +1004,7 @@ void grad_masks_window_float(const float* go, const float* f, float* gm, const D
 // rows are owned by one item (no race, no atomics), and each element adds
 // its terms in a fixed order (ky, then kx).
 void grad_features_window_float(const float* go, const float* m, float* gf, const Dims& d,
-                                const WindowGradFeatKernels& wk) {
+                                const BlockKernels<WindowGradFeatArgs>& wk) {
   const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k);
   // P rows: values at [off, off + W), zeros around; off and the row length
   // multiples of 16 floats, so that the kernel's stores are whole cache lines
@@ -1188,7 +1152,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const WindowGradFeatKernels wk = window_grad_feat_kernels(d.s, d.W);
+    const BlockKernels<WindowGradFeatArgs> wk = window_gf_kernels(d.s, d.W);
     if (wk.block) return grad_features_window_float(go, m, gf, d, wk);
   }
   constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
