@@ -148,18 +148,15 @@ def resume_checkpoint(folder, named):
     caller's read reports it missing)."""
     if Path(named).is_file():
         return named
-    found = []
-    for path in Path(folder).glob("*_*.pth"):
-        kind, _, number = path.stem.partition("_")
-        if kind in ("epoch", "iter") and number.isdigit():
-            found.append((kind == "iter", int(number), path))
+    found = [(kind == "iter", int(number), path) for path in Path(folder).glob("*_*.pth")
+             for kind, _, number in [path.stem.partition("_")]
+             if kind in ("epoch", "iter") and number.isdigit()]
     if not found:
         return named
     # one run saves either by epoch or by iteration; prefer the newest of the kind named
     kind_named = Path(named).stem.partition("_")[0]
-    same_kind = [f for f in found if (f[0] and kind_named == "iter") or
-                 (not f[0] and kind_named == "epoch")] or found
-    newest = max(same_kind)[2]
+    newest = max([f for f in found if kind_named in ("epoch", "iter")
+                  and f[0] == (kind_named == "iter")] or found)[2]
     print(f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
           f"resuming from {newest}, the newest checkpoint in the run", file=sys.stderr)
     return str(newest)

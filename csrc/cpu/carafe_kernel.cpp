@@ -76,12 +76,36 @@ void pair_sum_row(Out* __restrict__ out, const A* const* a, const B* const* b, i
 // (results are written, not accumulated, so recomputing a few is harmless);
 // rows under 32 take the loop above.
 typedef float v8f __attribute__((vector_size(32)));
-inline v8f load8(const float* p) {
-  v8f v;
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v8i __attribute__((vector_size(32)));
+typedef int v16i __attribute__((vector_size(64)));
+
+template <typename V>
+inline constexpr int64_t lanes = sizeof(V) / sizeof(float);
+
+template <typename V>
+inline __attribute__((always_inline)) V loadv(const float* p) {
+  V v;
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
-inline void store8(float* p, v8f v) { __builtin_memcpy(p, &v, sizeof(v)); }
+template <typename V>
+inline __attribute__((always_inline)) void storev(float* p, V v) { __builtin_memcpy(p, &v, sizeof(v)); }
+inline v8f load8(const float* p) { return loadv<v8f>(p); }
+inline void store8(float* p, v8f v) { storev(p, v); }
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// x86-64-v4's AVX-512 subsets; libgcc also checks that the OS saves the registers.
+bool cpu_has_v4() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  return yes;
+}
+bool cpu_has_v3() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
 
 CARAFE_CLONES void pair_sum_row(float* __restrict__ out, const float* const* a,
                                 const float* const* b, int64_t pairs, int64_t n) {
@@ -171,29 +195,24 @@ template <typename V, int CB>
 inline __attribute__((always_inline)) bool channel_block_sum_body(
     float* const* out, const float* const* a, const float* const* const* b, int64_t pairs,
     int64_t n) {
-  constexpr int64_t L = sizeof(V) / sizeof(float), B = 2 * L;
+  constexpr int64_t L = lanes<V>, B = 2 * L;
   if (n < B) return false;
   for (int64_t q0 = 0; q0 < n; q0 += B) {
     const int64_t base = std::min(q0, n - B);
     V acc[CB][2] = {};
     for (int64_t i = 0; i < pairs; ++i) {
-      V a0, a1;
-      __builtin_memcpy(&a0, a[i] + base, sizeof(V));
-      __builtin_memcpy(&a1, a[i] + base + L, sizeof(V));
+      const V a0 = loadv<V>(a[i] + base), a1 = loadv<V>(a[i] + base + L);
 #pragma GCC unroll 8
       for (int c = 0; c < CB; ++c) {
         const float* br = b[c][i] + base;
-        V b0, b1;
-        __builtin_memcpy(&b0, br, sizeof(V));
-        __builtin_memcpy(&b1, br + L, sizeof(V));
-        acc[c][0] += a0 * b0;
-        acc[c][1] += a1 * b1;
+        acc[c][0] += a0 * loadv<V>(br);
+        acc[c][1] += a1 * loadv<V>(br + L);
       }
     }
 #pragma GCC unroll 8
     for (int c = 0; c < CB; ++c) {
-      __builtin_memcpy(out[c] + base, &acc[c][0], sizeof(V));
-      __builtin_memcpy(out[c] + base + L, &acc[c][1], sizeof(V));
+      storev(out[c] + base, acc[c][0]);
+      storev(out[c] + base + L, acc[c][1]);
     }
   }
   return true;
@@ -203,7 +222,6 @@ CARAFE_CLONES bool channel_block_sum4_v8(float* const* o, const float* const* a,
                                          const float* const* const* b, int64_t pairs, int64_t n) {
   return channel_block_sum_body<v8f, 4>(o, a, b, pairs, n);
 }
-typedef float v16f __attribute__((vector_size(64)));
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 // 16-wide with AVX-512 (rows of 32 columns or more).
 __attribute__((target("arch=x86-64-v4"))) bool channel_block_sum4_v16(
@@ -211,7 +229,6 @@ __attribute__((target("arch=x86-64-v4"))) bool channel_block_sum4_v16(
     int64_t n) {
   return channel_block_sum_body<v16f, 4>(o, a, b, pairs, n);
 }
-bool cpu_has_v4();
 #endif
 bool channel_block_sum4(float* const* o, const float* const* a, const float* const* const* b,
                         int64_t pairs, int64_t n) {
@@ -231,24 +248,11 @@ bool channel_block_sum4(float* const* o, const float* const* a, const float* con
 // The operands are laid out for it once per item:
 // - the mask rows of output rows s*i .. s*i+s-1, deinterleaved by u and cut
 //   into vector-wide column blocks, in the order the kernel reads them
-//   (WindowMasks); weights of taps left or right of the input are zeroed
+//   (lay_out_mask_row); weights of taps left or right of the input are zeroed
 //   there, which is mmcv's rule (skip them) for any weight, finite or not;
-// - each feature row read, with r zeros on either side (padded_feature_row);
+// - the feature columns that blocks at the row ends read past the input, as
+//   padded copies with r zeros on either side (other blocks read the tensor);
 // the s*s sums are interleaved back into output columns on the store.
-typedef int v8i __attribute__((vector_size(32)));
-typedef int v16i __attribute__((vector_size(64)));
-
-template <typename V>
-inline constexpr int64_t lanes = sizeof(V) / sizeof(float);
-
-template <typename V>
-inline __attribute__((always_inline)) V loadv(const float* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename V>
-inline __attribute__((always_inline)) void storev(float* p, V v) { __builtin_memcpy(p, &v, sizeof(v)); }
 
 // Stores lanes a[l] and b[l] at p[2l] and p[2l + 1] (2*lanes<V> entries).
 inline __attribute__((always_inline)) void store_interleaved(float* p, v8f a, v8f b) {
@@ -319,18 +323,6 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
   }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-// x86-64-v4's AVX-512 subsets; libgcc also checks that the OS saves the registers.
-bool cpu_has_v4() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-  return yes;
-}
-bool cpu_has_v3() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-#endif
 
 // A window kernel family for this CPU and scale: vector width L, a kernel for
 // blocks of CB channels that share mask loads, and a one-channel kernel for a
@@ -514,7 +506,7 @@ struct WindowGradFeatArgs {
   const float* masks;      // masks (n, g*k*k, s*i, :)
   int64_t plane;           // Ho*Wo: between mask channels (taps) and grad_output channels
   int64_t Wo;              // between output rows t
-  float* const* P;         // [CB] P[tap][Wpp] rows, values at [r, r + W)
+  float* const* P;         // [CB] P[tap][Wpp] rows, values at [off, off + W)
   int64_t tap_lo, tap_hi;  // the taps whose window row is inside the input
   int64_t W, Wpp, r;
   int64_t off;             // P[tap][j] is at tap*Wpp + off + j (off >= r; zeros around)
@@ -670,6 +662,19 @@ void fill_padded_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* __r
   std::fill(dst, dst + pad, acc_t(0));
   for (int64_t q = 0; q < Wo; ++q) dst[pad + q] = static_cast<acc_t>(row[q]);
   std::fill(dst + pad + Wo, dst + 2 * pad + Wo, acc_t(0));
+}
+
+// Taps left or right of the input are skipped (the forward's rule): their
+// grad_masks entries are zero, not grad_output times the zero padding
+// (inf * 0 would be NaN). Tap kx of output column q reads q/s + kx - r;
+// this zeroes those columns of one grad_masks row (Wo entries) of tap kx.
+template <typename T>
+void zero_outside_columns(T* row, int64_t kx, const Dims& d) {
+  const int64_t r = kernel_radius(d.k);
+  const int64_t left_end = std::min(d.Wo, d.s * std::max<int64_t>(0, r - kx));
+  const int64_t right_begin = std::max(left_end, std::min(d.Wo, d.s * (d.W + r - kx)));
+  std::fill(row, row + left_end, T(0));
+  std::fill(row + right_begin, row + d.Wo, T(0));
 }
 
 // Grain: about 32K multiply-adds per task, so tiny inputs stay on one thread.
@@ -982,15 +987,8 @@ void grad_masks_window_float(const float* go, const float* f, float* gm, const D
           std::fill(row + r + W, row + Wp, 0.f);
         }
         wk.fn(WindowGradMaskArgs{out.data(), go_rows.data(), HoWo, F.data(), cpg, W, Wp});
-        // Taps left or right of the input are skipped (the forward's rule):
-        // their gradient is zero, not grad_output times the zero padding.
         for (int64_t kx = 0; kx < k; ++kx) {
-          const int64_t left_end = std::min(d.Wo, S * std::max<int64_t>(0, r - kx));
-          const int64_t right_begin = std::max(left_end, std::min(d.Wo, S * (W + r - kx)));
-          for (int64_t t = 0; t < S; ++t) {
-            std::fill(out[kx * S + t], out[kx * S + t] + left_end, 0.f);
-            std::fill(out[kx * S + t] + right_begin, out[kx * S + t] + d.Wo, 0.f);
-          }
+          for (int64_t t = 0; t < S; ++t) zero_outside_columns(out[kx * S + t], kx, d);
         }
       }
     }
@@ -1018,6 +1016,7 @@ void grad_features_window_float(const float* go, const float* m, float* gf, cons
     std::vector<float> Pstore(CB * k * Wpp + 16, 0.f);  // pads stay zero: P is written at [off, off+W)
     float* const Pbuf = Pstore.data() + ((64 - reinterpret_cast<uintptr_t>(Pstore.data()) % 64) % 64) / 4;
     std::vector<float*> P(CB);
+    for (int64_t cc = 0; cc < CB; ++cc) P[cc] = Pbuf + cc * k * Wpp;
     std::vector<const float*> go_rows(CB);
     std::vector<float*> rows(CB);
     for (int64_t item = b; item < e; ++item) {
@@ -1037,7 +1036,6 @@ void grad_features_window_float(const float* go, const float* m, float* gf, cons
           const int64_t count = std::min(CB, c_end - c0);
           for (int64_t cc = 0; cc < count; ++cc) {
             go_rows[cc] = go + ((n * d.C + c0 + cc) * d.Ho + S * i) * d.Wo;
-            P[cc] = Pbuf + cc * k * Wpp;
             rows[cc] = gf + ((n * d.C + c0 + cc) * d.H + y) * W;
           }
           if (count == CB) {
@@ -1124,17 +1122,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
           }
           pair_sum_to(dst, tmp, a_rows.data(), b_rows.data(), cpg, Wo);
         }
-        // Taps left or right of the input are skipped (the forward's rule):
-        // their gradient is zero, not grad_output times the zero padding
-        // (inf * 0 would be NaN). Tap kx of column q reads q/s + kx - r.
-        const int64_t r = kernel_radius(d.k);
-        for (int64_t kx = 0; kx < d.k; ++kx) {
-          const int64_t left_end = std::min(Wo, d.s * std::max<int64_t>(0, r - kx));
-          const int64_t right_begin =
-              std::max(left_end, std::min(Wo, d.s * (d.W + r - kx)));
-          std::fill(dst_rows[kx], dst_rows[kx] + left_end, scalar_t(0));
-          std::fill(dst_rows[kx] + right_begin, dst_rows[kx] + Wo, scalar_t(0));
-        }
+        for (int64_t kx = 0; kx < d.k; ++kx) zero_outside_columns(dst_rows[kx], kx, d);
       }
     }
   });
