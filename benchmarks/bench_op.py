@@ -4,10 +4,13 @@ strongest pure-PyTorch peer a user could pick (torch.compile of the
 shifted-gather formulation, carafe_reference: one shifted, upsampled copy per
 tap) and F.interpolate(bilinear) for context, in one run, as ratios; on CUDA
 also mmcv's op when it is installed. On CPU the run also measures its
-roofline: the float32 matrix-multiply rate of this machine at the same
-thread count, and reports the op's useful FLOP rate (2*k*k multiply-adds
-per output element forward, three times that forward+backward) as a share
-of it.
+roofline (carafe_lab.roofline) at the same thread count: the float32
+matrix-multiply rate (compute ceiling) and a large buffer copy's rate
+(memory ceiling), each before and after the timings, the higher one kept;
+it reports carafe's useful FLOP rate (2*k*k multiply-adds per output element
+forward, three times that forward+backward) as a share of the compute
+ceiling, and the larger of the compute and memory floors as a share of its
+time (the share of the roofline).
 
     python benchmarks/bench_op.py [--device cpu|cuda] [--quick] [--out FILE]
 
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 import carafe
 from carafe.reference import carafe_reference, carafe_unfold, random_inputs
 from carafe_lab.environment import describe
+from carafe_lab.roofline import copy_bandwidth, floor_bytes, sgemm_gflops, shares, useful_gflop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
@@ -174,34 +178,23 @@ def run(device, sizes, repeat):
     return rows
 
 
-def sgemm_gflops(device, n=2048, repeat=10):
-    """This machine's float32 matrix-multiply rate (GFLOP/s) at the current
-    thread count: the compute roofline the op is measured against."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeat) / 1e9
-
-
-def useful_gflop(shape, backward):
-    """Multiply-adds the op must do, as FLOP: 2*k*k per output element
-    forward; the backward does it twice more (grad_masks, grad_features)."""
-    N, C, H, W = shape
-    forward = 2 * K * K * N * C * (S * H) * (S * W) / 1e9
-    return 3 * forward if backward else forward
-
-
-def roofline(rows, sizes, gflops):
-    """Per size, the op's useful FLOP rate as a share of the measured sgemm rate."""
+def roofline(rows, sizes, gflops, bytes_per_s):
+    """Per size, carafe's forward and forward+backward against the roofline
+    (carafe_lab.roofline.shares); the FLOP shares also under their old keys."""
     out = {}
     for row in rows:
         if row["method"] != "carafe":
             continue
         shape = sizes[row["size"]]
-        out[row["size"]] = {
-            "forward_pct_of_sgemm": 100 * useful_gflop(shape, False)
-            / (row["forward_ms"] / 1e3) / gflops,
-            "forward_backward_pct_of_sgemm": 100 * useful_gflop(shape, True)
-            / (row["forward_backward_ms"] / 1e3) / gflops}
+        fwd_bytes = floor_bytes(*shape, K, G, S, 4, backward=False)
+        both_bytes = fwd_bytes + floor_bytes(*shape, K, G, S, 4, backward=True)
+        fwd = shares(useful_gflop(*shape, K, S), fwd_bytes, row["forward_ms"] / 1e3,
+                     gflops, bytes_per_s)
+        both = shares(useful_gflop(*shape, K, S, backward=True), both_bytes,
+                      row["forward_backward_ms"] / 1e3, gflops, bytes_per_s)
+        out[row["size"]] = {"forward_pct_of_sgemm": fwd["pct_of_sgemm"],
+                            "forward_backward_pct_of_sgemm": both["pct_of_sgemm"],
+                            "forward": fwd, "forward_backward": both}
     return out
 
 
@@ -239,21 +232,31 @@ def main(argv=None):
     # rate is used: on a shared machine a dip during one measurement would
     # otherwise inflate carafe's share (seen here: 148 vs 224-242 GFLOP/s
     # minutes apart on the same 2-core VM).
+    # The same for the memory ceiling.
     before = sgemm_gflops(args.device)
+    bw_before = copy_bandwidth(args.device)
     rows = run(args.device, sizes, args.repeat)
     after = sgemm_gflops(args.device)
-    gflops = max(before, after)
+    bw_after = copy_bandwidth(args.device)
+    gflops, bandwidth = max(before, after), max(bw_before, bw_after)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
               "sgemm_gflops": gflops, "sgemm_gflops_before_after": [before, after],
-              "roofline": roofline(rows, sizes, gflops),
+              "copy_GBps": bandwidth / 1e9,
+              "copy_GBps_before_after": [bw_before / 1e9, bw_after / 1e9],
+              "roofline": roofline(rows, sizes, gflops, bandwidth),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    print(f"\nRoofline: float32 matrix multiply at {gflops:.1f} GFLOP/s on this run's threads "
-          f"(the higher of {before:.1f} before and {after:.1f} after the timings); "
-          "carafe's useful FLOP rate as a share of it:")
+    print(f"\nRoofline on this run's threads (each the higher of before / after the timings): "
+          f"float32 matrix multiply {gflops:.1f} GFLOP/s ({before:.1f} / {after:.1f}), "
+          f"copy {bandwidth / 1e9:.1f} GB/s read + write ({bw_before / 1e9:.1f} / "
+          f"{bw_after / 1e9:.1f}). carafe:")
     for size, r in result["roofline"].items():
-        print(f"  {size:>14}: forward {r['forward_pct_of_sgemm']:5.1f}%, forward+backward "
-              f"{r['forward_backward_pct_of_sgemm']:5.1f}%")
+        for what in ("forward", "forward_backward"):
+            x = r[what]
+            print(f"  {size:>14} {what:>16}: floors compute {x['compute_floor_ms']:6.2f} ms, "
+                  f"memory {x['memory_floor_ms']:6.2f} ms ({x['bound']}-bound); "
+                  f"{x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
+                  f"{x['pct_of_roofline']:5.1f}% of the roofline")
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():

@@ -53,17 +53,39 @@ def render(runs):
                          f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |")
         if data.get("roofline"):
             parts.append("")
-            samples = data.get("sgemm_gflops_before_after")
-            measured = (f" (the higher of {samples[0]:.0f} before and {samples[1]:.0f} after "
-                        "the timings)") if samples else ""
-            parts.append(f"Roofline of this run: float32 matrix multiply at "
-                         f"{data['sgemm_gflops']:.1f} GFLOP/s{measured}; carafe's useful FLOP rate (2k² "
-                         "per output element, 3x that forward+backward) is "
-                         + "; ".join(f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
-                                     f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
-                                     for size, r in data["roofline"].items()) + " of it.")
+            parts.append(roofline_line(data))
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def roofline_line(data):
+    """One sentence: the ceilings measured in the run and carafe's shares."""
+    samples = data.get("sgemm_gflops_before_after")
+    measured = (f" (the higher of {samples[0]:.0f} before and {samples[1]:.0f} after "
+                "the timings)") if samples else ""
+    text = (f"Roofline of this run: float32 matrix multiply at "
+            f"{data['sgemm_gflops']:.1f} GFLOP/s{measured}")
+    if "copy_GBps" not in data:  # runs saved before the memory ceiling was measured
+        return (text + "; carafe's useful FLOP rate (2k² per output element, 3x that "
+                "forward+backward) is " + "; ".join(
+                    f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
+                    f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
+                    for size, r in data["roofline"].items()) + " of it.")
+    bw = data.get("copy_GBps_before_after")
+    text += (f", copy at {data['copy_GBps']:.1f} GB/s read + write"
+             + (f" ({bw[0]:.1f} / {bw[1]:.1f})" if bw else "")
+             + ". carafe's useful FLOP rate (2k² per output element, 3x that "
+             "forward+backward) as a share of the compute ceiling, then the larger of "
+             "its compute and memory floors (bytes it must move at the copy rate) as a "
+             "share of its time: ")
+    text += "; ".join(
+        f"{size}: forward {r['forward']['pct_of_sgemm']:.0f}% / "
+        f"{r['forward']['pct_of_roofline']:.0f}% ({r['forward']['bound']}-bound), "
+        f"fwd+bwd {r['forward_backward']['pct_of_sgemm']:.0f}% / "
+        f"{r['forward_backward']['pct_of_roofline']:.0f}% "
+        f"({r['forward_backward']['bound']}-bound)"
+        for size, r in data["roofline"].items()) + "."
+    return text
 
 
 def update_readme(text, readme=README):

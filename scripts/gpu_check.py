@@ -87,27 +87,6 @@ def machine():
     return info
 
 
-def copy_bandwidth():
-    """Device-to-device copy rate of a 1 GiB buffer, bytes read + written per
-    second (median of 20)."""
-    import torch
-
-    from carafe_lab.timing import median_seconds
-    x = torch.empty(2**28, dtype=torch.float32, device="cuda")
-    y = torch.empty_like(x)
-    t = median_seconds(lambda: y.copy_(x), "cuda", 20)
-    return 2 * x.numel() * 4 / t
-
-
-def floor_bytes(N, C, H, W, dtype_size, backward):
-    """Bytes a call must move at least: forward reads features and masks and
-    writes the output; the backward reads grad_output, features and masks and
-    writes both gradients."""
-    f, m, o = N * C * H * W, N * K * K * G * S * H * S * W, N * C * S * H * S * W
-    n = (f + m + o) if not backward else (o + f + m + f + m)
-    return n * dtype_size
-
-
 def benchmark(quick, log):
     import torch
 
@@ -123,7 +102,8 @@ def benchmark(quick, log):
     except Exception as e:  # noqa: BLE001 (the benchmark runs without its peer)
         peer_error = f"{type(e).__name__}: {e}"
         log.write(f"\nmmcv peer unavailable: {peer_error}\n")
-    bandwidth = copy_bandwidth()
+    from carafe_lab.roofline import copy_bandwidth, floor_bytes
+    bandwidth = copy_bandwidth("cuda", 2**30, 20)
     rows = []
     shapes = {"2x64x25x38": (2, 64, 25, 38)} if quick else SHAPES
     for size, (N, C, H, W) in shapes.items():
@@ -150,7 +130,7 @@ def benchmark(quick, log):
                     size_b = f.element_size()
                     row[name]["backward_us"] = 1e6 * bwd
                     for what, t, back in (("forward", fwd, False), ("backward", bwd, True)):
-                        moved = floor_bytes(N, C, H, W, size_b, back)
+                        moved = floor_bytes(N, C, H, W, K, G, S, size_b, back)
                         row[name][f"{what}_GBps"] = moved / t / 1e9
                         row[name][f"{what}_pct_of_copy"] = 100 * moved / t / bandwidth
             if "mmcv" in row:

@@ -61,6 +61,40 @@ def test_report_renders_a_run(tmp_path):
     assert "| 1x1x1x1 | unfold | 30.00 | 60.00 | 30.0x | 32.0 (1.0) |" in text
 
 
+def test_report_states_both_ceilings():
+    report = load_report()
+    fwd = {"pct_of_sgemm": 26.0, "pct_of_roofline": 40.0, "bound": "memory"}
+    both = {"pct_of_sgemm": 21.0, "pct_of_roofline": 24.0, "bound": "compute"}
+    data = {"sgemm_gflops": 245.5, "sgemm_gflops_before_after": [245.5, 190.0],
+            "copy_GBps": 17.2, "copy_GBps_before_after": [17.2, 16.0],
+            "roofline": {"2x256x50x76": {"forward": fwd, "forward_backward": both}}}
+    line = report.roofline_line(data)
+    assert "245.5 GFLOP/s" in line and "17.2 GB/s read + write (17.2 / 16.0)" in line
+    assert ("2x256x50x76: forward 26% / 40% (memory-bound), fwd+bwd 21% / 24% "
+            "(compute-bound)") in line
+
+
+def test_roofline_accounting():
+    """The floors both benchmarks measure against (carafe_lab.roofline)."""
+    from carafe_lab.roofline import floor_bytes, shares, useful_gflop
+    # 2x256x100x152 -> x2, k=5, float32: forward moves features + masks + output
+    f, m, o = 2 * 256 * 100 * 152, 2 * 25 * 200 * 304, 2 * 256 * 200 * 304
+    assert floor_bytes(2, 256, 100, 152, 5, 1, 2, 4, backward=False) == 4 * (f + m + o)
+    assert floor_bytes(2, 256, 100, 152, 5, 1, 2, 2, backward=True) == 2 * (o + 2 * f + 2 * m)
+    # groups multiply the masks only
+    assert (floor_bytes(1, 8, 4, 4, 3, 2, 1, 4, backward=False)
+            == 4 * (8 * 16 + 9 * 2 * 16 + 8 * 16))
+    assert useful_gflop(2, 256, 100, 152, 5, 2) == pytest.approx(2 * 25 * o / 1e9)
+    assert useful_gflop(2, 256, 100, 152, 5, 2, backward=True) == pytest.approx(6 * 25 * o / 1e9)
+    # 2 GFLOP at 100 GFLOP/s: 20 ms; 1 GB at 10 GB/s: 100 ms; measured 400 ms
+    r = shares(2.0, 1e9, 0.4, 100.0, 10e9)
+    assert r["bound"] == "memory"
+    assert r["compute_floor_ms"] == pytest.approx(20) and r["memory_floor_ms"] == pytest.approx(100)
+    assert r["pct_of_sgemm"] == pytest.approx(5) and r["pct_of_roofline"] == pytest.approx(25)
+    r = shares(2.0, 1e8, 0.04, 100.0, 10e9)
+    assert r["bound"] == "compute" and r["pct_of_roofline"] == pytest.approx(50)
+
+
 def _gpu_check():
     import importlib.util
     path = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
@@ -74,10 +108,6 @@ def test_gpu_check_accounting_and_summary():
     """What `make gpu-check` computes from its measurements (the GPU part
     itself runs only on a GPU machine)."""
     gc = _gpu_check()
-    # 2x256x100x152 -> x2, k=5, float32: forward moves features + masks + output
-    f, m, o = 2 * 256 * 100 * 152, 2 * 25 * 200 * 304, 2 * 256 * 200 * 304
-    assert gc.floor_bytes(2, 256, 100, 152, 4, backward=False) == 4 * (f + m + o)
-    assert gc.floor_bytes(2, 256, 100, 152, 2, backward=True) == 2 * (o + 2 * f + 2 * m)
     assert gc.pytest_counts("3 failed, 40 passed, 2 skipped in 9.1s") == {
         "failed": 3, "passed": 40, "skipped": 2}
     row = {"size": "2x256x100x152", "dtype": "float32",

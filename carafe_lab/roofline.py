@@ -1,0 +1,69 @@
+"""The roofline the op benchmarks measure against, in one place (bench_op.py
+on CPU, scripts/gpu_check.py on a GPU).
+
+A call cannot finish faster than the larger of two floors, both measured on
+the machine of the run:
+- compute: its useful FLOP (2*k*k per output element and channel forward;
+  grad_masks and grad_features each as many again) at the float32 matrix
+  multiply rate;
+- memory: the bytes it must move at least (read each input once, write each
+  output once) at the rate of a large buffer copy (bytes read + written).
+The share of the roofline is that larger floor over the measured time.
+"""
+
+from carafe_lab.timing import median_seconds
+
+
+def useful_gflop(N, C, H, W, k, s, backward=False):
+    """FLOP (in units of 1e9) of one forward, or of forward+backward (3x),
+    for features (N, C, H, W) upsampled s times with k x k kernels."""
+    forward = 2 * k * k * N * C * (s * H) * (s * W) / 1e9
+    return 3 * forward if backward else forward
+
+
+def floor_bytes(N, C, H, W, k, G, s, dtype_size, backward):
+    """Bytes a call must move at least. The forward reads features (N, C, H, W)
+    and masks (N, G*k*k, s*H, s*W) and writes the output (N, C, s*H, s*W); the
+    backward reads grad_output, features and masks and writes both gradients."""
+    f, m, o = N * C * H * W, N * k * k * G * s * H * s * W, N * C * s * H * s * W
+    n = (f + m + o) if not backward else (o + f + m + f + m)
+    return n * dtype_size
+
+
+def sgemm_gflops(device, n=2048, repeat=10):
+    """The float32 matrix-multiply rate (GFLOP/s) at the current thread count:
+    the compute ceiling."""
+    import torch
+
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeat) / 1e9
+
+
+def copy_bandwidth(device, nbytes=None, repeat=20):
+    """Bytes read + written per second by a copy between two buffers of nbytes
+    (median of repeat): the memory ceiling. The default, 1 GiB on CUDA and
+    256 MiB on CPU, is beyond the last-level caches of the machines we use
+    (an H100's 50 MB L2; this project's Xeon VM reports 300 MB of L3, which
+    its neighbours share), so it measures DRAM, not cache."""
+    import torch
+
+    if nbytes is None:
+        nbytes = 2**30 if device == "cuda" else 2**28
+    x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    y = torch.zeros_like(x)  # written once first: the copy times no page faults
+    t = median_seconds(lambda: y.copy_(x), device, repeat)
+    return 2 * x.numel() * 4 / t
+
+
+def shares(gflop, nbytes, seconds, gflops, bytes_per_s):
+    """Where a call of `seconds` stands against the roofline: each floor in ms,
+    the bound (the larger floor), and the shares of the compute ceiling and of
+    the roofline, in percent."""
+    compute_ms = 1e3 * gflop / gflops
+    memory_ms = 1e3 * nbytes / bytes_per_s
+    floor_ms = max(compute_ms, memory_ms)
+    return {"compute_floor_ms": compute_ms, "memory_floor_ms": memory_ms,
+            "bound": "memory" if memory_ms > compute_ms else "compute",
+            "pct_of_sgemm": 100 * compute_ms / (1e3 * seconds),
+            "pct_of_roofline": 100 * floor_ms / (1e3 * seconds)}
