@@ -65,6 +65,21 @@ def _glibc_return_freed_memory():
         return False
 
 
+def _glibc_keep_freed_memory():
+    """Serve every allocation from glibc's heap and keep freed memory for reuse
+    (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB): what jemalloc and TCMalloc
+    do, and why PyTorch's CPU performance tuning guide recommends them. A
+    large tensor freed and asked for again is then the same, already mapped
+    memory; by default glibc maps every block over 32 MiB afresh, and the
+    kernel zeroes each page on its first write. Returns False where glibc
+    cannot be told."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def _release_free_heap():
     """Give freed heap memory back to the OS, so that reusing it shows up in
     the resident set again."""
@@ -178,6 +193,31 @@ def run(device, sizes, repeat):
     return rows
 
 
+def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
+    """carafe's and the strongest peer's timings again, with freed memory kept
+    for reuse (_glibc_keep_freed_memory): what their time is apart from the
+    kernel's first-touch zeroing of fresh output pages. None where glibc
+    cannot be told."""
+    if device != "cpu" or not _glibc_keep_freed_memory():
+        return None
+    rows = []
+    for size_name, shape in sizes.items():
+        f, m, grad_out = _problem(device, *shape)
+        for name, fn in methods(device).items():
+            if name not in names:
+                continue
+            forward, forward_backward = _calls(fn, f, m, grad_out)
+            rows.append({
+                "size": size_name, "method": name,
+                "forward_ms": 1e3 * median_seconds(forward, device, repeat),
+                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, repeat),
+            })
+            print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
+                  f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms (freed memory reused)",
+                  flush=True)
+    return rows
+
+
 def roofline(rows, sizes, gflops, bytes_per_s):
     """Per size, carafe's forward and forward+backward against the roofline
     (carafe_lab.roofline.shares); the FLOP shares also under their old keys."""
@@ -205,12 +245,13 @@ def ratios(rows):
         ours = next(r for r in rows if r["size"] == row["size"] and r["method"] == "carafe")
         if row["method"] == "carafe":
             continue
-        out.setdefault(row["size"], {})[row["method"]] = {
+        r = out.setdefault(row["size"], {})[row["method"]] = {
             "forward_time": row["forward_ms"] / ours["forward_ms"],
             "forward_backward_time": row["forward_backward_ms"] / ours["forward_backward_ms"],
-            "forward_peak_memory": (row["forward_peak_extra_bytes"]
-                                    / max(1, ours["forward_peak_extra_bytes"])),
         }
+        if "forward_peak_extra_bytes" in row:  # timings-only rows have no memory probe
+            r["forward_peak_memory"] = (row["forward_peak_extra_bytes"]
+                                        / max(1, ours["forward_peak_extra_bytes"]))
     return out
 
 
@@ -236,6 +277,7 @@ def main(argv=None):
     before = sgemm_gflops(args.device)
     bw_before = copy_bandwidth(args.device)
     rows = run(args.device, sizes, args.repeat)
+    reused = run_with_reused_memory(args.device, sizes, args.repeat)
     after = sgemm_gflops(args.device)
     bw_after = copy_bandwidth(args.device)
     gflops, bandwidth = max(before, after), max(bw_before, bw_after)
@@ -246,6 +288,12 @@ def main(argv=None):
               "copy_GBps_before_after": [bw_before / 1e9, bw_after / 1e9],
               "roofline": roofline(rows, sizes, gflops, bandwidth),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if reused:
+        result["reused_memory"] = {
+            "how": "glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB (freed memory kept "
+                   "for reuse, as jemalloc and TCMalloc do)",
+            "results": reused, "ratios": ratios(reused),
+            "roofline": roofline(reused, sizes, gflops, bandwidth)}
     print(f"\nRoofline on this run's threads (each the higher of before / after the timings): "
           f"float32 matrix multiply {gflops:.1f} GFLOP/s ({before:.1f} / {after:.1f}), "
           f"copy {bandwidth / 1e9:.1f} GB/s read + write ({bw_before / 1e9:.1f} / "
@@ -257,6 +305,17 @@ def main(argv=None):
                   f"memory {x['memory_floor_ms']:6.2f} ms ({x['bound']}-bound); "
                   f"{x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
                   f"{x['pct_of_roofline']:5.1f}% of the roofline")
+    if reused:
+        print("With freed memory kept for reuse (glibc mallopt, as jemalloc / TCMalloc do):")
+        for size, r in result["reused_memory"]["roofline"].items():
+            peer = result["reused_memory"]["ratios"].get(size, {}).get("compiled")
+            print(f"  {size:>14}: carafe {r['forward']['pct_of_sgemm']:5.1f}% / "
+                  f"{r['forward_backward']['pct_of_sgemm']:5.1f}% of the compute ceiling and "
+                  f"{r['forward']['pct_of_roofline']:5.1f}% / "
+                  f"{r['forward_backward']['pct_of_roofline']:5.1f}% of the roofline "
+                  "(forward / forward+backward)"
+                  + (f"; torch.compile peer {peer['forward_time']:.1f}x / "
+                     f"{peer['forward_backward_time']:.1f}x slower" if peer else ""))
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():

@@ -54,6 +54,9 @@ def render(runs):
         if data.get("roofline"):
             parts.append("")
             parts.append(roofline_line(data))
+        if data.get("reused_memory"):
+            parts.append("")
+            parts.append(reused_memory_line(data))
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -86,6 +89,27 @@ def roofline_line(data):
         f"({r['forward_backward']['bound']}-bound)"
         for size, r in data["roofline"].items()) + "."
     return text
+
+
+def reused_memory_line(data):
+    """One sentence: carafe and its strongest peer timed again with freed
+    memory kept for reuse."""
+    reused = data["reused_memory"]
+    parts = []
+    for size, r in reused["roofline"].items():
+        row = next(x for x in reused["results"] if x["size"] == size and x["method"] == "carafe")
+        peer = reused["ratios"].get(size, {}).get("compiled")
+        parts.append(
+            f"{size}: forward {row['forward_ms']:.2f} ms ({r['forward']['pct_of_sgemm']:.0f}% / "
+            f"{r['forward']['pct_of_roofline']:.0f}%), fwd+bwd {row['forward_backward_ms']:.2f} ms "
+            f"({r['forward_backward']['pct_of_sgemm']:.0f}% / "
+            f"{r['forward_backward']['pct_of_roofline']:.0f}%)"
+            + (f", torch.compile peer {peer['forward_time']:.1f}x / "
+               f"{peer['forward_backward_time']:.1f}x slower" if peer else ""))
+    return ("Timed again in the same run with freed memory kept for reuse (" + reused["how"]
+            + "), so that a fresh output is not a fresh mapping whose pages the kernel zeroes "
+            "on first write; carafe, with its shares of the compute ceiling / the roofline: "
+            + "; ".join(parts) + ".")
 
 
 def update_readme(text, readme=README):

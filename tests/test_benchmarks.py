@@ -74,6 +74,24 @@ def test_report_states_both_ceilings():
             "(compute-bound)") in line
 
 
+def test_report_states_the_reused_memory_timings():
+    report = load_report()
+    shares = {"pct_of_sgemm": 30.0, "pct_of_roofline": 45.0, "bound": "memory"}
+    data = {"reused_memory": {
+        "how": "glibc mallopt",
+        "results": [{"size": "2x256x50x76", "method": "carafe", "forward_ms": 4.5,
+                     "forward_backward_ms": 18.0},
+                    {"size": "2x256x50x76", "method": "compiled", "forward_ms": 90.0,
+                     "forward_backward_ms": 360.0}],
+        "ratios": {"2x256x50x76": {"compiled": {"forward_time": 20.0,
+                                                "forward_backward_time": 20.0}}},
+        "roofline": {"2x256x50x76": {"forward": shares, "forward_backward": shares}}}}
+    line = report.reused_memory_line(data)
+    assert "(glibc mallopt)" in line
+    assert ("2x256x50x76: forward 4.50 ms (30% / 45%), fwd+bwd 18.00 ms (30% / 45%), "
+            "torch.compile peer 20.0x / 20.0x slower") in line
+
+
 def test_roofline_accounting():
     """The floors both benchmarks measure against (carafe_lab.roofline)."""
     from carafe_lab.roofline import floor_bytes, shares, useful_gflop
