@@ -3,14 +3,17 @@ re-implementation (nearest upsample + dilated F.unfold + weighted sum), the
 strongest pure-PyTorch peer a user could pick (torch.compile of the
 shifted-gather formulation, carafe_reference: one shifted, upsampled copy per
 tap) and F.interpolate(bilinear) for context, in one run, as ratios; on CUDA
-also mmcv's op when it is installed. On CPU the run also measures its
-roofline (carafe_lab.roofline) at the same thread count: the float32
-matrix-multiply rate (compute ceiling) and a large buffer copy's rate
-(memory ceiling), each before and after the timings, the higher one kept;
-it reports carafe's useful FLOP rate (2*k*k multiply-adds per output element
-forward, three times that forward+backward) as a share of the compute
-ceiling, and the larger of the compute and memory floors as a share of its
-time (the share of the roofline).
+also mmcv's op when it is installed. On CPU the run also places carafe on
+its roofline at the same thread count (carafe_lab.roofline.paired_shares):
+in rounds, each timing a float32 matrix multiply (compute ceiling), a large
+buffer copy (memory ceiling) and a carafe call back to back, it reports
+carafe's useful FLOP rate (2*k*k multiply-adds per output element forward,
+three times that forward+backward) as a share of the compute ceiling, and
+the larger of the compute and memory floors as a share of its time (the
+share of the roofline), medians over rounds: this VM's speed drifts by up to
+2x over minutes. Then carafe and the compiled peer are timed again, and
+placed on the roofline again, with freed memory kept for reuse
+(_glibc_keep_freed_memory).
 
     python benchmarks/bench_op.py [--device cpu|cuda] [--quick] [--out FILE]
 
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 import carafe
 from carafe.reference import carafe_reference, carafe_unfold, random_inputs
 from carafe_lab.environment import describe
-from carafe_lab.roofline import copy_bandwidth, floor_bytes, sgemm_gflops, shares, useful_gflop
+from carafe_lab.roofline import floor_bytes, paired_shares, useful_gflop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
@@ -157,8 +160,9 @@ def _calls(fn, f, m, grad_out):
     return forward, forward_backward
 
 
-def run(device, sizes, repeat):
-    """Timings of every (size, method) first, then peak memory: on CPU the
+def run(device, sizes, repeat, between=None):
+    """Timings of every (size, method) first, then between() (the roofline
+    rounds, which must see the same allocator), then peak memory: on CPU the
     memory probe changes how glibc serves large blocks, which would slow the
     allocation-heavy baselines' timings."""
     rows = []
@@ -176,6 +180,7 @@ def run(device, sizes, repeat):
             })
             print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
                   f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms", flush=True)
+    extra = between() if between else None
     if device == "cpu":
         _glibc_return_freed_memory()
     for size_name, shape in sizes.items():
@@ -190,7 +195,7 @@ def run(device, sizes, repeat):
                   f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB, fwd+bwd "
                   f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
                   f"(output {row['output_bytes'] / 2**20:.1f} MiB)", flush=True)
-    return rows
+    return rows, extra
 
 
 def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
@@ -218,23 +223,30 @@ def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
     return rows
 
 
-def roofline(rows, sizes, gflops, bytes_per_s):
-    """Per size, carafe's forward and forward+backward against the roofline
-    (carafe_lab.roofline.shares); the FLOP shares also under their old keys."""
+def roofline(device, sizes):
+    """Per size, carafe's forward and forward+backward on the roofline, from
+    rounds interleaved with the ceilings' measurements
+    (carafe_lab.roofline.paired_shares); the FLOP shares also under their old
+    keys."""
     out = {}
-    for row in rows:
-        if row["method"] != "carafe":
-            continue
-        shape = sizes[row["size"]]
+    carafe_fn = methods(device)["carafe"]
+    for size_name, shape in sizes.items():
+        f, m, grad_out = _problem(device, *shape)
+        forward, forward_backward = _calls(carafe_fn, f, m, grad_out)
         fwd_bytes = floor_bytes(*shape, K, G, S, 4, backward=False)
         both_bytes = fwd_bytes + floor_bytes(*shape, K, G, S, 4, backward=True)
-        fwd = shares(useful_gflop(*shape, K, S), fwd_bytes, row["forward_ms"] / 1e3,
-                     gflops, bytes_per_s)
-        both = shares(useful_gflop(*shape, K, S, backward=True), both_bytes,
-                      row["forward_backward_ms"] / 1e3, gflops, bytes_per_s)
-        out[row["size"]] = {"forward_pct_of_sgemm": fwd["pct_of_sgemm"],
-                            "forward_backward_pct_of_sgemm": both["pct_of_sgemm"],
-                            "forward": fwd, "forward_backward": both}
+        fwd = paired_shares(forward, useful_gflop(*shape, K, S), fwd_bytes, device)
+        both = paired_shares(forward_backward, useful_gflop(*shape, K, S, backward=True),
+                             both_bytes, device)
+        out[size_name] = {"forward_pct_of_sgemm": fwd["pct_of_sgemm"],
+                          "forward_backward_pct_of_sgemm": both["pct_of_sgemm"],
+                          "forward": fwd, "forward_backward": both}
+        for what, x in (("forward", fwd), ("forward_backward", both)):
+            print(f"  {size_name:>14} {what:>16}: {x['ms']:8.2f} ms; floors compute "
+                  f"{x['compute_floor_ms']:6.2f} ms (at {x['sgemm_gflops']:.0f} GFLOP/s), memory "
+                  f"{x['memory_floor_ms']:6.2f} ms (at {x['copy_GBps']:.1f} GB/s; "
+                  f"{x['bound']}-bound); {x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
+                  f"{x['pct_of_roofline']:5.1f}% of the roofline", flush=True)
     return out
 
 
@@ -269,53 +281,31 @@ def main(argv=None):
     sizes = QUICK_SIZES if args.quick else SIZES
     print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
           f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
-    # The roofline is measured before and after the timings and the higher
-    # rate is used: on a shared machine a dip during one measurement would
-    # otherwise inflate carafe's share (seen here: 148 vs 224-242 GFLOP/s
-    # minutes apart on the same 2-core VM).
-    # The same for the memory ceiling.
-    before = sgemm_gflops(args.device)
-    bw_before = copy_bandwidth(args.device)
-    rows = run(args.device, sizes, args.repeat)
+    # The roofline (CPU): carafe's calls interleaved with the ceilings'
+    # measurements, round by round, with the allocator of the timings.
+    def roofline_rounds(heading):
+        print(f"Roofline rounds ({heading}; each a matrix multiply, a copy, a carafe call; "
+              "medians over rounds):")
+        return roofline(args.device, sizes)
+
+    rows, roof = run(args.device, sizes, args.repeat,
+                     between=(lambda: roofline_rounds("default allocator"))
+                     if args.device == "cpu" else None)
     reused = run_with_reused_memory(args.device, sizes, args.repeat)
-    after = sgemm_gflops(args.device)
-    bw_after = copy_bandwidth(args.device)
-    gflops, bandwidth = max(before, after), max(bw_before, bw_after)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
-              "sgemm_gflops": gflops, "sgemm_gflops_before_after": [before, after],
-              "copy_GBps": bandwidth / 1e9,
-              "copy_GBps_before_after": [bw_before / 1e9, bw_after / 1e9],
-              "roofline": roofline(rows, sizes, gflops, bandwidth),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if roof:
+        result["roofline"] = roof
+        result["roofline_method"] = (
+            "medians over rounds of (float32 2048x2048 matrix multiply, 256 MiB copy, one "
+            "carafe call), shares computed per round")
     if reused:
         result["reused_memory"] = {
             "how": "glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB (freed memory kept "
                    "for reuse, as jemalloc and TCMalloc do)",
             "results": reused, "ratios": ratios(reused),
-            "roofline": roofline(reused, sizes, gflops, bandwidth)}
-    print(f"\nRoofline on this run's threads (each the higher of before / after the timings): "
-          f"float32 matrix multiply {gflops:.1f} GFLOP/s ({before:.1f} / {after:.1f}), "
-          f"copy {bandwidth / 1e9:.1f} GB/s read + write ({bw_before / 1e9:.1f} / "
-          f"{bw_after / 1e9:.1f}). carafe:")
-    for size, r in result["roofline"].items():
-        for what in ("forward", "forward_backward"):
-            x = r[what]
-            print(f"  {size:>14} {what:>16}: floors compute {x['compute_floor_ms']:6.2f} ms, "
-                  f"memory {x['memory_floor_ms']:6.2f} ms ({x['bound']}-bound); "
-                  f"{x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
-                  f"{x['pct_of_roofline']:5.1f}% of the roofline")
-    if reused:
-        print("With freed memory kept for reuse (glibc mallopt, as jemalloc / TCMalloc do):")
-        for size, r in result["reused_memory"]["roofline"].items():
-            peer = result["reused_memory"]["ratios"].get(size, {}).get("compiled")
-            print(f"  {size:>14}: carafe {r['forward']['pct_of_sgemm']:5.1f}% / "
-                  f"{r['forward_backward']['pct_of_sgemm']:5.1f}% of the compute ceiling and "
-                  f"{r['forward']['pct_of_roofline']:5.1f}% / "
-                  f"{r['forward_backward']['pct_of_roofline']:5.1f}% of the roofline "
-                  "(forward / forward+backward)"
-                  + (f"; torch.compile peer {peer['forward_time']:.1f}x / "
-                     f"{peer['forward_backward_time']:.1f}x slower" if peer else ""))
+            "roofline": roofline_rounds("freed memory kept for reuse")}
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():

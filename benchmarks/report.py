@@ -61,55 +61,50 @@ def render(runs):
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _shares(x):
+    return (f"{x['ms']:.2f} ms, {x['pct_of_sgemm']:.0f}% of the compute ceiling "
+            f"({x['sgemm_gflops']:.0f} GFLOP/s), {x['pct_of_roofline']:.0f}% of the roofline "
+            f"({x['bound']}-bound; copy {x['copy_GBps']:.1f} GB/s)")
+
+
 def roofline_line(data):
-    """One sentence: the ceilings measured in the run and carafe's shares."""
-    samples = data.get("sgemm_gflops_before_after")
-    measured = (f" (the higher of {samples[0]:.0f} before and {samples[1]:.0f} after "
-                "the timings)") if samples else ""
-    text = (f"Roofline of this run: float32 matrix multiply at "
-            f"{data['sgemm_gflops']:.1f} GFLOP/s{measured}")
-    if "copy_GBps" not in data:  # runs saved before the memory ceiling was measured
-        return (text + "; carafe's useful FLOP rate (2k² per output element, 3x that "
+    """One sentence: carafe on the roofline measured in rounds (bench_op.py);
+    runs saved before the rounds state carafe's FLOP rate against one sgemm rate."""
+    if not all("forward" in r for r in data["roofline"].values()):
+        return (f"Roofline of this run: float32 matrix multiply at {data['sgemm_gflops']:.1f} "
+                "GFLOP/s; carafe's useful FLOP rate (2k² per output element, 3x that "
                 "forward+backward) is " + "; ".join(
                     f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
                     f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
                     for size, r in data["roofline"].items()) + " of it.")
-    bw = data.get("copy_GBps_before_after")
-    text += (f", copy at {data['copy_GBps']:.1f} GB/s read + write"
-             + (f" ({bw[0]:.1f} / {bw[1]:.1f})" if bw else "")
-             + ". carafe's useful FLOP rate (2k² per output element, 3x that "
-             "forward+backward) as a share of the compute ceiling, then the larger of "
-             "its compute and memory floors (bytes it must move at the copy rate) as a "
-             "share of its time: ")
-    text += "; ".join(
-        f"{size}: forward {r['forward']['pct_of_sgemm']:.0f}% / "
-        f"{r['forward']['pct_of_roofline']:.0f}% ({r['forward']['bound']}-bound), "
-        f"fwd+bwd {r['forward_backward']['pct_of_sgemm']:.0f}% / "
-        f"{r['forward_backward']['pct_of_roofline']:.0f}% "
-        f"({r['forward_backward']['bound']}-bound)"
-        for size, r in data["roofline"].items()) + "."
-    return text
+    return ("Roofline of this run, in rounds interleaved with carafe's calls (a float32 "
+            "2048x2048 matrix multiply for the compute ceiling, a 256 MiB copy, read + write, "
+            "for the memory ceiling, one carafe call; its FLOP 2k² per output element, 3x that "
+            "forward+backward; its floor the larger of FLOP at the first and the bytes it must "
+            "move at the second; medians over rounds): "
+            + "; ".join(f"{size}: forward {_shares(r['forward'])}, fwd+bwd "
+                        f"{_shares(r['forward_backward'])}"
+                        for size, r in data["roofline"].items()) + ".")
 
 
 def reused_memory_line(data):
     """One sentence: carafe and its strongest peer timed again with freed
-    memory kept for reuse."""
+    memory kept for reuse, and carafe's roofline rounds under it."""
     reused = data["reused_memory"]
     parts = []
     for size, r in reused["roofline"].items():
         row = next(x for x in reused["results"] if x["size"] == size and x["method"] == "carafe")
         peer = reused["ratios"].get(size, {}).get("compiled")
         parts.append(
-            f"{size}: forward {row['forward_ms']:.2f} ms ({r['forward']['pct_of_sgemm']:.0f}% / "
-            f"{r['forward']['pct_of_roofline']:.0f}%), fwd+bwd {row['forward_backward_ms']:.2f} ms "
-            f"({r['forward_backward']['pct_of_sgemm']:.0f}% / "
-            f"{r['forward_backward']['pct_of_roofline']:.0f}%)"
-            + (f", torch.compile peer {peer['forward_time']:.1f}x / "
-               f"{peer['forward_backward_time']:.1f}x slower" if peer else ""))
+            f"{size}: carafe forward {row['forward_ms']:.2f} ms, fwd+bwd "
+            f"{row['forward_backward_ms']:.2f} ms"
+            + (f" (torch.compile peer {peer['forward_time']:.1f}x / "
+               f"{peer['forward_backward_time']:.1f}x slower)" if peer else "")
+            + f"; in rounds, forward {_shares(r['forward'])}, fwd+bwd "
+            f"{_shares(r['forward_backward'])}")
     return ("Timed again in the same run with freed memory kept for reuse (" + reused["how"]
             + "), so that a fresh output is not a fresh mapping whose pages the kernel zeroes "
-            "on first write; carafe, with its shares of the compute ceiling / the roofline: "
-            + "; ".join(parts) + ".")
+            "on first write: " + "; ".join(parts) + ".")
 
 
 def update_readme(text, readme=README):

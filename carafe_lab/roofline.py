@@ -9,7 +9,15 @@ the machine of the run:
 - memory: the bytes it must move at least (read each input once, write each
   output once) at the rate of a large buffer copy (bytes read + written).
 The share of the roofline is that larger floor over the measured time.
+
+On a machine whose speed drifts over minutes (a shared VM: this project's
+measured sgemm 148 and 242 GFLOP/s minutes apart), ceilings measured at
+another time than the op misstate its share either way; paired_shares
+measures them in rounds interleaved with the op's own calls.
 """
+
+import statistics
+import time
 
 from carafe_lab.timing import median_seconds
 
@@ -28,16 +36,6 @@ def floor_bytes(N, C, H, W, k, G, s, dtype_size, backward):
     f, m, o = N * C * H * W, N * k * k * G * s * H * s * W, N * C * s * H * s * W
     n = (f + m + o) if not backward else (o + f + m + f + m)
     return n * dtype_size
-
-
-def sgemm_gflops(device, n=2048, repeat=10):
-    """The float32 matrix-multiply rate (GFLOP/s) at the current thread count:
-    the compute ceiling."""
-    import torch
-
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    return 2 * n**3 / median_seconds(lambda: a @ b, device, repeat) / 1e9
 
 
 def copy_bandwidth(device, nbytes=None, repeat=20):
@@ -67,3 +65,52 @@ def shares(gflop, nbytes, seconds, gflops, bytes_per_s):
             "bound": "memory" if memory_ms > compute_ms else "compute",
             "pct_of_sgemm": 100 * compute_ms / (1e3 * seconds),
             "pct_of_roofline": 100 * floor_ms / (1e3 * seconds)}
+
+
+def _seconds(fn, device):
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes=None):
+    """fn's place on the roofline from interleaved rounds: each round times one
+    float32 n x n matrix multiply, one buffer copy (copy_bandwidth's sizes) and
+    one call of fn, back to back, and computes the shares from that round's
+    three times; the result holds the medians over rounds of the shares, the
+    floors, the ceilings and fn's time, and the bound of the median floors.
+    fn is called once untimed before its timed call, as in a loop of its own
+    (the copy has flushed the caches)."""
+    import torch
+
+    if copy_bytes is None:
+        copy_bytes = 2**30 if device == "cuda" else 2**28
+    a = torch.randn(sgemm_n, sgemm_n, device=device)
+    b = torch.randn(sgemm_n, sgemm_n, device=device)
+    x = torch.ones(copy_bytes // 4, dtype=torch.float32, device=device)
+    y = torch.zeros_like(x)
+    for warm in (lambda: a @ b, lambda: y.copy_(x), fn):
+        warm()
+    per_round = []
+    for _ in range(rounds):
+        t_gemm = _seconds(lambda: a @ b, device)
+        t_copy = _seconds(lambda: y.copy_(x), device)
+        fn()
+        t_fn = _seconds(fn, device)
+        gflops, bytes_per_s = 2 * sgemm_n**3 / t_gemm / 1e9, 2 * copy_bytes / t_copy
+        r = shares(gflop, nbytes, t_fn, gflops, bytes_per_s)
+        r.update(sgemm_gflops=gflops, copy_GBps=bytes_per_s / 1e9, ms=1e3 * t_fn)
+        per_round.append(r)
+    out = {key: statistics.median(r[key] for r in per_round)
+           for key in per_round[0] if key != "bound"}
+    out["bound"] = "memory" if out["memory_floor_ms"] > out["compute_floor_ms"] else "compute"
+    out["rounds"] = rounds
+    return out

@@ -61,22 +61,20 @@ def test_report_renders_a_run(tmp_path):
     assert "| 1x1x1x1 | unfold | 30.00 | 60.00 | 30.0x | 32.0 (1.0) |" in text
 
 
+ROUND = {"ms": 20.0, "pct_of_sgemm": 26.0, "pct_of_roofline": 40.0, "bound": "memory",
+         "sgemm_gflops": 245.5, "copy_GBps": 17.2}
+
+
 def test_report_states_both_ceilings():
     report = load_report()
-    fwd = {"pct_of_sgemm": 26.0, "pct_of_roofline": 40.0, "bound": "memory"}
-    both = {"pct_of_sgemm": 21.0, "pct_of_roofline": 24.0, "bound": "compute"}
-    data = {"sgemm_gflops": 245.5, "sgemm_gflops_before_after": [245.5, 190.0],
-            "copy_GBps": 17.2, "copy_GBps_before_after": [17.2, 16.0],
-            "roofline": {"2x256x50x76": {"forward": fwd, "forward_backward": both}}}
+    data = {"roofline": {"2x256x50x76": {"forward": ROUND, "forward_backward": ROUND}}}
     line = report.roofline_line(data)
-    assert "245.5 GFLOP/s" in line and "17.2 GB/s read + write (17.2 / 16.0)" in line
-    assert ("2x256x50x76: forward 26% / 40% (memory-bound), fwd+bwd 21% / 24% "
-            "(compute-bound)") in line
+    assert ("2x256x50x76: forward 20.00 ms, 26% of the compute ceiling (246 GFLOP/s), 40% of "
+            "the roofline (memory-bound; copy 17.2 GB/s), fwd+bwd 20.00 ms") in line
 
 
 def test_report_states_the_reused_memory_timings():
     report = load_report()
-    shares = {"pct_of_sgemm": 30.0, "pct_of_roofline": 45.0, "bound": "memory"}
     data = {"reused_memory": {
         "how": "glibc mallopt",
         "results": [{"size": "2x256x50x76", "method": "carafe", "forward_ms": 4.5,
@@ -85,11 +83,11 @@ def test_report_states_the_reused_memory_timings():
                      "forward_backward_ms": 360.0}],
         "ratios": {"2x256x50x76": {"compiled": {"forward_time": 20.0,
                                                 "forward_backward_time": 20.0}}},
-        "roofline": {"2x256x50x76": {"forward": shares, "forward_backward": shares}}}}
+        "roofline": {"2x256x50x76": {"forward": ROUND, "forward_backward": ROUND}}}}
     line = report.reused_memory_line(data)
     assert "(glibc mallopt)" in line
-    assert ("2x256x50x76: forward 4.50 ms (30% / 45%), fwd+bwd 18.00 ms (30% / 45%), "
-            "torch.compile peer 20.0x / 20.0x slower") in line
+    assert ("2x256x50x76: carafe forward 4.50 ms, fwd+bwd 18.00 ms (torch.compile peer "
+            "20.0x / 20.0x slower); in rounds, forward 20.00 ms, 26% of the compute") in line
 
 
 def test_roofline_accounting():
