@@ -17,11 +17,17 @@ def cpu_model() -> str:
 
 
 def git_commit(folder, short=False):
-    """HEAD of the git checkout around folder, or None outside one."""
+    """HEAD of the git checkout around folder, with "-dirty" appended when
+    tracked files differ from it (as `git describe --dirty` marks it: the
+    result then came from code no commit holds), or None outside a checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+        head = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
                               cwd=folder, check=True, capture_output=True,
                               text=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 cwd=folder, check=True, capture_output=True,
+                                 text=True).stdout.strip()
+        return head + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 

@@ -90,6 +90,37 @@ def test_report_states_the_reused_memory_timings():
             "20.0x / 20.0x slower); in rounds, forward 20.00 ms, 26% of the compute") in line
 
 
+def test_paired_shares_measures_rounds():
+    from carafe_lab.roofline import paired_shares
+    x = torch.ones(10000)
+    r = paired_shares(lambda: x.sum(), 2e-5, 4e4, "cpu", rounds=3, sgemm_n=64,
+                      copy_bytes=2**16)
+    assert r["rounds"] == 3 and r["bound"] in ("memory", "compute") and r["ms"] > 0
+    assert r["sgemm_gflops"] > 0 and r["copy_GBps"] > 0
+    floor = max(r["compute_floor_ms"], r["memory_floor_ms"])
+    assert 0 < r["pct_of_sgemm"] <= r["pct_of_roofline"] + 1e-9
+    assert floor > 0
+
+
+def test_git_commit_marks_uncommitted_changes(tmp_path):
+    import subprocess
+
+    from carafe_lab.environment import git_commit
+    assert git_commit(tmp_path) is None  # not a checkout
+    run = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True,  # noqa: E731
+                                    capture_output=True)
+    run("init", "-q")
+    (tmp_path / "f.txt").write_text("a\n")
+    run("add", "f.txt")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path, short=True)
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "other.txt").write_text("untracked files do not count\n")
+    assert git_commit(tmp_path, short=True) == clean
+    (tmp_path / "f.txt").write_text("b\n")
+    assert git_commit(tmp_path, short=True) == clean + "-dirty"
+
+
 def test_roofline_accounting():
     """The floors both benchmarks measure against (carafe_lab.roofline)."""
     from carafe_lab.roofline import floor_bytes, shares, useful_gflop
