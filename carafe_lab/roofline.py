@@ -17,9 +17,8 @@ measures them in rounds interleaved with the op's own calls.
 """
 
 import statistics
-import time
 
-from carafe_lab.timing import median_seconds
+from carafe_lab.timing import median_seconds, seconds
 
 
 def useful_gflop(N, C, H, W, k, s, backward=False):
@@ -54,8 +53,8 @@ def copy_bandwidth(device, nbytes=None, repeat=20):
     return 2 * x.numel() * 4 / t
 
 
-def shares(gflop, nbytes, seconds, gflops, bytes_per_s):
-    """Where a call of `seconds` stands against the roofline: each floor in ms,
+def shares(gflop, nbytes, t, gflops, bytes_per_s):
+    """Where a call of t seconds stands against the roofline: each floor in ms,
     the bound (the larger floor), and the shares of the compute ceiling and of
     the roofline, in percent."""
     compute_ms = 1e3 * gflop / gflops
@@ -63,22 +62,8 @@ def shares(gflop, nbytes, seconds, gflops, bytes_per_s):
     floor_ms = max(compute_ms, memory_ms)
     return {"compute_floor_ms": compute_ms, "memory_floor_ms": memory_ms,
             "bound": "memory" if memory_ms > compute_ms else "compute",
-            "pct_of_sgemm": 100 * compute_ms / (1e3 * seconds),
-            "pct_of_roofline": 100 * floor_ms / (1e3 * seconds)}
-
-
-def _seconds(fn, device):
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+            "pct_of_sgemm": 100 * compute_ms / (1e3 * t),
+            "pct_of_roofline": 100 * floor_ms / (1e3 * t)}
 
 
 def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes=None):
@@ -103,10 +88,10 @@ def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes
     for _ in range(rounds):
         # the ceilings as the better of two calls: one call can dip (sgemm
         # 143-248 GFLOP/s call to call here), which would inflate the share
-        t_gemm = min(_seconds(lambda: a @ b, device) for _ in range(2))
-        t_copy = min(_seconds(lambda: y.copy_(x), device) for _ in range(2))
+        t_gemm = min(seconds(lambda: a @ b, device) for _ in range(2))
+        t_copy = min(seconds(lambda: y.copy_(x), device) for _ in range(2))
         fn()
-        t_fn = _seconds(fn, device)
+        t_fn = seconds(fn, device)
         gflops, bytes_per_s = 2 * sgemm_n**3 / t_gemm / 1e9, 2 * copy_bytes / t_copy
         r = shares(gflop, nbytes, t_fn, gflops, bytes_per_s)
         r.update(sgemm_gflops=gflops, copy_GBps=bytes_per_s / 1e9, ms=1e3 * t_fn)

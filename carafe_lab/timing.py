@@ -7,18 +7,20 @@ import time
 import torch
 
 
-def median_seconds(fn, device="cpu", repeat=10):
-    """Median wall time of fn() over repeat calls, after one warm-up call;
-    on CUDA, synchronised before and after each call so that the time covers
-    the kernels, not just their launch."""
+def seconds(fn, device="cpu"):
+    """Wall time of one call of fn(); on CUDA, synchronised before and after
+    so that the time covers the kernels, not just their launch."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def median_seconds(fn, device="cpu", repeat=10):
+    """Median wall time (seconds()) of fn() over repeat calls, after one
+    warm-up call."""
+    fn()
+    return statistics.median(seconds(fn, device) for _ in range(repeat))

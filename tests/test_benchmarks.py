@@ -91,7 +91,8 @@ def test_report_states_the_reused_memory_timings():
 
 
 def test_paired_shares_measures_rounds():
-    from carafe_lab.roofline import paired_shares
+    from carafe_lab.roofline import copy_bandwidth, paired_shares
+    assert copy_bandwidth("cpu", nbytes=2**16, repeat=3) > 0
     x = torch.ones(10000)
     r = paired_shares(lambda: x.sum(), 2e-5, 4e4, "cpu", rounds=3, sgemm_n=64,
                       copy_bytes=2**16)
