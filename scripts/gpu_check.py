@@ -76,7 +76,9 @@ def machine():
             "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
             "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
             "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
-            "git_commit": git_commit(ROOT, short=True)}
+            # a copy of the tree without .git (a lent GPU machine) is told
+            # its commit by whoever sent it
+            "git_commit": git_commit(ROOT, short=True) or os.environ.get("CARAFE_GIT_COMMIT")}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
                               "--format=csv,noheader"], capture_output=True, text=True,
@@ -165,19 +167,43 @@ def main(argv=None):
     report = {"machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "steps": {}}
     env = install_wheels(log)
     steps = report["steps"]
+    slug = re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
+    out = ROOT / "benchmarks" / "results" / f"gpu_check_{slug}{'_quick' if args.quick else ''}.json"
+
+    def save():
+        """The report so far, after every step: a run cut off by its time
+        limit still leaves what it measured (under $OUT too when set)."""
+        log.flush()
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        if os.environ.get("OUT"):
+            shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+            shutil.copy(PREPARED / "gpu_check.log", Path(os.environ["OUT"]) / "gpu_check.log")
+
     if not args.skip_build:
         ok, secs, tail = sh([sys.executable, "setup.py", "build_ext", "--inplace"], 420,
                             env={"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": info["capability"],
                                  "MAX_JOBS": str(os.cpu_count() or 8)}, log=log)
         steps["build"] = {"ok": ok, "seconds": secs, **({} if ok else {"tail": tail})}
-    test_runs = {"pytest_cuda": ["-m", "cuda", "tests"],
-                 "pytest_cuda_cases": ["tests/test_ops.py", "tests/test_properties.py",
-                                       "tests/test_modules.py", "-k", "cuda"]}
-    for name, targets in test_runs.items():
+        save()
+
+    def pytest_step(name, targets):
         ok, secs, tail = sh([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              *targets], 300, env=env, log=log)
         steps[name] = {"ok": ok, "seconds": secs, "counts": pytest_counts(tail),
                        **({} if ok else {"tail": tail})}
+        save()
+
+    # The CUDA tests, then the benchmark (the numbers the targets are about),
+    # then the longer checks, so that a cut-off run has the essentials.
+    pytest_step("pytest_cuda", ["-m", "cuda", "tests"])
+    try:
+        report["benchmark"] = benchmark(args.quick, log)
+        steps["benchmark"] = {"ok": True}
+    except Exception as e:  # noqa: BLE001 (recorded; the report is still written)
+        steps["benchmark"] = {"ok": False, "tail": f"{type(e).__name__}: {e}"}
+    save()
+    pytest_step("pytest_cuda_cases", ["tests/test_ops.py", "tests/test_properties.py",
+                                      "tests/test_modules.py", "-k", "cuda"])
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     for tool in ("memcheck", "racecheck"):
         if not Path(sanitizer).exists():
@@ -186,17 +212,7 @@ def main(argv=None):
         ok, secs, tail = sh([sanitizer, "--tool", tool, "--error-exitcode", "1",
                              sys.executable, "scripts/gpu_sanitize.py"], 240, env=env, log=log)
         steps[f"sanitizer_{tool}"] = {"ok": ok, "seconds": secs, "tail": tail}
-    try:
-        report["benchmark"] = benchmark(args.quick, log)
-        steps["benchmark"] = {"ok": True}
-    except Exception as e:  # noqa: BLE001 (recorded; the report is still written)
-        steps["benchmark"] = {"ok": False, "tail": f"{type(e).__name__}: {e}"}
-    slug = re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
-    out = ROOT / "benchmarks" / "results" / f"gpu_check_{slug}{'_quick' if args.quick else ''}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    if os.environ.get("OUT"):
-        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
-        shutil.copy(PREPARED / "gpu_check.log", Path(os.environ["OUT"]) / "gpu_check.log")
+        save()
     print(summary(report))
     print(f"wrote {out}")
     return 0 if all(s.get("ok") for s in steps.values()) else 1
