@@ -75,3 +75,10 @@ def has_kernel(device_type: str) -> bool:
 def cuda_available() -> bool:
     """CUDA kernels compiled in and a CUDA GPU visible."""
     return has_kernel("cuda") and torch.cuda.is_available()
+
+
+# What this build holds, read once after the registrations above: the op's
+# argument checks read this constant, not the dispatcher, so torch.compile
+# traces them without a graph break (fullgraph=True failed on CUDA tensors:
+# the dispatcher query returns a bool that Dynamo cannot put in a graph).
+HAS_CUDA_KERNEL = has_kernel("cuda")

@@ -96,7 +96,7 @@ def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -
             raise ValueError(f"carafe: {name} must fit in int64, got {value}")
     for t in (features, masks):
         dev = t.device.type
-        if dev == "cuda" and not _loader.has_kernel("cuda"):
+        if dev == "cuda" and not _loader.HAS_CUDA_KERNEL:
             raise RuntimeError(
                 "carafe: the tensors are on CUDA but this build of carafe has no CUDA kernels; "
                 "rebuild on a machine with nvcc (FORCE_CUDA=1 make setup, or "

@@ -4,17 +4,18 @@ On a machine with an NVIDIA GPU, nvcc and a CUDA build of PyTorch (no
 network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
 
 1. builds the extension for this GPU's architecture (in place);
-2. runs the CUDA tests (pytest -m cuda, and the CUDA cases of the property
-   and op tests);
-3. runs compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
-4. benchmarks forward and forward+backward of our kernels and of mmcv 2.1.0's
+2. runs the CUDA tests (pytest -m cuda);
+3. benchmarks forward and forward+backward of our kernels and of mmcv 2.1.0's
    own CUDA op (built from its sources by benchmarks/mmcv_peer), float32,
    float16 and bfloat16, at the FPN shapes of bench_op.py, against the
    bandwidth floor: the bytes each call must move at the device-to-device
    copy rate measured in the same run;
+4. runs the CUDA cases of the op, property and module tests, then
+   compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
 5. writes benchmarks/results/gpu_check_<gpu>.json (and a copy under $OUT
-   when set) and prints a summary. Each step's failure is recorded and the
-   later steps still run; the exit status is non-zero if any step failed.
+   when set) after every step, and prints a summary. Each step's failure is
+   recorded and the later steps still run; the exit status is non-zero if
+   any step failed.
 
     python3 scripts/gpu_check.py [--skip-build] [--quick]
 """
