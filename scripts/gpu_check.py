@@ -77,9 +77,9 @@ def machine():
             "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
             "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
             "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
-            # a copy of the tree without .git (a lent GPU machine) is told
-            # its commit by whoever sent it
-            "git_commit": git_commit(ROOT, short=True) or os.environ.get("CARAFE_GIT_COMMIT")}
+            # the commit as its sender states it wins: a lent GPU machine's
+            # copy of the tree carries a stale git history, if any
+            "git_commit": os.environ.get("CARAFE_GIT_COMMIT") or git_commit(ROOT, short=True)}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
                               "--format=csv,noheader"], capture_output=True, text=True,
