@@ -160,11 +160,8 @@ def _calls(fn, f, m, grad_out):
     return forward, forward_backward
 
 
-def run(device, sizes, repeat, between=None):
-    """Timings of every (size, method) first, then between() (the roofline
-    rounds, which must see the same allocator), then peak memory: on CPU the
-    memory probe changes how glibc serves large blocks, which would slow the
-    allocation-heavy baselines' timings."""
+def time_methods(device, sizes, repeat):
+    """Forward and forward+backward times of every (size, method)."""
     rows = []
     for size_name, shape in sizes.items():
         f, m, grad_out = _problem(device, *shape)
@@ -180,7 +177,13 @@ def run(device, sizes, repeat, between=None):
             })
             print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
                   f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms", flush=True)
-    extra = between() if between else None
+    return rows
+
+
+def probe_memory(device, sizes, rows):
+    """Adds each row's peak extra memory. On CPU it first changes how glibc
+    serves large blocks (which would slow the allocation-heavy baselines'
+    timings), so it runs after every timing done with the default allocator."""
     if device == "cpu":
         _glibc_return_freed_memory()
     for size_name, shape in sizes.items():
@@ -195,7 +198,6 @@ def run(device, sizes, repeat, between=None):
                   f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB, fwd+bwd "
                   f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
                   f"(output {row['output_bytes'] / 2**20:.1f} MiB)", flush=True)
-    return rows, extra
 
 
 def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
@@ -223,11 +225,13 @@ def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
     return rows
 
 
-def roofline(device, sizes):
+def roofline(device, sizes, heading):
     """Per size, carafe's forward and forward+backward on the roofline, from
     rounds interleaved with the ceilings' measurements
     (carafe_lab.roofline.paired_shares); the FLOP shares also under their old
     keys."""
+    print(f"Roofline rounds ({heading}; each a matrix multiply, a copy, a carafe call; "
+          "medians over rounds):")
     out = {}
     carafe_fn = methods(device)["carafe"]
     for size_name, shape in sizes.items():
@@ -281,16 +285,11 @@ def main(argv=None):
     sizes = QUICK_SIZES if args.quick else SIZES
     print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
           f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
+    rows = time_methods(args.device, sizes, args.repeat)
     # The roofline (CPU): carafe's calls interleaved with the ceilings'
     # measurements, round by round, with the allocator of the timings.
-    def roofline_rounds(heading):
-        print(f"Roofline rounds ({heading}; each a matrix multiply, a copy, a carafe call; "
-              "medians over rounds):")
-        return roofline(args.device, sizes)
-
-    rows, roof = run(args.device, sizes, args.repeat,
-                     between=(lambda: roofline_rounds("default allocator"))
-                     if args.device == "cpu" else None)
+    roof = roofline(args.device, sizes, "default allocator") if args.device == "cpu" else None
+    probe_memory(args.device, sizes, rows)
     reused = run_with_reused_memory(args.device, sizes, args.repeat)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
@@ -305,7 +304,7 @@ def main(argv=None):
             "how": "glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB (freed memory kept "
                    "for reuse, as jemalloc and TCMalloc do)",
             "results": reused, "ratios": ratios(reused),
-            "roofline": roofline_rounds("freed memory kept for reuse")}
+            "roofline": roofline(args.device, sizes, "freed memory kept for reuse")}
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():

@@ -68,15 +68,7 @@ def _shares(x):
 
 
 def roofline_line(data):
-    """One sentence: carafe on the roofline measured in rounds (bench_op.py);
-    runs saved before the rounds state carafe's FLOP rate against one sgemm rate."""
-    if not all("forward" in r for r in data["roofline"].values()):
-        return (f"Roofline of this run: float32 matrix multiply at {data['sgemm_gflops']:.1f} "
-                "GFLOP/s; carafe's useful FLOP rate (2k² per output element, 3x that "
-                "forward+backward) is " + "; ".join(
-                    f"{size}: {r['forward_pct_of_sgemm']:.0f}% forward, "
-                    f"{r['forward_backward_pct_of_sgemm']:.0f}% fwd+bwd"
-                    for size, r in data["roofline"].items()) + " of it.")
+    """One sentence: carafe on the roofline measured in rounds (bench_op.py)."""
     return ("Roofline of this run, in rounds interleaved with carafe's calls (a float32 "
             "2048x2048 matrix multiply for the compute ceiling, a 256 MiB copy, read + write, "
             "for the memory ceiling, one carafe call; its FLOP 2k² per output element, 3x that "

@@ -37,20 +37,25 @@ def floor_bytes(N, C, H, W, k, G, s, dtype_size, backward):
     return n * dtype_size
 
 
-def copy_bandwidth(device, nbytes=None, repeat=20):
-    """Bytes read + written per second by a copy between two buffers of nbytes
-    (median of repeat): the memory ceiling. The default, 1 GiB on CUDA and
-    256 MiB on CPU, is beyond the last-level caches of the machines we use
-    (an H100's 50 MB L2; this project's Xeon VM reports 300 MB of L3, which
-    its neighbours share), so it measures DRAM, not cache."""
+def _copy_buffers(device, nbytes=None):
+    """Source and destination of the memory ceiling's copy. The default size,
+    1 GiB on CUDA and 256 MiB on CPU, is beyond the last-level caches of the
+    machines we use (an H100's 50 MB L2; this project's Xeon VM reports 300 MB
+    of L3, which its neighbours share), so the copy measures DRAM, not cache.
+    The destination is written once first: the copy times no page faults."""
     import torch
 
     if nbytes is None:
         nbytes = 2**30 if device == "cuda" else 2**28
     x = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-    y = torch.zeros_like(x)  # written once first: the copy times no page faults
-    t = median_seconds(lambda: y.copy_(x), device, repeat)
-    return 2 * x.numel() * 4 / t
+    return x, torch.zeros_like(x)
+
+
+def copy_bandwidth(device, nbytes=None, repeat=20):
+    """Bytes read + written per second by a copy between two buffers of nbytes
+    (_copy_buffers; median of repeat): the memory ceiling."""
+    x, y = _copy_buffers(device, nbytes)
+    return 2 * x.nbytes / median_seconds(lambda: y.copy_(x), device, repeat)
 
 
 def shares(gflop, nbytes, t, gflops, bytes_per_s):
@@ -68,7 +73,7 @@ def shares(gflop, nbytes, t, gflops, bytes_per_s):
 
 def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes=None):
     """fn's place on the roofline from interleaved rounds: each round times
-    float32 n x n matrix multiplies, buffer copies (copy_bandwidth's sizes) and
+    float32 n x n matrix multiplies, buffer copies (_copy_buffers) and
     a call of fn, back to back, and computes the shares from that round's
     times; the result holds the medians over rounds of the shares, the
     floors, the ceilings and fn's time, and the bound of the median floors.
@@ -76,12 +81,9 @@ def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes
     (the copy has flushed the caches)."""
     import torch
 
-    if copy_bytes is None:
-        copy_bytes = 2**30 if device == "cuda" else 2**28
     a = torch.randn(sgemm_n, sgemm_n, device=device)
     b = torch.randn(sgemm_n, sgemm_n, device=device)
-    x = torch.ones(copy_bytes // 4, dtype=torch.float32, device=device)
-    y = torch.zeros_like(x)
+    x, y = _copy_buffers(device, copy_bytes)
     for warm in (lambda: a @ b, lambda: y.copy_(x), fn):
         warm()
     per_round = []
@@ -92,7 +94,7 @@ def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes
         t_copy = min(seconds(lambda: y.copy_(x), device) for _ in range(2))
         fn()
         t_fn = seconds(fn, device)
-        gflops, bytes_per_s = 2 * sgemm_n**3 / t_gemm / 1e9, 2 * copy_bytes / t_copy
+        gflops, bytes_per_s = 2 * sgemm_n**3 / t_gemm / 1e9, 2 * x.nbytes / t_copy
         r = shares(gflop, nbytes, t_fn, gflops, bytes_per_s)
         r.update(sgemm_gflops=gflops, copy_GBps=bytes_per_s / 1e9, ms=1e3 * t_fn)
         per_round.append(r)

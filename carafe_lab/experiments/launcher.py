@@ -155,8 +155,7 @@ def resume_checkpoint(folder, named):
         return named
     # one run saves either by epoch or by iteration; prefer the newest of the kind named
     kind_named = Path(named).stem.partition("_")[0]
-    newest = max([f for f in found if kind_named in ("epoch", "iter")
-                  and f[0] == (kind_named == "iter")] or found)[2]
+    newest = max([f for f in found if kind_named == ("iter" if f[0] else "epoch")] or found)[2]
     print(f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
           f"resuming from {newest}, the newest checkpoint in the run", file=sys.stderr)
     return str(newest)

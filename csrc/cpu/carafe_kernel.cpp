@@ -91,6 +91,11 @@ inline __attribute__((always_inline)) V loadv(const float* p) {
 }
 template <typename V>
 inline __attribute__((always_inline)) void storev(float* p, V v) { __builtin_memcpy(p, &v, sizeof(v)); }
+// Prefetches p[0 .. n), one line per 16 floats from p (for writing: kWrite).
+template <bool kWrite = false>
+inline __attribute__((always_inline)) void prefetch_floats(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, kWrite ? 1 : 0);
+}
 inline v8f load8(const float* p) { return loadv<v8f>(p); }
 inline void store8(float* p, v8f v) { storev(p, v); }
 
@@ -319,11 +324,7 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
       // 7.3-9.8 -> 5.7-7.4 ms at 2x256x50x76, 24.1-39.8 -> 22.2-36.2 ms at
       // 2x256x100x152.
 #pragma GCC unroll 16
-      for (int c = 0; c < CB * S; ++c) {
-        float* o = a.out[c] + CB * a.out_stride + S * base;
-#pragma GCC unroll 4
-        for (int64_t line = 0; line < S * L; line += 16) __builtin_prefetch(o + line, 1);
-      }
+      for (int c = 0; c < CB * S; ++c) prefetch_floats<true>(a.out[c] + CB * a.out_stride + S * base, S * L);
     }
     for (int64_t ky = 0; ky < a.rows; ++ky) {
       const float* frow = fbase + ky * rstride;
@@ -440,15 +441,12 @@ inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGr
   const int64_t blocks = (a.W + L - 1) / L;
   for (int64_t jb = 0; jb < blocks; ++jb) {
     const int64_t base = block_start(jb, L, a.W);
-    {
+    if (jb + 1 < blocks) {
       // the next block's output lines, for writing (see the forward): the
       // backward at 2x256x100x152, 2 threads, median 70-79 -> 63-74 ms
-      const int64_t nb = block_start(jb + 1 < blocks ? jb + 1 : jb, L, a.W);
+      const int64_t next = block_start(jb + 1, L, a.W);
 #pragma GCC unroll 16
-      for (int o = 0; o < K * S; ++o) {
-#pragma GCC unroll 4
-        for (int64_t line = 0; line < S * L; line += 16) __builtin_prefetch(a.out[o] + S * nb + line, 1);
-      }
+      for (int o = 0; o < K * S; ++o) prefetch_floats<true>(a.out[o] + S * next, S * L);
     }
     V acc[S][S][K] = {};
     const float* go[S];
@@ -460,10 +458,7 @@ inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGr
 #pragma GCC unroll 4
       for (int t = 0; t < S; ++t) {
         // channels are a plane apart, beyond the hardware prefetchers' reach
-        __builtin_prefetch(go[t] + kGradMaskPrefetch * a.go_stride);
-        if constexpr (S * L * sizeof(float) > 64) {
-          __builtin_prefetch(go[t] + kGradMaskPrefetch * a.go_stride + 16);
-        }
+        prefetch_floats(go[t] + kGradMaskPrefetch * a.go_stride, S * L);
         if constexpr (S == 2) {
           deinterleave(loadv<V>(go[t]), loadv<V>(go[t] + L), g[t][0], g[t][1]);
         } else {
@@ -584,8 +579,7 @@ inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGra
         // the same columns of the next channel block (the caller's next
         // call): rows a plane apart, which the hardware prefetchers miss
         const float* next = p + CB * plane;
-#pragma GCC unroll 4
-        for (int64_t line = 0; line < S * L; line += 16) __builtin_prefetch(next + line);
+        prefetch_floats(next, S * L);
         if constexpr (S == 2) {
           deinterleave(loadv<V>(p), loadv<V>(p + L), G[c][t][0], G[c][t][1]);
         } else {
@@ -1040,7 +1034,7 @@ void grad_masks_window_float(const float* go, const float* f, float* gm, const D
           // without, 63-94 with (a 1-thread run: 124 -> 114)
           if (c + 8 < cpg) {
             const float* next = src + 8 * d.H * W;
-            for (int64_t x = 0; x < W; x += 16) __builtin_prefetch(next + x);
+            prefetch_floats(next, W);
           }
           float* row = F.data() + c * Wp;
           std::fill(row, row + r, 0.f);
@@ -1090,7 +1084,7 @@ void grad_features_window_float(const float* go, const float* m, float* gf, cons
         // the next item's row of this channel, for writing (see the forward):
         // the backward at 2x256x100x152, 2 threads, median 72-77 -> 68-72 ms
         if (y + 1 < d.H) {
-          for (int64_t x = 0; x < W; x += 16) __builtin_prefetch(row + W + x, 1);
+          prefetch_floats<true>(row + W, W);
         }
       }
       for (int64_t ky = 0; ky < k; ++ky) {
