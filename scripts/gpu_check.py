@@ -12,7 +12,11 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    copy rate measured in the same run;
 4. runs the CUDA cases of the op, property and module tests, then
    compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
-5. writes benchmarks/results/gpu_check_<gpu>.json (and a copy under $OUT
+5. profiles our kernels with Nsight Compute (ncu) over
+   scripts/gpu_profile.py: per kernel launch, the counters of its standard
+   sections (duration, DRAM / L1 / L2 throughput, occupancy, issue slots,
+   warp states), which a machine without a GPU cannot measure;
+6. writes benchmarks/results/gpu_check_<gpu>.json (and a copy under $OUT
    when set) after every step, and prints a summary. Each step's failure is
    recorded and the later steps still run; the exit status is non-zero if
    any step failed.
@@ -21,6 +25,8 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
 """
 
 import argparse
+import csv
+import io
 import json
 import os
 import re
@@ -39,8 +45,9 @@ SHAPES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
 K, G, S = 5, 1, 2
 
 
-def sh(cmd, timeout, env=None, log=None):
-    """Run cmd; returns (ok, seconds, last lines of its output)."""
+def sh(cmd, timeout, env=None, log=None, whole=False):
+    """Run cmd; returns (ok, seconds, last lines of its output, or all of it
+    when `whole`)."""
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -54,7 +61,7 @@ def sh(cmd, timeout, env=None, log=None):
         log.write(f"\n$ {' '.join(map(str, cmd))}  ({seconds} s, {'ok' if ok else 'FAILED'})\n")
         log.write(text)
         log.flush()
-    return ok, seconds, "\n".join(text.strip().splitlines()[-15:])
+    return ok, seconds, text if whole else "\n".join(text.strip().splitlines()[-15:])
 
 
 def install_wheels(log):
@@ -146,6 +153,52 @@ def benchmark(quick, log):
             "mmcv_peer": peer is not None, "mmcv_peer_error": peer_error, "rows": rows}
 
 
+# Nsight Compute sections recorded per kernel launch (standard section names).
+NCU_SECTIONS = ("SpeedOfLight", "LaunchStats", "Occupancy", "SchedulerStats", "WarpStateStats",
+                "MemoryWorkloadAnalysis")
+
+
+def parse_ncu_csv(text):
+    """ncu --csv --page details output -> one entry per profiled launch:
+    {"kernel", "grid", "block", "metrics": {"<section>: <metric> [<unit>]": value}}.
+    Lines that are not CSV rows (the program's own output, ncu's ==PROF==
+    notes) are skipped; numbers are parsed where they are numbers."""
+    rows = [line for line in text.splitlines() if line.startswith('"')]
+    launches = {}
+    for rec in csv.DictReader(io.StringIO("\n".join(rows))):
+        if not rec.get("Metric Name") or rec.get("ID") is None:
+            continue
+        entry = launches.setdefault(rec["ID"], {
+            "kernel": rec.get("Kernel Name", "?"), "grid": rec.get("Grid Size"),
+            "block": rec.get("Block Size"), "metrics": {}})
+        unit = f" [{rec['Metric Unit']}]" if rec.get("Metric Unit") else ""
+        value = (rec.get("Metric Value") or "").replace(",", "")
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+        entry["metrics"][f"{rec.get('Section Name', '')}: {rec['Metric Name']}{unit}"] = value
+    return [launches[i] for i in sorted(launches, key=lambda i: int(i) if i.isdigit() else 0)]
+
+
+def profile(env, log):
+    """Our kernels under ncu (scripts/gpu_profile.py): (step record, launches)."""
+    ncu = shutil.which("ncu") or "/usr/local/cuda/bin/ncu"
+    if not Path(ncu).exists():
+        return {"ok": False, "tail": "ncu not found"}, None
+    sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
+    # --clock-control none: measure the card as it runs, its clocks left alone
+    ok, secs, text = sh([ncu, "--clock-control", "none", "--kernel-name", "regex:carafe_",
+                         "--csv", "--page", "details", *sections,
+                         sys.executable, "scripts/gpu_profile.py"], 240, env=env, log=log,
+                        whole=True)
+    launches = parse_ncu_csv(text) if ok else None
+    step = {"ok": ok and bool(launches), "seconds": secs}
+    if not step["ok"]:
+        step["tail"] = "\n".join(text.strip().splitlines()[-15:])
+    return step, launches
+
+
 def pytest_counts(text):
     counts = {}
     for n, word in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", text):
@@ -214,6 +267,8 @@ def main(argv=None):
                              sys.executable, "scripts/gpu_sanitize.py"], 240, env=env, log=log)
         steps[f"sanitizer_{tool}"] = {"ok": ok, "seconds": secs, "tail": tail}
         save()
+    steps["ncu_profile"], report["ncu_profile"] = profile(env, log)
+    save()
     print(summary(report))
     print(f"wrote {out}")
     return 0 if all(s.get("ok") for s in steps.values()) else 1
@@ -238,7 +293,34 @@ def summary(report):
                 line += (f"; mmcv/ours fwd {r['mmcv_over_carafe_forward']:.2f}x, fwd+bwd "
                          f"{r['mmcv_over_carafe_forward_backward']:.2f}x")
             lines.append(line)
+    for launch in report.get("ncu_profile") or []:
+        lines.append(f"  ncu {launch['kernel'][:60]}: " + ", ".join(
+            f"{label} {value}" for label, value in ncu_highlights(launch["metrics"])))
     return "\n".join(lines)
+
+
+# The ncu counters the summary shows, by metric name (whatever section ncu
+# files them under; the unit, in brackets after the name, is shown as ncu
+# gave it).
+NCU_HIGHLIGHTS = (("time", "Duration"), ("DRAM", "DRAM Throughput"),
+                  ("memory", "Memory Throughput"), ("SM", "Compute (SM) Throughput"),
+                  ("regs", "Registers Per Thread"), ("occupancy", "Achieved Occupancy"),
+                  ("issued/cycle", "Issued Warp Per Scheduler"),
+                  ("cycles/issue", "Warp Cycles Per Issued Instruction"))
+
+
+def ncu_highlights(metrics):
+    """[(label, 'value unit')] for the NCU_HIGHLIGHTS found in one launch's metrics."""
+    found = []
+    for label, metric in NCU_HIGHLIGHTS:
+        for name, value in metrics.items():
+            bare = name.split(": ", 1)[-1]
+            if bare == metric or bare.startswith(metric + " ["):
+                unit = bare[len(metric) + 2:-1] if bare != metric else ""
+                shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+                found.append((label, f"{shown}{'' if unit in ('', '%') else ' '}{unit}"))
+                break
+    return found
 
 
 if __name__ == "__main__":

@@ -172,6 +172,38 @@ def test_gpu_check_accounting_and_summary():
     assert "mmcv/ours fwd 2.00x, fwd+bwd 5.00x" in text
 
 
+def test_gpu_check_reads_ncu_csv():
+    """The ncu step's parsing of `ncu --csv --page details` output (the
+    program's own lines and ncu's ==PROF== notes interleaved)."""
+    gc = _gpu_check()
+    head = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream",'
+            '"Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit",'
+            '"Metric Value"')
+
+    def row(i, kernel, section, name, unit, value):
+        return (f'"{i}","7","python3","127.0.0.1","{kernel}","1","7","(256, 1, 1)",'
+                f'"(950, 1, 1)","0","9.0","{section}","{name}","{unit}","{value}"')
+    fwd, gf = "carafe_forward_window_kernel", "carafe_grad_features_chunk_kernel"
+    text = "\n".join([
+        "==PROF== Connected to process 7", head,
+        row(0, fwd, "GPU Speed Of Light Throughput", "Duration", "usecond", "1,210.5"),
+        "some line the program printed",
+        row(0, fwd, "GPU Speed Of Light Throughput", "DRAM Throughput", "%", "41.2"),
+        row(0, fwd, "Launch Statistics", "Registers Per Thread", "register/thread", "95"),
+        row(1, gf, "Occupancy", "Achieved Occupancy", "%", "23.9"),
+        row(1, gf, "Occupancy", "Block Limit Registers", "block", "n/a"),
+        "==PROF== Disconnected from process 7"])
+    launches = gc.parse_ncu_csv(text)
+    assert [launch["kernel"] for launch in launches] == [fwd, gf]
+    assert launches[0]["metrics"]["GPU Speed Of Light Throughput: Duration [usecond]"] == 1210.5
+    assert launches[0]["block"] == "(256, 1, 1)"
+    assert launches[1]["metrics"]["Occupancy: Block Limit Registers [block]"] == "n/a"
+    assert gc.parse_ncu_csv("==PROF== nothing profiled\n") == []
+    # highlights match by section name as ncu's CSV writes it
+    highlights = dict(gc.ncu_highlights(launches[0]["metrics"]))
+    assert highlights == {"time": "1210 usecond", "DRAM": "41.2%", "regs": "95 register/thread"}
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_gpu_check_refuses_without_a_gpu(capsys):
     assert _gpu_check().main([]) == 2

@@ -33,10 +33,13 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfl
 @pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 3), (7, 2, 2),
                                    (9, 1, 2), (11, 2, 1)])
 @pytest.mark.parametrize("wide_index", [False, True])
-def test_kernels_match_cpu(emulated, k, G, s, wide_index):
-    # C/G = 20 channels: more than one forward channel chunk of 16, with a remainder
-    f, m = make_inputs(N=2, C=20 * G, H=4, W=5, k=k, G=G, s=s, normalized=False)
-    go = torch.randn(2, 20 * G, 4 * s, 5 * s, dtype=torch.float64)
+@pytest.mark.parametrize("H,W", [(4, 5), (9, 11)])
+def test_kernels_match_cpu(emulated, k, G, s, wide_index, H, W):
+    # C/G = 20 channels: more than one forward channel chunk of 16, with a remainder.
+    # 9x11: most windows up to k = 7 lie inside the input (the kernels' interior
+    # path); at 4x5 most reach past the border.
+    f, m = make_inputs(N=2, C=20 * G, H=H, W=W, k=k, G=G, s=s, normalized=False)
+    go = torch.randn(2, 20 * G, H * s, W * s, dtype=torch.float64)
     # max_blocks=2: the grid is smaller than the work, so every grid-stride loop iterates
     out = emulated.forward(f, m, k, G, s, wide_index, 2)
     gf, gm = emulated.backward(go, f, m, k, G, s, wide_index, 2)
@@ -67,3 +70,44 @@ def test_kernels_small_and_empty(emulated, shape):
     for a, b in zip(emulated.backward(go, f, m, 5, 2, 2, False, 4),
                     torch.ops.carafe.carafe_backward(go, f, m, 5, 2, 2)):
         torch.testing.assert_close(a, b)
+
+
+def _shifted(t):
+    """The same values as `t` in a contiguous view that starts one element
+    into its storage: misaligned for paired (8- or 16-byte) accesses."""
+    storage = torch.empty(t.numel() + 1, dtype=t.dtype)
+    view = storage[1:].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % (2 * t.element_size()) != 0
+    return view
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9])
+def test_launch_choice_and_paths_agree(emulated, dtype, k):
+    """The launch code's choice: at s = 2 with aligned tensors the kernels that
+    take output pairs as one access (k <= 5 for the forward; grad_masks keeps
+    one thread per mask element for k >= 7; generic kernels beyond k = 7); with
+    an input one element off alignment, the one-output kernels. All variants
+    sum in the same order, so the results agree bit for bit."""
+    f, m = make_inputs(N=1, C=24, H=9, W=10, k=k, G=2, s=2, dtype=dtype, normalized=False)
+    go = torch.randn(1, 24, 18, 20).to(dtype)
+    emulated.kernels_launched()  # clear
+    aligned = (emulated.forward(f, m, k, 2, 2, False, 3),
+               *emulated.backward(go, f, m, k, 2, 2, False, 3))
+    names_aligned = emulated.kernels_launched()
+    shifted = (emulated.forward(f, _shifted(m), k, 2, 2, False, 3),
+               *emulated.backward(_shifted(go), f, _shifted(m), k, 2, 2, False, 3))
+    names_shifted = emulated.kernels_launched()
+    for a, b in zip(aligned, shifted):
+        assert torch.equal(a, b)
+    unrolled = k in (1, 3, 5, 7)
+    S = {True: ", 2>", False: ", 0>"}
+    fwd, gm, gf = names_aligned
+    assert fwd.startswith("void carafe::kernels::carafe_forward_window_kernel" if unrolled
+                          else "void carafe::kernels::carafe_forward_generic_kernel")
+    assert fwd.endswith(S[k <= 5]) or not unrolled
+    assert ("grad_masks_window_kernel" in gm and gm.endswith(S[True])) == (k <= 5)
+    assert "carafe_grad_features_chunk_kernel" in gf and gf.endswith(S[True])
+    # misaligned: no paired kernel anywhere
+    assert len(names_shifted) == 3 and not any(n.endswith(S[True]) for n in names_shifted)

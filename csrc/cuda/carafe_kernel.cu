@@ -5,9 +5,10 @@
 // - one launch per result, reading and writing NCHW directly; consecutive
 //   threads own consecutive output columns, so loads of masks and stores of
 //   outputs are coalesced;
-// - forward: a thread loads the k*k weights of its pixel once into registers
-//   and reuses them over kChannelsPerThread channels of its group (k = 1, 3,
-//   5, 7 are compiled with unrolled taps; any other odd k takes a generic path);
+// - forward: a thread loads the k*k weights of its outputs once into
+//   registers and reuses them over kChannelsPerThread channels of its group;
+//   for s = 2 a thread computes the two outputs that share a window (see
+//   carafe_kernels.cuh for the kernels and how one is chosen);
 // - backward: both gradients are gathers (each thread owns one result
 //   element and sums in a fixed order): deterministic, no atomics;
 // - float16/bfloat16 accumulate in float (at::opmath_type);
@@ -51,25 +52,23 @@ bool fits_int32(std::initializer_list<int64_t> numels) {
   return true;
 }
 
-template <typename scalar_t, typename index_t, int K>
-void launch_forward(const at::Tensor& f, const at::Tensor& m, at::Tensor& out,
-                    const Dims<index_t>& d, cudaStream_t stream) {
-  const index_t chunks = forward_chunks(d);
-  const int64_t total = forward_threads(d, chunks);
-  if (total == 0) return;
-  carafe_forward_kernel<scalar_t, index_t, K><<<blocks_for(total), kThreads, 0, stream>>>(
-      f.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
-      out.mutable_data_ptr<scalar_t>(), d, chunks, index_t(total));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
+// A <<<>>> launch on `stream` for the launch_* choices of carafe_kernels.cuh.
+struct StreamLaunch {
+  cudaStream_t stream;
+  template <typename Kernel, typename... Args>
+  void operator()(int64_t threads, Kernel kernel, Args... args) const {
+    if (threads == 0) return;
+    kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
 
 template <typename scalar_t, typename index_t>
 void forward_cuda_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
                         int64_t G, int64_t s, cudaStream_t stream) {
-  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
-  dispatch_kernel_size(k, [&](auto K) {
-    launch_forward<scalar_t, index_t, decltype(K)::value>(f, m, out, d, stream);
-  });
+  launch_forward(dims_of<index_t>(f, k, G, s), f.const_data_ptr<scalar_t>(),
+                 m.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                 StreamLaunch{stream});
 }
 
 template <typename scalar_t, typename index_t>
@@ -77,23 +76,10 @@ void backward_cuda_typed(const at::Tensor& go, const at::Tensor& f, const at::Te
                          at::Tensor& gf, at::Tensor& gm, int64_t k, int64_t G, int64_t s,
                          cudaStream_t stream) {
   const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
-  const int64_t total_m = gm.numel(), total_f = gf.numel();
-  if (total_m > 0) {
-    launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
-                      gm.mutable_data_ptr<scalar_t>(),
-                      [&](int64_t threads, auto kernel, auto... args) {
-                        kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
-                        C10_CUDA_KERNEL_LAUNCH_CHECK();
-                      });
-  }
-  if (total_f > 0) {
-    launch_grad_features(d, go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
-                         gf.mutable_data_ptr<scalar_t>(),
-                         [&](int64_t threads, auto kernel, auto... args) {
-                           kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
-                           C10_CUDA_KERNEL_LAUNCH_CHECK();
-                         });
-  }
+  launch_grad_masks(d, go.const_data_ptr<scalar_t>(), f.const_data_ptr<scalar_t>(),
+                    gm.mutable_data_ptr<scalar_t>(), StreamLaunch{stream});
+  launch_grad_features(d, go.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
+                       gf.mutable_data_ptr<scalar_t>(), StreamLaunch{stream});
 }
 
 at::Tensor carafe_forward_cuda(const at::Tensor& features, const at::Tensor& masks,

@@ -1,9 +1,25 @@
 // The CUDA kernels of carafe::carafe / carafe::carafe_backward, separate
 // from their launches (carafe_kernel.cu) so that the same code can also be
 // compiled for the host and run under a CPU emulation of the CUDA grid
-// (tests/cuda_emulation/): the kernels' index arithmetic is then tested on
-// machines without a GPU. Device-only constructs are limited to what that
-// emulation provides (blockIdx, threadIdx, blockDim, gridDim, min).
+// (tests/cuda_emulation/): the kernels' index arithmetic and the choice of
+// kernel (launch_forward, launch_grad_masks, launch_grad_features) are then
+// tested on machines without a GPU. Device-only constructs are limited to
+// what that emulation provides (blockIdx, threadIdx, blockDim, gridDim, min).
+//
+// Where the time goes (measured on an H100 before these window kernels: the
+// forward at 2x256x100x152, k=5, s=2 took 610 us, 10x its memory floor, and
+// float16 took as long as float32): not bytes but instructions. Every
+// feature value a thread loads fed one multiply-add, each tap carried an
+// in-bounds test, and the 25 multiply-adds of an output formed one
+// dependent chain. Hence:
+// - a thread computes the s outputs of an output row that share one window
+//   (for s = 2: one feature load feeds two multiply-adds, two independent
+//   sums), and loads/stores those neighbours as one access (Vec);
+// - a thread whose whole window lies inside the input runs a copy of the
+//   loop with no bounds tests (kInterior), the border threads the tested one;
+// - k and s are template parameters for the common cases (k = 1, 3, 5, 7;
+//   s = 2), run-time values otherwise.
+// The sums run in the same order in every variant, so they give the same bits.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -18,8 +34,9 @@ namespace carafe {
 namespace kernels {
 
 constexpr int kThreads = 256;
-// Channels one forward thread computes with the same k*k weights: cuts mask
-// traffic by this factor while leaving enough threads to fill the GPU.
+// Channels one forward (and grad_features) thread computes with the same
+// mask values: cuts mask traffic by this factor while leaving enough threads
+// to fill the GPU.
 constexpr int kChannelsPerThread = 16;
 
 template <typename index_t>
@@ -31,32 +48,146 @@ __device__ __forceinline__ index_t grid_stride() {
   return index_t(gridDim.x) * index_t(blockDim.x);
 }
 
-// For the K*K taps of the window centred on input pixel (ci, cj): whether
-// each lies inside the input, and its offset in a channel plane (0 outside).
-template <typename index_t, int K>
-__device__ __forceinline__ void tap_offsets(index_t ci, index_t cj, const Dims<index_t>& d,
-                                            bool* ok, index_t* off) {
+// U neighbouring elements of a row, read or written as one access (8 bytes
+// for a float pair, 4 for a half pair). Callers check the alignment first
+// (is_aligned).
+template <typename T, int U>
+struct alignas(sizeof(T) * U) Vec {
+  T v[U];
+};
+template <typename V, typename T>
+__device__ __forceinline__ V load_vec(const T* p) {
+  return *reinterpret_cast<const V*>(p);
+}
+template <typename V, typename T>
+__device__ __forceinline__ void store_vec(T* p, const V& x) {
+  *reinterpret_cast<V*>(p) = x;
+}
+template <int U, typename T>
+inline bool is_aligned(const T* p) {
+  return reinterpret_cast<std::uintptr_t>(p) % (sizeof(T) * U) == 0;
+}
+
+// Outputs per thread of the window kernels. S > 0 (s == S): the S outputs
+// q = j*S .. j*S+S-1 of an output row, which share the window centred on
+// input column j. S == 0: one output, s read at run time.
+template <int S>
+constexpr int kOutputsPerThread = S > 0 ? S : 1;
+
+// A window kernel thread's place: output row p, first output column q0 and
+// the input pixel (ci, cj) its window is centred on, from its column index
+// `col` in [0, window_columns).
+template <typename index_t, int S>
+__device__ __forceinline__ index_t window_columns(const Dims<index_t>& d) {
+  return S > 0 ? d.W : d.Wo;
+}
+template <typename index_t, int S>
+struct WindowPlace {
+  index_t ci, cj, pix;  // window centre; p * Wo + q0
+  __device__ __forceinline__ WindowPlace(index_t p, index_t col, const Dims<index_t>& d)
+      : ci(source_coord(p, S > 0 ? index_t(S) : d.s)),
+        cj(S > 0 ? col : source_coord(col, d.s)),
+        pix(p * d.Wo + (S > 0 ? col * index_t(S) : col)) {}
+  // Whether every tap of a K*K window lies inside the input.
+  template <int K>
+  __device__ __forceinline__ bool interior(const Dims<index_t>& d) const {
+    return in_bounds(ci - K / 2, d.H) && in_bounds(ci + K / 2, d.H) &&
+           in_bounds(cj - K / 2, d.W) && in_bounds(cj + K / 2, d.W);
+  }
+};
+
+// The forward over `channels` consecutive channels for one thread's U
+// outputs: out[c, pix + u] = sum_t w[u][t] * plane[c, tap t of the window].
+// Taps outside the input are skipped, not multiplied by zero: a non-finite
+// value there must not leak into the sum.
+template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typename acc_t>
+__device__ __forceinline__ void reassemble(const scalar_t* __restrict__ plane,
+                                           scalar_t* __restrict__ out,
+                                           const acc_t (&w)[kOutputsPerThread<S>][K * K],
+                                           const WindowPlace<index_t, S>& at,
+                                           index_t channels, const Dims<index_t>& d, index_t HW,
+                                           index_t HoWo) {
+  constexpr int U = kOutputsPerThread<S>, R = K / 2;
+  using V = Vec<scalar_t, U>;
+  const index_t corner = (at.ci - R) * d.W + (at.cj - R);  // may be < 0 at the border
+  for (index_t c = 0; c < channels; ++c) {
+    acc_t acc[U];
 #pragma unroll
-  for (int ky = 0; ky < K; ++ky) {
+    for (int u = 0; u < U; ++u) acc[u] = 0;
 #pragma unroll
-    for (int kx = 0; kx < K; ++kx) {
-      const index_t y = tap_coord(ci, index_t(ky), index_t(K));
-      const index_t x = tap_coord(cj, index_t(kx), index_t(K));
-      const int t = ky * K + kx;
-      ok[t] = in_bounds(y, d.H) && in_bounds(x, d.W);
-      off[t] = ok[t] ? y * d.W + x : 0;
+    for (int ky = 0; ky < K; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < K; ++kx) {
+        if (kInterior ||
+            (in_bounds(at.ci - R + ky, d.H) && in_bounds(at.cj - R + kx, d.W))) {
+          const acc_t f = static_cast<acc_t>(plane[corner + index_t(ky) * d.W + kx]);
+#pragma unroll
+          for (int u = 0; u < U; ++u) acc[u] += w[u][ky * K + kx] * f;
+        }
+      }
+    }
+    V o;
+#pragma unroll
+    for (int u = 0; u < U; ++u) o.v[u] = static_cast<scalar_t>(acc[u]);
+    store_vec(out, o);
+    plane += HW;
+    out += HoWo;
+  }
+}
+
+// out[n, c, p, q] for one (n, g, channel chunk, output row p, window column)
+// per thread: its outputs' K*K mask values are loaded once into registers and
+// reused over the chunk's channels.
+template <typename scalar_t, typename index_t, int K, int S>
+__global__ void __launch_bounds__(kThreads)
+    carafe_forward_window_kernel(const scalar_t* __restrict__ features,
+                                 const scalar_t* __restrict__ masks,
+                                 scalar_t* __restrict__ output, const Dims<index_t> d,
+                                 const index_t chunks, const index_t total) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int U = kOutputsPerThread<S>;
+  using V = Vec<scalar_t, U>;
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, cols = window_columns<index_t, S>(d);
+  for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
+    const index_t col = idx % cols;
+    index_t rest = idx / cols;
+    const index_t p = rest % d.Ho;
+    rest /= d.Ho;
+    const index_t chunk = rest % chunks;
+    rest /= chunks;
+    const index_t g = rest % d.G, n = rest / d.G;
+    const WindowPlace<index_t, S> at(p, col, d);
+    const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
+    const index_t channels = min(index_t(kChannelsPerThread), (g + 1) * d.cpg - c_begin);
+    acc_t w[U][K * K];
+    const scalar_t* mpix =
+        masks + (n * d.mC + mask_channel(g, index_t(0), index_t(0), index_t(K))) * HoWo + at.pix;
+#pragma unroll
+    for (int t = 0; t < K * K; ++t) {
+      const V mv = load_vec<V>(mpix + index_t(t) * HoWo);
+#pragma unroll
+      for (int u = 0; u < U; ++u) w[u][t] = static_cast<acc_t>(mv.v[u]);
+    }
+    const scalar_t* plane = features + (n * d.C + c_begin) * HW;
+    scalar_t* out = output + (n * d.C + c_begin) * HoWo + at.pix;
+    if (at.template interior<K>(d)) {
+      reassemble<true, K, S>(plane, out, w, at, channels, d, HW, HoWo);
+    } else {
+      reassemble<false, K, S>(plane, out, w, at, channels, d, HW, HoWo);
     }
   }
 }
 
-// out[n, c, p, q] for one (n, g, channel chunk, pixel) per thread.
-template <typename scalar_t, typename index_t, int K>
+// The forward for any odd k (run-time k and s): one (n, g, channel chunk,
+// output pixel) per thread, the mask values reread for each channel.
+template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
-    carafe_forward_kernel(const scalar_t* __restrict__ features,
-                          const scalar_t* __restrict__ masks, scalar_t* __restrict__ output,
-                          const Dims<index_t> d, const index_t chunks, const index_t total) {
+    carafe_forward_generic_kernel(const scalar_t* __restrict__ features,
+                                  const scalar_t* __restrict__ masks,
+                                  scalar_t* __restrict__ output, const Dims<index_t> d,
+                                  const index_t chunks, const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t k = K > 0 ? index_t(K) : d.k;
+  const index_t k = d.k;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
     const index_t pix = idx % HoWo;
@@ -69,49 +200,26 @@ __global__ void __launch_bounds__(kThreads)
     const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
     const index_t c_end = min(c_begin + index_t(kChannelsPerThread), (g + 1) * d.cpg);
     const scalar_t* mpix = masks + n * d.mC * HoWo + pix;
-    if constexpr (K > 0) {
-      acc_t w[K * K];
-      index_t off[K * K];
-      bool ok[K * K];
-      tap_offsets<index_t, K>(ci, cj, d, ok, off);
-#pragma unroll
-      for (int t = 0; t < K * K; ++t) {
-        w[t] = static_cast<acc_t>(mpix[mask_channel(g, index_t(0), index_t(0), k) * HoWo +
-                                       index_t(t) * HoWo]);
-      }
-      for (index_t c = c_begin; c < c_end; ++c) {
-        const scalar_t* plane = features + (n * d.C + c) * HW;
-        acc_t acc = 0;
-#pragma unroll
-        for (int t = 0; t < K * K; ++t) {
-          // Skipped, not multiplied by zero: a non-finite value at the clamped
-          // offset must not leak into the sum.
-          if (ok[t]) acc += w[t] * static_cast<acc_t>(plane[off[t]]);
+    for (index_t c = c_begin; c < c_end; ++c) {
+      const scalar_t* plane = features + (n * d.C + c) * HW;
+      acc_t acc = 0;
+      for (index_t ky = 0; ky < k; ++ky) {
+        const index_t y = tap_coord(ci, ky, k);
+        if (!in_bounds(y, d.H)) continue;
+        for (index_t kx = 0; kx < k; ++kx) {
+          const index_t x = tap_coord(cj, kx, k);
+          if (!in_bounds(x, d.W)) continue;
+          acc += static_cast<acc_t>(mpix[mask_channel(g, ky, kx, k) * HoWo]) *
+                 static_cast<acc_t>(plane[y * d.W + x]);
         }
-        output[(n * d.C + c) * HoWo + pix] = static_cast<scalar_t>(acc);
       }
-    } else {
-      for (index_t c = c_begin; c < c_end; ++c) {
-        const scalar_t* plane = features + (n * d.C + c) * HW;
-        acc_t acc = 0;
-        for (index_t ky = 0; ky < k; ++ky) {
-          const index_t y = tap_coord(ci, ky, k);
-          if (!in_bounds(y, d.H)) continue;
-          for (index_t kx = 0; kx < k; ++kx) {
-            const index_t x = tap_coord(cj, kx, k);
-            if (!in_bounds(x, d.W)) continue;
-            acc += static_cast<acc_t>(mpix[mask_channel(g, ky, kx, k) * HoWo]) *
-                   static_cast<acc_t>(plane[y * d.W + x]);
-          }
-        }
-        output[(n * d.C + c) * HoWo + pix] = static_cast<scalar_t>(acc);
-      }
+      output[(n * d.C + c) * HoWo + pix] = static_cast<scalar_t>(acc);
     }
   }
 }
 
 // grad_masks[n, mc, p, q] = sum_{c in group(mc)} grad_out[n, c, p, q] * features[n, c, y, x]
-// for the tap (ky, kx) of mask channel mc; one element per thread.
+// for the tap (ky, kx) of mask channel mc; one element per thread (any k).
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     carafe_grad_masks_kernel(const scalar_t* __restrict__ grad_output,
@@ -140,77 +248,145 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// grad_masks for one (n, g, output pixel) per thread, its K*K taps in
-// registers: grad_output[n, c, p, q] is read once per channel and used for
-// every tap (the one-thread-per-mask-element kernel above reads it K*K
-// times). Channels are summed in the same order as there, so both give the
-// same bits. Taps outside the input get 0.
-template <typename scalar_t, typename index_t, int K>
-__global__ void __launch_bounds__(kThreads)
-    carafe_grad_masks_pixel_kernel(const scalar_t* __restrict__ grad_output,
-                                   const scalar_t* __restrict__ features,
-                                   scalar_t* __restrict__ grad_masks, const Dims<index_t> d,
-                                   const index_t total) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, k = index_t(K);
-  for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const index_t pix = idx % HoWo;
-    const index_t g = (idx / HoWo) % d.G, n = idx / (HoWo * d.G);
-    const index_t p = pix / d.Wo, q = pix % d.Wo;
-    const index_t ci = source_coord(p, d.s), cj = source_coord(q, d.s);
-    acc_t acc[K * K];
-    index_t off[K * K];
-    bool ok[K * K];
-    tap_offsets<index_t, K>(ci, cj, d, ok, off);
+// The sums of the window grad_masks kernel over the group's channels:
+// acc[u][t] += grad_out[c, pix + u] * plane[c, tap t]; taps outside stay 0.
+template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typename acc_t>
+__device__ __forceinline__ void correlate(const scalar_t* __restrict__ go,
+                                          const scalar_t* __restrict__ plane,
+                                          acc_t (&acc)[kOutputsPerThread<S>][K * K],
+                                          const WindowPlace<index_t, S>& at, const Dims<index_t>& d,
+                                          index_t HW, index_t HoWo) {
+  constexpr int U = kOutputsPerThread<S>, R = K / 2;
+  using V = Vec<scalar_t, U>;
+  const index_t corner = (at.ci - R) * d.W + (at.cj - R);  // may be < 0 at the border
+  for (index_t c = 0; c < d.cpg; ++c) {
+    const V gv = load_vec<V>(go);
+    acc_t gu[U];
 #pragma unroll
-    for (int t = 0; t < K * K; ++t) acc[t] = 0;
-    const index_t c_begin = g * d.cpg;
-    for (index_t c = 0; c < d.cpg; ++c) {
-      const acc_t go = static_cast<acc_t>(grad_output[(n * d.C + c_begin + c) * HoWo + pix]);
-      const scalar_t* plane = features + (n * d.C + c_begin + c) * HW;
+    for (int u = 0; u < U; ++u) gu[u] = static_cast<acc_t>(gv.v[u]);
 #pragma unroll
-      for (int t = 0; t < K * K; ++t) {
-        if (ok[t]) acc[t] += go * static_cast<acc_t>(plane[off[t]]);
+    for (int ky = 0; ky < K; ++ky) {
+#pragma unroll
+      for (int kx = 0; kx < K; ++kx) {
+        if (kInterior ||
+            (in_bounds(at.ci - R + ky, d.H) && in_bounds(at.cj - R + kx, d.W))) {
+          const acc_t f = static_cast<acc_t>(plane[corner + index_t(ky) * d.W + kx]);
+#pragma unroll
+          for (int u = 0; u < U; ++u) acc[u][ky * K + kx] += gu[u] * f;
+        }
       }
     }
-    scalar_t* out = grad_masks + (n * d.mC + mask_channel(g, index_t(0), index_t(0), k)) * HoWo +
-                    pix;
-#pragma unroll
-    for (int t = 0; t < K * K; ++t) out[index_t(t) * HoWo] = static_cast<scalar_t>(acc[t]);
+    go += HoWo;
+    plane += HW;
   }
 }
 
-// The grad_masks launch: the per-pixel kernel for k in {1, 3, 5} (k = 7's
-// 49 accumulators would spill), else one thread per mask element. Calls
-// launch(threads, kernel, kernel arguments...): a real <<<>>> launch in
-// carafe_kernel.cu, the grid emulation in the tests, so both run this choice.
-template <typename scalar_t, typename index_t, typename Launch>
-void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
-                       const scalar_t* features, scalar_t* grad_masks, Launch&& launch) {
-  const int64_t per_pixel = int64_t(d.N) * d.G * d.Ho * d.Wo;
-  const int64_t per_element = per_pixel * d.k * d.k;
-  switch (d.k) {
-    case 1:
-      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 1>, grad_output,
-                    features, grad_masks, d, index_t(per_pixel));
-    case 3:
-      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 3>, grad_output,
-                    features, grad_masks, d, index_t(per_pixel));
-    case 5:
-      return launch(per_pixel, carafe_grad_masks_pixel_kernel<scalar_t, index_t, 5>, grad_output,
-                    features, grad_masks, d, index_t(per_pixel));
-    default:
-      return launch(per_element, carafe_grad_masks_kernel<scalar_t, index_t>, grad_output,
-                    features, grad_masks, d, index_t(per_element));
+// grad_masks for one (n, g, output row, window column) per thread, the K*K
+// taps of its outputs in registers: each grad_output value and each feature
+// value is read once per thread and used for every tap (the
+// one-thread-per-mask-element kernel above reads grad_output K*K times).
+// Channels are summed in the same order as there, so both give the same bits.
+template <typename scalar_t, typename index_t, int K, int S>
+__global__ void __launch_bounds__(kThreads)
+    carafe_grad_masks_window_kernel(const scalar_t* __restrict__ grad_output,
+                                    const scalar_t* __restrict__ features,
+                                    scalar_t* __restrict__ grad_masks, const Dims<index_t> d,
+                                    const index_t total) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int U = kOutputsPerThread<S>;
+  using V = Vec<scalar_t, U>;
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, cols = window_columns<index_t, S>(d);
+  for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
+    const index_t col = idx % cols;
+    index_t rest = idx / cols;
+    const index_t p = rest % d.Ho;
+    rest /= d.Ho;
+    const index_t g = rest % d.G, n = rest / d.G;
+    const WindowPlace<index_t, S> at(p, col, d);
+    acc_t acc[U][K * K];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int t = 0; t < K * K; ++t) acc[u][t] = 0;
+    }
+    const index_t c_begin = g * d.cpg;
+    const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo + at.pix;
+    const scalar_t* plane = features + (n * d.C + c_begin) * HW;
+    if (at.template interior<K>(d)) {
+      correlate<true, K, S>(go, plane, acc, at, d, HW, HoWo);
+    } else {
+      correlate<false, K, S>(go, plane, acc, at, d, HW, HoWo);
+    }
+    scalar_t* out =
+        grad_masks + (n * d.mC + mask_channel(g, index_t(0), index_t(0), index_t(K))) * HoWo +
+        at.pix;
+#pragma unroll
+    for (int t = 0; t < K * K; ++t) {
+      V o;
+#pragma unroll
+      for (int u = 0; u < U; ++u) o.v[u] = static_cast<scalar_t>(acc[u][t]);
+      store_vec(out + index_t(t) * HoWo, o);
+    }
+  }
+}
+
+// The adjoint sums of one grad_features thread, as a gather over every
+// (tap, output pixel) that read input pixel (y, x): for each tap (ky, kx)
+// whose window centre (i, j) exists, the s*s output pixels of that centre,
+// summed in the order ky, t, kx, u. Along a row of taps (kx) the centre
+// moves left one column, so within output row i*s+t every read is a fixed
+// offset from one pointer per channel: the addresses are computed once per
+// (ky, t), not per load. acc[cc] collects channel c_begin + cc; coff[cc] is
+// its grad_output plane offset (channels past the chunk's end repeat its
+// last one, so the inner loop needs no test; their sums are not stored).
+template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typename acc_t>
+__device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
+                                               const scalar_t* __restrict__ m,
+                                               acc_t (&acc)[kChannelsPerThread],
+                                               const index_t (&coff)[kChannelsPerThread],
+                                               index_t y, index_t x, index_t g,
+                                               const Dims<index_t>& d, index_t HoWo) {
+  constexpr int U = kOutputsPerThread<S>;
+  using V = Vec<scalar_t, U>;
+  const index_t k = K > 0 ? index_t(K) : d.k, s = S > 0 ? index_t(S) : d.s;
+  const index_t j0 = center_reading(x, index_t(0), k);  // the centre column of kx = 0
+#pragma unroll 1
+  for (index_t ky = 0; ky < k; ++ky) {
+    const index_t i = center_reading(y, ky, k);
+    if (!kInterior && !in_bounds(i, d.H)) continue;
+#pragma unroll 1
+    for (index_t t = 0; t < s; ++t) {
+      const index_t row0 = (i * s + t) * d.Wo + j0 * s;  // output pixel (i*s+t, j0*s)
+      const scalar_t* mrow = m + mask_channel(g, ky, index_t(0), k) * HoWo + row0;
+      const scalar_t* gorow[kChannelsPerThread];
+#pragma unroll
+      for (int cc = 0; cc < kChannelsPerThread; ++cc) gorow[cc] = go + coff[cc] + row0;
+#pragma unroll
+      for (index_t kx = 0; kx < k; ++kx) {
+        if (!kInterior && !in_bounds(j0 - kx, d.W)) continue;
+        const index_t back = kx * s;  // centre j0 - kx: s output columns left per tap
+        // s consecutive outputs: one access when S is known, else one each
+        for (index_t u = 0; u < s; u += U) {
+          const V mv = load_vec<V>(mrow + kx * HoWo - back + u);
+#pragma unroll
+          for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+            const V gv = load_vec<V>(gorow[cc] - back + u);
+#pragma unroll
+            for (int uu = 0; uu < U; ++uu) {
+              acc[cc] += static_cast<acc_t>(mv.v[uu]) * static_cast<acc_t>(gv.v[uu]);
+            }
+          }
+        }
+      }
+    }
   }
 }
 
 // grad_features for one (n, g, chunk of kChannelsPerThread channels, input
 // pixel) per thread: each mask value the pixel's adjoint reads is loaded once
-// for the chunk's channels (a one-thread-per-element kernel would reload
-// it for every channel): the adjoint of the forward gather, as a gather over
-// every (tap, output pixel) that read (y, x).
-template <typename scalar_t, typename index_t>
+// for the chunk's channels (a one-thread-per-element kernel would reload it
+// for every channel). K, S = 0: k, s read at run time.
+template <typename scalar_t, typename index_t, int K, int S>
 __global__ void __launch_bounds__(kThreads)
     carafe_grad_features_chunk_kernel(const scalar_t* __restrict__ grad_output,
                                       const scalar_t* __restrict__ masks,
@@ -218,7 +394,8 @@ __global__ void __launch_bounds__(kThreads)
                                       const Dims<index_t> d, const index_t chunks,
                                       const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
-  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, k = d.k, s = d.s;
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
+  const index_t r = kernel_radius(K > 0 ? index_t(K) : d.k);
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
     const index_t yx = idx % HW;
     index_t rest = idx / HW;
@@ -231,26 +408,17 @@ __global__ void __launch_bounds__(kThreads)
     const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo;
     const scalar_t* m = masks + n * d.mC * HoWo;
     acc_t acc[kChannelsPerThread];
+    index_t coff[kChannelsPerThread];
 #pragma unroll
-    for (int cc = 0; cc < kChannelsPerThread; ++cc) acc[cc] = 0;
-    for (index_t ky = 0; ky < k; ++ky) {
-      const index_t i = center_reading(y, ky, k);
-      if (!in_bounds(i, d.H)) continue;
-      for (index_t kx = 0; kx < k; ++kx) {
-        const index_t j = center_reading(x, kx, k);
-        if (!in_bounds(j, d.W)) continue;
-        const scalar_t* mt = m + mask_channel(g, ky, kx, k) * HoWo;
-        for (index_t t = 0; t < s; ++t) {
-          const index_t row = (i * s + t) * d.Wo + j * s;
-          for (index_t u = 0; u < s; ++u) {
-            const acc_t mv = static_cast<acc_t>(mt[row + u]);
-#pragma unroll
-            for (int cc = 0; cc < kChannelsPerThread; ++cc) {
-              if (cc < count) acc[cc] += mv * static_cast<acc_t>(go[cc * HoWo + row + u]);
-            }
-          }
-        }
-      }
+    for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+      acc[cc] = 0;
+      coff[cc] = min(index_t(cc), count - 1) * HoWo;
+    }
+    if (in_bounds(y - r, d.H) && in_bounds(y + r, d.H) && in_bounds(x - r, d.W) &&
+        in_bounds(x + r, d.W)) {
+      gather_adjoint<true, K, S>(go, m, acc, coff, y, x, g, d, HoWo);
+    } else {
+      gather_adjoint<false, K, S>(go, m, acc, coff, y, x, g, d, HoWo);
     }
 #pragma unroll
     for (int cc = 0; cc < kChannelsPerThread; ++cc) {
@@ -267,25 +435,9 @@ Dims<index_t> dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t 
                             features.size(3), k, G, s);
 }
 
-// Threads of the forward launch: one per (n, group, channel chunk, output pixel).
-template <typename index_t>
-int64_t forward_threads(const Dims<index_t>& d, index_t chunks) {
-  return int64_t(d.N) * d.G * chunks * d.Ho * d.Wo;
-}
 template <typename index_t>
 index_t forward_chunks(const Dims<index_t>& d) {
   return (d.cpg + kChannelsPerThread - 1) / kChannelsPerThread;
-}
-
-// The grad_features launch: channel chunks (forward_chunks) per input pixel.
-// Calls launch(threads, kernel, kernel arguments...) like launch_grad_masks.
-template <typename scalar_t, typename index_t, typename Launch>
-void launch_grad_features(const Dims<index_t>& d, const scalar_t* grad_output,
-                          const scalar_t* masks, scalar_t* grad_features, Launch&& launch) {
-  const index_t chunks = forward_chunks(d);
-  const int64_t threads = int64_t(d.N) * d.G * chunks * d.H * d.W;
-  launch(threads, carafe_grad_features_chunk_kernel<scalar_t, index_t>, grad_output, masks,
-         grad_features, d, chunks, index_t(threads));
 }
 
 // Calls f(std::integral_constant<int, K>) with K = k for the kernel sizes
@@ -299,6 +451,94 @@ void dispatch_kernel_size(int64_t k, F&& f) {
     case 7: return f(std::integral_constant<int, 7>{});
     default: return f(std::integral_constant<int, 0>{});
   }
+}
+
+// Whether the window kernels may take s = 2's output pairs as single
+// accesses: every pointer read or written in pairs is aligned to a pair (an
+// input can be a view that starts at an odd element).
+template <typename index_t, typename... T>
+bool use_pairs(const Dims<index_t>& d, const T*... pair_pointers) {
+  return d.s == 2 && (is_aligned<2>(pair_pointers) && ...);
+}
+
+// The launches below choose a kernel and call launch(threads, kernel, kernel
+// arguments...): a real <<<>>> launch in carafe_kernel.cu, the grid emulation
+// in the tests, so both run the same choice.
+//
+// Forward: the window kernel with output pairs for s = 2 and k <= 5 (k = 7
+// pairs would need 98 mask values in registers), one output per thread for
+// other s or k = 7, the generic kernel for other k.
+template <typename scalar_t, typename index_t, typename Launch>
+void launch_forward(const Dims<index_t>& d, const scalar_t* features, const scalar_t* masks,
+                    scalar_t* output, Launch&& launch) {
+  const index_t chunks = forward_chunks(d);
+  const int64_t per_row = int64_t(d.N) * d.G * chunks * d.Ho;
+  const bool pairs = use_pairs(d, masks, output) && d.k <= 5;
+  dispatch_kernel_size(d.k, [&](auto K) {
+    constexpr int k = decltype(K)::value;
+    if constexpr (k == 0) {
+      const int64_t threads = per_row * d.Wo;
+      launch(threads, carafe_forward_generic_kernel<scalar_t, index_t>, features, masks, output,
+             d, chunks, index_t(threads));
+    } else {
+      if constexpr (k <= 5) {
+        if (pairs) {
+          const int64_t threads = per_row * d.W;
+          return launch(threads, carafe_forward_window_kernel<scalar_t, index_t, k, 2>,
+                        features, masks, output, d, chunks, index_t(threads));
+        }
+      }
+      const int64_t threads = per_row * d.Wo;
+      launch(threads, carafe_forward_window_kernel<scalar_t, index_t, k, 0>, features, masks,
+             output, d, chunks, index_t(threads));
+    }
+  });
+}
+
+// grad_masks: the window kernel for k in {1, 3, 5} (pairs for s = 2); k = 7's
+// 49 accumulators per output would spill, so k = 7 and other k take one
+// thread per mask element.
+template <typename scalar_t, typename index_t, typename Launch>
+void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
+                       const scalar_t* features, scalar_t* grad_masks, Launch&& launch) {
+  const int64_t per_row = int64_t(d.N) * d.G * d.Ho;
+  const bool pairs = use_pairs(d, grad_output, grad_masks);
+  dispatch_kernel_size(d.k, [&](auto K) {
+    constexpr int k = decltype(K)::value;
+    if constexpr (k == 0 || k == 7) {
+      const int64_t threads = per_row * d.Wo * d.k * d.k;
+      launch(threads, carafe_grad_masks_kernel<scalar_t, index_t>, grad_output, features,
+             grad_masks, d, index_t(threads));
+    } else if (pairs) {
+      const int64_t threads = per_row * d.W;
+      launch(threads, carafe_grad_masks_window_kernel<scalar_t, index_t, k, 2>, grad_output,
+             features, grad_masks, d, index_t(threads));
+    } else {
+      const int64_t threads = per_row * d.Wo;
+      launch(threads, carafe_grad_masks_window_kernel<scalar_t, index_t, k, 0>, grad_output,
+             features, grad_masks, d, index_t(threads));
+    }
+  });
+}
+
+// grad_features: channel chunks (forward_chunks) per input pixel; unrolled
+// taps for k in {1, 3, 5, 7}, pairs for s = 2.
+template <typename scalar_t, typename index_t, typename Launch>
+void launch_grad_features(const Dims<index_t>& d, const scalar_t* grad_output,
+                          const scalar_t* masks, scalar_t* grad_features, Launch&& launch) {
+  const index_t chunks = forward_chunks(d);
+  const int64_t threads = int64_t(d.N) * d.G * chunks * d.H * d.W;
+  const bool pairs = use_pairs(d, grad_output, masks);
+  dispatch_kernel_size(d.k, [&](auto K) {
+    constexpr int k = decltype(K)::value;
+    if (pairs) {
+      launch(threads, carafe_grad_features_chunk_kernel<scalar_t, index_t, k, 2>, grad_output,
+             masks, grad_features, d, chunks, index_t(threads));
+    } else {
+      launch(threads, carafe_grad_features_chunk_kernel<scalar_t, index_t, k, 0>, grad_output,
+             masks, grad_features, d, chunks, index_t(threads));
+    }
+  });
 }
 
 }  // namespace kernels

@@ -4,9 +4,15 @@
 // kernels' arithmetic (both index widths, unrolled and generic kernel sizes,
 // the grid-stride loop) on machines without a GPU. Built by
 // tests/test_cuda_emulation.py with torch.utils.cpp_extension.load.
+#include <cxxabi.h>
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <tuple>
+#include <vector>
 
 // What the kernels use of CUDA: the grid built-ins, qualifiers, min().
 struct EmulatedDim3 {
@@ -31,11 +37,27 @@ namespace {
 using namespace carafe::kernels;
 using carafe::Dims;
 
+// The kernels launched since the last kernels_launched() call, by name (the
+// symbol of the kernel's instantiation, demangled): lets the tests check
+// which kernel the launch code chose.
+std::vector<std::string> launched;
+
+std::string kernel_name(void* kernel) {
+  Dl_info info;
+  if (dladdr(kernel, &info) == 0 || info.dli_sname == nullptr) return "?";
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  std::string name = status == 0 ? demangled : info.dli_sname;
+  std::free(demangled);
+  return name.substr(0, name.find('('));
+}
+
 // Runs every (block, thread) of a launch in turn. Fewer blocks than threads
 // would need (at most `max_blocks`), so the grid-stride loops run too.
 template <typename Kernel, typename... Args>
 void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... args) {
   if (total == 0) return;
+  launched.push_back(kernel_name(reinterpret_cast<void*>(kernel)));
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, max_blocks);
   gridDim.x = static_cast<unsigned int>(blocks);
   blockDim.x = kThreads;
@@ -51,14 +73,12 @@ void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... ar
 template <typename scalar_t, typename index_t>
 void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
                    int64_t G, int64_t s, int64_t max_blocks) {
-  const Dims<index_t> d = dims_of<index_t>(f, k, G, s);
-  const index_t chunks = forward_chunks(d);
-  const int64_t total = forward_threads(d, chunks);
-  dispatch_kernel_size(k, [&](auto K) {
-    emulate_launch(total, max_blocks, carafe_forward_kernel<scalar_t, index_t, decltype(K)::value>,
-                   f.const_data_ptr<scalar_t>(), m.const_data_ptr<scalar_t>(),
-                   out.mutable_data_ptr<scalar_t>(), d, chunks, index_t(total));
-  });
+  // the launch choice of carafe_kernel.cu (launch_forward), emulated
+  launch_forward(dims_of<index_t>(f, k, G, s), f.const_data_ptr<scalar_t>(),
+                 m.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                 [&](int64_t threads, auto kernel, auto... args) {
+                   emulate_launch(threads, max_blocks, kernel, args...);
+                 });
 }
 
 template <typename scalar_t, typename index_t>
@@ -103,6 +123,12 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output,
   return {gf, gm};
 }
 
+std::vector<std::string> kernels_launched() {
+  std::vector<std::string> names;
+  names.swap(launched);
+  return names;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(carafe_cuda_emulation, m) {
@@ -111,4 +137,5 @@ TORCH_LIBRARY(carafe_cuda_emulation, m) {
   m.def("backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
         "int group_size, int scale_factor, bool wide_index, int max_blocks) -> (Tensor, Tensor)",
         &backward);
+  m.def("kernels_launched() -> str[]", &kernels_launched);
 }
