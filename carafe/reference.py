@@ -95,3 +95,14 @@ def random_inputs(N, C, H, W, kernel_size=5, group_size=1, scale_factor=2,
     for t in out[:2]:
         t.requires_grad_(requires_grad)
     return tuple(out)
+
+
+def misaligned_copy(t: torch.Tensor) -> torch.Tensor:
+    """The values of `t` in a contiguous tensor that starts one element into
+    its storage, so that its data pointer is not aligned to two elements.
+    Kernels that read neighbouring elements as one wide access must notice
+    and take their one-element path (a test input; same shape, dtype, device)."""
+    storage = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = storage[1:].view(t.shape)
+    view.copy_(t)
+    return view

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import carafe  # noqa: F401  (registers torch.ops.carafe)
+from carafe.reference import misaligned_copy
 from conftest import make_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +74,7 @@ def test_kernels_small_and_empty(emulated, shape):
 
 
 def _shifted(t):
-    """The same values as `t` in a contiguous view that starts one element
-    into its storage: misaligned for paired (8- or 16-byte) accesses."""
-    storage = torch.empty(t.numel() + 1, dtype=t.dtype)
-    view = storage[1:].view(t.shape)
-    view.copy_(t)
+    view = misaligned_copy(t)
     assert view.is_contiguous() and view.data_ptr() % (2 * t.element_size()) != 0
     return view
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import carafe
-from carafe.reference import carafe_reference
+from carafe.reference import carafe_reference, misaligned_copy, random_inputs
 from conftest import devices, make_inputs, requires_cuda
 
 # Tolerances against a float64 reference, per dtype (outputs are O(1)).
@@ -291,6 +291,24 @@ def test_cuda_agrees_with_cpu(dtype, k, G, s):
            torch.bfloat16: 5e-2}[dtype]
     for a, b in zip(cpu, cuda):
         torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_cuda_misaligned_inputs(dtype, k):
+    """Masks and grad_output one element off alignment (contiguous views):
+    the CUDA launch code must not read them in pairs (a misaligned wide
+    access faults) and gives the same bits as with aligned inputs."""
+    f, m, go = random_inputs(2, 24, 11, 13, k, 2, 2, dtype=dtype, device="cuda",
+                             with_grad_output=True)
+    m2, go2 = misaligned_copy(m), misaligned_copy(go)
+    assert m2.data_ptr() % (2 * m.element_size()) != 0
+    assert torch.equal(carafe.carafe(f, m2, k, 2, 2), carafe.carafe(f, m, k, 2, 2))
+    for a, b in zip(torch.ops.carafe.carafe_backward(go2, f, m2, k, 2, 2),
+                    torch.ops.carafe.carafe_backward(go, f, m, k, 2, 2)):
+        assert torch.equal(a, b)
 
 
 @requires_cuda
