@@ -36,22 +36,6 @@ namespace {
 
 using namespace kernels;
 
-unsigned int blocks_for(int64_t total) {
-  // Grid-stride loops cover the rest; this many blocks fill any current GPU.
-  const int64_t blocks = (total + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(std::min<int64_t>(blocks, int64_t(1) << 20));
-}
-
-// 32-bit indices are faster. They are safe when every tensor has at most
-// 2^30 elements: then a linear index (< 2^30) plus one grid stride (at most
-// 2^20 blocks * 256 threads = 2^28) stays below 2^31.
-bool fits_int32(std::initializer_list<int64_t> numels) {
-  for (int64_t n : numels) {
-    if (n > (int64_t(1) << 30)) return false;
-  }
-  return true;
-}
-
 // A <<<>>> launch on `stream` for the launch_* choices of carafe_kernels.cuh.
 struct StreamLaunch {
   cudaStream_t stream;

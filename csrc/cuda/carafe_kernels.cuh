@@ -25,7 +25,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "../carafe_index.h"
@@ -38,6 +40,23 @@ constexpr int kThreads = 256;
 // mask values: cuts mask traffic by this factor while leaving enough threads
 // to fill the GPU.
 constexpr int kChannelsPerThread = 16;
+
+// Blocks of kThreads for `threads` threads of work. Grid-stride loops cover
+// the rest; this many blocks fill any current GPU.
+inline unsigned int blocks_for(int64_t threads) {
+  const int64_t blocks = (threads + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(std::min<int64_t>(blocks, int64_t(1) << 20));
+}
+
+// 32-bit indices are faster. They are safe when every tensor has at most
+// 2^30 elements: then a linear index (< 2^30) plus one grid stride (at most
+// 2^20 blocks * 256 threads = 2^28) stays below 2^31.
+inline bool fits_int32(std::initializer_list<int64_t> numels) {
+  for (int64_t n : numels) {
+    if (n > (int64_t(1) << 30)) return false;
+  }
+  return true;
+}
 
 template <typename index_t>
 __device__ __forceinline__ index_t global_thread() {

@@ -58,7 +58,7 @@ template <typename Kernel, typename... Args>
 void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... args) {
   if (total == 0) return;
   launched.push_back(kernel_name(reinterpret_cast<void*>(kernel)));
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, max_blocks);
+  const int64_t blocks = std::min<int64_t>(blocks_for(total), max_blocks);
   gridDim.x = static_cast<unsigned int>(blocks);
   blockDim.x = kThreads;
   for (int64_t b = 0; b < blocks; ++b) {
@@ -98,29 +98,54 @@ void backward_typed(const at::Tensor& go, const at::Tensor& f, const at::Tensor&
                        });
 }
 
+// index_bits 32 or 64 forces that index width; 0 chooses it as
+// carafe_kernel.cu does (fits_int32 over the op's tensors).
+template <typename F>
+void with_index_type(int64_t index_bits, std::initializer_list<int64_t> numels, F&& f) {
+  TORCH_CHECK(index_bits == 0 || index_bits == 32 || index_bits == 64,
+              "index_bits must be 0, 32 or 64, got ", index_bits);
+  if (index_bits == 32 || (index_bits == 0 && fits_int32(numels))) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
 at::Tensor forward(const at::Tensor& features, const at::Tensor& masks, int64_t k, int64_t G,
-                   int64_t s, bool wide_index, int64_t max_blocks) {
+                   int64_t s, int64_t index_bits, int64_t max_blocks) {
   const at::Tensor f = features.contiguous(), m = masks.contiguous();
   at::Tensor out = at::empty({f.size(0), f.size(1), f.size(2) * s, f.size(3) * s}, f.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "emu_forward", [&] {
-    if (wide_index) forward_typed<scalar_t, int64_t>(f, m, out, k, G, s, max_blocks);
-    else forward_typed<scalar_t, int32_t>(f, m, out, k, G, s, max_blocks);
+    with_index_type(index_bits, {f.numel(), m.numel(), out.numel()}, [&](auto index) {
+      forward_typed<scalar_t, decltype(index)>(f, m, out, k, G, s, max_blocks);
+    });
   });
   return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output,
                                             const at::Tensor& features, const at::Tensor& masks,
-                                            int64_t k, int64_t G, int64_t s, bool wide_index,
+                                            int64_t k, int64_t G, int64_t s, int64_t index_bits,
                                             int64_t max_blocks) {
   const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
                    m = masks.contiguous();
   at::Tensor gf = at::empty(f.sizes(), f.options()), gm = at::empty(m.sizes(), m.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "emu_backward", [&] {
-    if (wide_index) backward_typed<scalar_t, int64_t>(go, f, m, gf, gm, k, G, s, max_blocks);
-    else backward_typed<scalar_t, int32_t>(go, f, m, gf, gm, k, G, s, max_blocks);
+    with_index_type(index_bits, {f.numel(), m.numel(), go.numel()}, [&](auto index) {
+      backward_typed<scalar_t, decltype(index)>(go, f, m, gf, gm, k, G, s, max_blocks);
+    });
   });
   return {gf, gm};
+}
+
+// Which kernels the last launches ran with which index width is in their
+// names (kernels_launched); the launch geometry itself, for the tests:
+int64_t launch_blocks(int64_t threads) { return blocks_for(threads); }
+bool index_fits_int32(std::vector<int64_t> numels) {
+  for (int64_t n : numels) {
+    if (!fits_int32({n})) return false;
+  }
+  return true;
 }
 
 std::vector<std::string> kernels_launched() {
@@ -133,9 +158,11 @@ std::vector<std::string> kernels_launched() {
 
 TORCH_LIBRARY(carafe_cuda_emulation, m) {
   m.def("forward(Tensor features, Tensor masks, int kernel_size, int group_size, "
-        "int scale_factor, bool wide_index, int max_blocks) -> Tensor", &forward);
+        "int scale_factor, int index_bits, int max_blocks) -> Tensor", &forward);
   m.def("backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
-        "int group_size, int scale_factor, bool wide_index, int max_blocks) -> (Tensor, Tensor)",
+        "int group_size, int scale_factor, int index_bits, int max_blocks) -> (Tensor, Tensor)",
         &backward);
+  m.def("launch_blocks(int threads) -> int", &launch_blocks);
+  m.def("index_fits_int32(int[] numels) -> bool", &index_fits_int32);
   m.def("kernels_launched() -> str[]", &kernels_launched);
 }
