@@ -369,6 +369,9 @@ __device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
   using V = Vec<scalar_t, U>;
   const index_t k = K > 0 ? index_t(K) : d.k, s = S > 0 ? index_t(S) : d.s;
   const index_t j0 = center_reading(x, index_t(0), k);  // the centre column of kx = 0
+  // Only the taps of a row (kx) are unrolled: unrolling ky and t too lets the
+  // compiler hoist so many loads that the kernel spills (255 registers at
+  // k = 5, s = 2, against about 110 this way).
 #pragma unroll 1
   for (index_t ky = 0; ky < k; ++ky) {
     const index_t i = center_reading(y, ky, k);
