@@ -84,8 +84,9 @@ def _shifted(t):
 @pytest.mark.parametrize("k", [1, 3, 5, 7, 9])
 def test_launch_choice_and_paths_agree(emulated, dtype, k):
     """The launch code's choice: at s = 2 with aligned tensors the kernels that
-    take output pairs as one access (k <= 5 for the forward; grad_masks keeps
-    one thread per mask element for k >= 7; generic kernels beyond k = 7); with
+    take output pairs as one access (k <= 5 for the forward, k <= 7 for the
+    gradients; generic kernels beyond k = 7, for grad_masks one thread per
+    mask element); with
     an input one element off alignment, the one-output kernels. All variants
     sum in the same order, so the results agree bit for bit."""
     f, m = make_inputs(N=1, C=24, H=9, W=10, k=k, G=2, s=2, dtype=dtype, normalized=False)
@@ -108,7 +109,7 @@ def test_launch_choice_and_paths_agree(emulated, dtype, k):
     assert fwd.startswith("void carafe::kernels::carafe_forward_window_kernel" if unrolled
                           else "void carafe::kernels::carafe_forward_generic_kernel")
     assert fwd.endswith(S[k <= 5]) or not unrolled
-    assert ("grad_masks_window_kernel" in gm and gm.endswith(S[True])) == (k <= 5)
+    assert ("grad_masks_window_kernel" in gm and gm.endswith(S[True])) == unrolled
     assert "carafe_grad_features_chunk_kernel" in gf and gf.endswith(S[True])
     # misaligned: no paired kernel anywhere
     assert len(names_shifted) == 3 and not any(n.endswith(S[True]) for n in names_shifted)

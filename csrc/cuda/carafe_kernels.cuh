@@ -18,7 +18,9 @@
 // - a warp whose threads' windows all lie inside the input runs a copy of the
 //   loop with no bounds tests (kInterior), other warps the tested one;
 // - k and s are template parameters for the common cases (k = 1, 3, 5, 7;
-//   s = 2), run-time values otherwise.
+//   s = 2), run-time values otherwise;
+// - enough threads: grad_masks, whose threads each sum a whole channel
+//   group, gives each thread one row of taps, not the whole window.
 // The sums run in the same order in every variant, so they give the same bits.
 #pragma once
 
@@ -281,32 +283,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The sums of the window grad_masks kernel over the group's channels:
-// acc[u][t] += grad_out[c, pix + u] * plane[c, tap t]; taps outside stay 0.
+// The sums of the window grad_masks kernel over the group's channels for
+// one row of taps (ky): acc[u][kx] += grad_out[c, pix + u] * plane[c, y, x + kx]
+// with y = ci - R + ky, x = cj - R; taps outside the input stay 0.
 template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typename acc_t>
-__device__ __forceinline__ void correlate(const scalar_t* __restrict__ go,
-                                          const scalar_t* __restrict__ plane,
-                                          acc_t (&acc)[kOutputsPerThread<S>][K * K],
-                                          const WindowPlace<index_t, S>& at, const Dims<index_t>& d,
-                                          index_t HW, index_t HoWo) {
+__device__ __forceinline__ void correlate_row(const scalar_t* __restrict__ go,
+                                              const scalar_t* __restrict__ plane,
+                                              acc_t (&acc)[kOutputsPerThread<S>][K],
+                                              const WindowPlace<index_t, S>& at, index_t y,
+                                              const Dims<index_t>& d, index_t HW,
+                                              index_t HoWo) {
   constexpr int U = kOutputsPerThread<S>, R = K / 2;
   using V = Vec<scalar_t, U>;
-  const index_t corner = (at.ci - R) * d.W + (at.cj - R);  // may be < 0 at the border
+  const index_t row = y * d.W + (at.cj - R);  // may be < 0 at the left border
+  // Four channels per iteration: each thread loops over all the group's
+  // channels, so it keeps the next channels' loads in flight to hide memory
+  // latency. The order of the sums is unchanged.
+#pragma unroll 4
   for (index_t c = 0; c < d.cpg; ++c) {
     const V gv = load_vec<V>(go);
-    acc_t gu[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u) gu[u] = static_cast<acc_t>(gv.v[u]);
+    for (int kx = 0; kx < K; ++kx) {
+      if (kInterior || in_bounds(at.cj - R + kx, d.W)) {
+        const acc_t f = static_cast<acc_t>(plane[row + kx]);
 #pragma unroll
-    for (int ky = 0; ky < K; ++ky) {
-#pragma unroll
-      for (int kx = 0; kx < K; ++kx) {
-        if (kInterior ||
-            (in_bounds(at.ci - R + ky, d.H) && in_bounds(at.cj - R + kx, d.W))) {
-          const acc_t f = static_cast<acc_t>(plane[corner + index_t(ky) * d.W + kx]);
-#pragma unroll
-          for (int u = 0; u < U; ++u) acc[u][ky * K + kx] += gu[u] * f;
-        }
+        for (int u = 0; u < U; ++u) acc[u][kx] += static_cast<acc_t>(gv.v[u]) * f;
       }
     }
     go += HoWo;
@@ -314,11 +315,16 @@ __device__ __forceinline__ void correlate(const scalar_t* __restrict__ go,
   }
 }
 
-// grad_masks for one (n, g, output row, window column) per thread, the K*K
-// taps of its outputs in registers: each grad_output value and each feature
-// value is read once per thread and used for every tap (the
-// one-thread-per-mask-element kernel above reads grad_output K*K times).
-// Channels are summed in the same order as there, so both give the same bits.
+// grad_masks for one (n, g, tap row ky, output row, window column) per thread:
+// the K taps of its row for its outputs, in registers over the channel sum.
+// Each grad_output value is read once per tap row, each feature value once
+// for the thread's outputs (the one-thread-per-mask-element kernel above
+// reads grad_output K*K times and each feature value once per output). A
+// row of taps rather than the whole window per thread: 5x the threads at
+// k = 5 (304000 at 2x256x100x152, where a thread per window gave about one
+// wave of the GPU, 60 blocks at 2x256x50x76), for the same loads per
+// multiply-add. Channels are summed in the same order as there, so both
+// give the same bits.
 template <typename scalar_t, typename index_t, int K, int S>
 __global__ void __launch_bounds__(kThreads)
     carafe_grad_masks_window_kernel(const scalar_t* __restrict__ grad_output,
@@ -326,7 +332,7 @@ __global__ void __launch_bounds__(kThreads)
                                     scalar_t* __restrict__ grad_masks, const Dims<index_t> d,
                                     const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int U = kOutputsPerThread<S>;
+  constexpr int U = kOutputsPerThread<S>, R = K / 2;
   using V = Vec<scalar_t, U>;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, cols = window_columns<index_t, S>(d);
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
@@ -334,31 +340,35 @@ __global__ void __launch_bounds__(kThreads)
     index_t rest = idx / cols;
     const index_t p = rest % d.Ho;
     rest /= d.Ho;
+    const index_t ky = rest % K;
+    rest /= K;
     const index_t g = rest % d.G, n = rest / d.G;
     const WindowPlace<index_t, S> at(p, col, d);
-    acc_t acc[U][K * K];
+    const index_t y = at.ci - R + ky;
+    acc_t acc[U][K];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
 #pragma unroll
-      for (int t = 0; t < K * K; ++t) acc[u][t] = 0;
+      for (int kx = 0; kx < K; ++kx) acc[u][kx] = 0;
     }
-    const index_t c_begin = g * d.cpg;
-    const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo + at.pix;
-    const scalar_t* plane = features + (n * d.C + c_begin) * HW;
-    if (warp_all(at.template interior<K>(d))) {
-      correlate<true, K, S>(go, plane, acc, at, d, HW, HoWo);
-    } else {
-      correlate<false, K, S>(go, plane, acc, at, d, HW, HoWo);
+    if (in_bounds(y, d.H)) {  // else the whole row of taps is outside: zeros
+      const index_t c_begin = g * d.cpg;
+      const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo + at.pix;
+      const scalar_t* plane = features + (n * d.C + c_begin) * HW;
+      if (warp_all(in_bounds(at.cj - R, d.W) && in_bounds(at.cj + R, d.W))) {
+        correlate_row<true, K, S>(go, plane, acc, at, y, d, HW, HoWo);
+      } else {
+        correlate_row<false, K, S>(go, plane, acc, at, y, d, HW, HoWo);
+      }
     }
-    scalar_t* out =
-        grad_masks + (n * d.mC + mask_channel(g, index_t(0), index_t(0), index_t(K))) * HoWo +
-        at.pix;
+    scalar_t* out = grad_masks + (n * d.mC + mask_channel(g, ky, index_t(0), index_t(K))) * HoWo +
+                    at.pix;
 #pragma unroll
-    for (int t = 0; t < K * K; ++t) {
+    for (int kx = 0; kx < K; ++kx) {
       V o;
 #pragma unroll
-      for (int u = 0; u < U; ++u) o.v[u] = static_cast<scalar_t>(acc[u][t]);
-      store_vec(out + index_t(t) * HoWo, o);
+      for (int u = 0; u < U; ++u) o.v[u] = static_cast<scalar_t>(acc[u][kx]);
+      store_vec(out + index_t(kx) * HoWo, o);
     }
   }
 }
@@ -531,9 +541,8 @@ void launch_forward(const Dims<index_t>& d, const scalar_t* features, const scal
   });
 }
 
-// grad_masks: the window kernel for k in {1, 3, 5} (pairs for s = 2); k = 7's
-// 49 accumulators per output would spill, so k = 7 and other k take one
-// thread per mask element.
+// grad_masks: the window kernel (a row of taps per thread) for k in
+// {1, 3, 5, 7}, pairs for s = 2; one thread per mask element for other k.
 template <typename scalar_t, typename index_t, typename Launch>
 void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
                        const scalar_t* features, scalar_t* grad_masks, Launch&& launch) {
@@ -541,16 +550,16 @@ void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
   const bool pairs = use_pairs(d, grad_output, grad_masks);
   dispatch_kernel_size(d.k, [&](auto K) {
     constexpr int k = decltype(K)::value;
-    if constexpr (k == 0 || k == 7) {
+    if constexpr (k == 0) {
       const int64_t threads = per_row * d.Wo * d.k * d.k;
       launch(threads, carafe_grad_masks_kernel<scalar_t, index_t>, grad_output, features,
              grad_masks, d, index_t(threads));
     } else if (pairs) {
-      const int64_t threads = per_row * d.W;
+      const int64_t threads = per_row * k * d.W;
       launch(threads, carafe_grad_masks_window_kernel<scalar_t, index_t, k, 2>, grad_output,
              features, grad_masks, d, index_t(threads));
     } else {
-      const int64_t threads = per_row * d.Wo;
+      const int64_t threads = per_row * k * d.Wo;
       launch(threads, carafe_grad_masks_window_kernel<scalar_t, index_t, k, 0>, grad_output,
              features, grad_masks, d, index_t(threads));
     }
