@@ -37,7 +37,8 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfl
 @pytest.mark.parametrize("index_bits", [32, 64])
 @pytest.mark.parametrize("H,W", [(4, 5), (9, 11)])
 def test_kernels_match_cpu(emulated, k, G, s, index_bits, H, W):
-    # C/G = 20 channels: more than one forward channel chunk of 16, with a remainder.
+    # C/G = 20 channels: more than one channel chunk (16 forward, 8 grad_features),
+    # with a remainder.
     # 9x11: most windows up to k = 7 lie inside the input (the kernels' interior
     # path); at 4x5 most reach past the border.
     f, m = make_inputs(N=2, C=20 * G, H=H, W=W, k=k, G=G, s=s, normalized=False)

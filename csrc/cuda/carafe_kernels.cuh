@@ -42,6 +42,9 @@ constexpr int kThreads = 256;
 // mask values: cuts mask traffic by this factor while leaving enough threads
 // to fill the GPU.
 constexpr int kChannelsPerThread = 16;
+// Channels of one grad_features thread: each mask value it loads feeds this
+// many multiply-adds per output of the pair.
+constexpr int kGradFeatureChannels = 8;
 
 // Blocks of kThreads for `threads` threads of work. Grid-stride loops cover
 // the rest; this many blocks fill any current GPU.
@@ -385,8 +388,8 @@ __global__ void __launch_bounds__(kThreads)
 template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typename acc_t>
 __device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
                                                const scalar_t* __restrict__ m,
-                                               acc_t (&acc)[kChannelsPerThread],
-                                               const index_t (&coff)[kChannelsPerThread],
+                                               acc_t (&acc)[kGradFeatureChannels],
+                                               const index_t (&coff)[kGradFeatureChannels],
                                                index_t y, index_t x, index_t g,
                                                const Dims<index_t>& d, index_t HoWo) {
   constexpr int U = kOutputsPerThread<S>;
@@ -404,9 +407,9 @@ __device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
     for (index_t t = 0; t < s; ++t) {
       const index_t row0 = (i * s + t) * d.Wo + j0 * s;  // output pixel (i*s+t, j0*s)
       const scalar_t* mrow = m + mask_channel(g, ky, index_t(0), k) * HoWo + row0;
-      const scalar_t* gorow[kChannelsPerThread];
+      const scalar_t* gorow[kGradFeatureChannels];
 #pragma unroll
-      for (int cc = 0; cc < kChannelsPerThread; ++cc) gorow[cc] = go + coff[cc] + row0;
+      for (int cc = 0; cc < kGradFeatureChannels; ++cc) gorow[cc] = go + coff[cc] + row0;
 #pragma unroll
       for (index_t kx = 0; kx < k; ++kx) {
         if (!kInterior && !in_bounds(j0 - kx, d.W)) continue;
@@ -415,7 +418,7 @@ __device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
         for (index_t u = 0; u < s; u += U) {
           const V mv = load_vec<V>(mrow + kx * HoWo - back + u);
 #pragma unroll
-          for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+          for (int cc = 0; cc < kGradFeatureChannels; ++cc) {
             const V gv = load_vec<V>(gorow[cc] - back + u);
 #pragma unroll
             for (int uu = 0; uu < U; ++uu) {
@@ -428,7 +431,7 @@ __device__ __forceinline__ void gather_adjoint(const scalar_t* __restrict__ go,
   }
 }
 
-// grad_features for one (n, g, chunk of kChannelsPerThread channels, input
+// grad_features for one (n, g, chunk of kGradFeatureChannels channels, input
 // pixel) per thread: each mask value the pixel's adjoint reads is loaded once
 // for the chunk's channels (a one-thread-per-element kernel would reload it
 // for every channel). K, S = 0: k, s read at run time.
@@ -449,14 +452,14 @@ __global__ void __launch_bounds__(kThreads)
     rest /= chunks;
     const index_t g = rest % d.G, n = rest / d.G;
     const index_t y = yx / d.W, x = yx % d.W;
-    const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
-    const index_t count = min(index_t(kChannelsPerThread), (g + 1) * d.cpg - c_begin);
+    const index_t c_begin = g * d.cpg + chunk * kGradFeatureChannels;
+    const index_t count = min(index_t(kGradFeatureChannels), (g + 1) * d.cpg - c_begin);
     const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo;
     const scalar_t* m = masks + n * d.mC * HoWo;
-    acc_t acc[kChannelsPerThread];
-    index_t coff[kChannelsPerThread];
+    acc_t acc[kGradFeatureChannels];
+    index_t coff[kGradFeatureChannels];
 #pragma unroll
-    for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+    for (int cc = 0; cc < kGradFeatureChannels; ++cc) {
       acc[cc] = 0;
       coff[cc] = min(index_t(cc), count - 1) * HoWo;
     }
@@ -467,7 +470,7 @@ __global__ void __launch_bounds__(kThreads)
       gather_adjoint<false, K, S>(go, m, acc, coff, y, x, g, d, HoWo);
     }
 #pragma unroll
-    for (int cc = 0; cc < kChannelsPerThread; ++cc) {
+    for (int cc = 0; cc < kGradFeatureChannels; ++cc) {
       if (cc < count) {
         grad_features[(n * d.C + c_begin + cc) * HW + yx] = static_cast<scalar_t>(acc[cc]);
       }
@@ -481,9 +484,10 @@ Dims<index_t> dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t 
                             features.size(3), k, G, s);
 }
 
-template <typename index_t>
-index_t forward_chunks(const Dims<index_t>& d) {
-  return (d.cpg + kChannelsPerThread - 1) / kChannelsPerThread;
+// Chunks of CB channels per group (the last one may be short).
+template <int CB = kChannelsPerThread, typename index_t>
+index_t channel_chunks(const Dims<index_t>& d) {
+  return (d.cpg + CB - 1) / CB;
 }
 
 // Calls f(std::integral_constant<int, K>) with K = k for the kernel sizes
@@ -517,7 +521,7 @@ bool use_pairs(const Dims<index_t>& d, const T*... pair_pointers) {
 template <typename scalar_t, typename index_t, typename Launch>
 void launch_forward(const Dims<index_t>& d, const scalar_t* features, const scalar_t* masks,
                     scalar_t* output, Launch&& launch) {
-  const index_t chunks = forward_chunks(d);
+  const index_t chunks = channel_chunks(d);
   const int64_t per_row = int64_t(d.N) * d.G * chunks * d.Ho;
   const bool pairs = use_pairs(d, masks, output) && d.k <= 5;
   dispatch_kernel_size(d.k, [&](auto K) {
@@ -566,12 +570,12 @@ void launch_grad_masks(const Dims<index_t>& d, const scalar_t* grad_output,
   });
 }
 
-// grad_features: channel chunks (forward_chunks) per input pixel; unrolled
+// grad_features: chunks of kGradFeatureChannels channels per input pixel; unrolled
 // taps for k in {1, 3, 5, 7}, pairs for s = 2.
 template <typename scalar_t, typename index_t, typename Launch>
 void launch_grad_features(const Dims<index_t>& d, const scalar_t* grad_output,
                           const scalar_t* masks, scalar_t* grad_features, Launch&& launch) {
-  const index_t chunks = forward_chunks(d);
+  const index_t chunks = channel_chunks<kGradFeatureChannels>(d);
   const int64_t threads = int64_t(d.N) * d.G * chunks * d.H * d.W;
   const bool pairs = use_pairs(d, grad_output, masks);
   dispatch_kernel_size(d.k, [&](auto K) {
