@@ -112,9 +112,9 @@ inline bool is_aligned(const T* p) {
 template <int S>
 constexpr int kOutputsPerThread = S > 0 ? S : 1;
 
-// A window kernel thread's place: output row p, first output column q0 and
-// the input pixel (ci, cj) its window is centred on, from its column index
-// `col` in [0, window_columns).
+// A window kernel thread's place: the input pixel (ci, cj) its window is
+// centred on and its first output pixel (row p, column q0), from its column
+// index `col` in [0, window_columns).
 template <typename index_t, int S>
 __device__ __forceinline__ index_t window_columns(const Dims<index_t>& d) {
   return S > 0 ? d.W : d.Wo;
@@ -133,6 +133,28 @@ struct WindowPlace {
            in_bounds(cj - K / 2, d.W) && in_bounds(cj + K / 2, d.W);
   }
 };
+
+// A window kernel thread's work item, from its linear index, fastest first:
+// window column, output row p, `inner` (a channel chunk or a tap row, of
+// `inners`), group g, sample n. Consecutive threads take consecutive
+// columns, so a warp's loads and stores along a row coalesce.
+template <typename index_t, int S>
+struct WindowItem {
+  WindowPlace<index_t, S> at;
+  index_t inner, g, n;
+};
+template <int S, typename index_t>
+__device__ __forceinline__ WindowItem<index_t, S> window_item(index_t idx, index_t inners,
+                                                              const Dims<index_t>& d) {
+  const index_t cols = window_columns<index_t, S>(d);
+  const index_t col = idx % cols;
+  index_t rest = idx / cols;
+  const index_t p = rest % d.Ho;
+  rest /= d.Ho;
+  const index_t inner = rest % inners;
+  rest /= inners;
+  return {WindowPlace<index_t, S>(p, col, d), inner, rest % d.G, rest / d.G};
+}
 
 // The forward over `channels` consecutive channels for one thread's U
 // outputs: out[c, pix + u] = sum_t w[u][t] * plane[c, tap t of the window].
@@ -185,16 +207,11 @@ __global__ void __launch_bounds__(kThreads)
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int U = kOutputsPerThread<S>;
   using V = Vec<scalar_t, U>;
-  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, cols = window_columns<index_t, S>(d);
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const index_t col = idx % cols;
-    index_t rest = idx / cols;
-    const index_t p = rest % d.Ho;
-    rest /= d.Ho;
-    const index_t chunk = rest % chunks;
-    rest /= chunks;
-    const index_t g = rest % d.G, n = rest / d.G;
-    const WindowPlace<index_t, S> at(p, col, d);
+    const WindowItem<index_t, S> item = window_item<S>(idx, chunks, d);
+    const WindowPlace<index_t, S>& at = item.at;
+    const index_t chunk = item.inner, g = item.g, n = item.n;
     const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
     const index_t channels = min(index_t(kChannelsPerThread), (g + 1) * d.cpg - c_begin);
     acc_t w[U][K * K];
@@ -337,16 +354,11 @@ __global__ void __launch_bounds__(kThreads)
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int U = kOutputsPerThread<S>, R = K / 2;
   using V = Vec<scalar_t, U>;
-  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W, cols = window_columns<index_t, S>(d);
+  const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const index_t col = idx % cols;
-    index_t rest = idx / cols;
-    const index_t p = rest % d.Ho;
-    rest /= d.Ho;
-    const index_t ky = rest % K;
-    rest /= K;
-    const index_t g = rest % d.G, n = rest / d.G;
-    const WindowPlace<index_t, S> at(p, col, d);
+    const WindowItem<index_t, S> item = window_item<S>(idx, index_t(K), d);
+    const WindowPlace<index_t, S>& at = item.at;
+    const index_t ky = item.inner, g = item.g, n = item.n;
     const index_t y = at.ci - R + ky;
     acc_t acc[U][K];
 #pragma unroll
