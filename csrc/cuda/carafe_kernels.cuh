@@ -136,23 +136,25 @@ struct WindowPlace {
 
 // A window kernel thread's work item, from its linear index, fastest first:
 // window column, output row p, `inner` (a channel chunk or a tap row, of
-// `inners`), group g, sample n. Consecutive threads take consecutive
-// columns, so a warp's loads and stores along a row coalesce.
+// `inners`), group g, sample n; with kInnerFirst, `inner` before p.
+// Consecutive threads take consecutive columns, so a warp's loads and
+// stores along a row coalesce.
 template <typename index_t, int S>
 struct WindowItem {
   WindowPlace<index_t, S> at;
   index_t inner, g, n;
 };
-template <int S, typename index_t>
+template <int S, bool kInnerFirst, typename index_t>
 __device__ __forceinline__ WindowItem<index_t, S> window_item(index_t idx, index_t inners,
                                                               const Dims<index_t>& d) {
   const index_t cols = window_columns<index_t, S>(d);
   const index_t col = idx % cols;
   index_t rest = idx / cols;
-  const index_t p = rest % d.Ho;
-  rest /= d.Ho;
-  const index_t inner = rest % inners;
-  rest /= inners;
+  const index_t first = rest % (kInnerFirst ? inners : d.Ho);
+  rest /= kInnerFirst ? inners : d.Ho;
+  const index_t second = rest % (kInnerFirst ? d.Ho : inners);
+  rest /= kInnerFirst ? d.Ho : inners;
+  const index_t p = kInnerFirst ? second : first, inner = kInnerFirst ? first : second;
   return {WindowPlace<index_t, S>(p, col, d), inner, rest % d.G, rest / d.G};
 }
 
@@ -209,7 +211,9 @@ __global__ void __launch_bounds__(kThreads)
   using V = Vec<scalar_t, U>;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const WindowItem<index_t, S> item = window_item<S>(idx, chunks, d);
+    // all output rows of a chunk before the next chunk: each chunk's
+    // feature planes and the masks (both re-read by every chunk) stay in L2
+    const WindowItem<index_t, S> item = window_item<S, false>(idx, chunks, d);
     const WindowPlace<index_t, S>& at = item.at;
     const index_t chunk = item.inner, g = item.g, n = item.n;
     const index_t c_begin = g * d.cpg + chunk * kChannelsPerThread;
@@ -356,7 +360,11 @@ __global__ void __launch_bounds__(kThreads)
   using V = Vec<scalar_t, U>;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   for (index_t idx = global_thread<index_t>(); idx < total; idx += grid_stride<index_t>()) {
-    const WindowItem<index_t, S> item = window_item<S>(idx, index_t(K), d);
+    // the K tap rows of an output row run side by side (neighbouring blocks),
+    // so that grad_output, which each of them reads whole, comes from DRAM
+    // about once: tap row by tap row it would be read K times (one image's
+    // grad_output, 62 MB at 256x200x304, is larger than an H100's L2)
+    const WindowItem<index_t, S> item = window_item<S, true>(idx, index_t(K), d);
     const WindowPlace<index_t, S>& at = item.at;
     const index_t ky = item.inner, g = item.g, n = item.n;
     const index_t y = at.ci - R + ky;
