@@ -204,6 +204,26 @@ def test_gpu_check_reads_ncu_csv():
     assert highlights == {"time": "1210 usecond", "DRAM": "41.2%", "regs": "95 register/thread"}
 
 
+def test_sass_report_finds_innermost_loops():
+    """scripts/sass_report.py's reading of cuobjdump output: only loops with
+    no loop inside are reported, with their opcode counts."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "scripts" / "sass_report.py"
+    spec = importlib.util.spec_from_file_location("sass_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sass = "\n".join(
+        f"        /*{addr:04x}*/                   {text} ;   /* 0x0 */" for addr, text in [
+            (0x00, "S2R R0, SR_TID.X"), (0x10, "LDG.E R2, desc[UR4][R4.64]"),
+            (0x20, "FFMA R3, R2, R2, R3"), (0x30, "@P0 LDG.E.64.CONSTANT R6, desc[UR4][R8.64]"),
+            (0x40, "FFMA R3, R6, R7, R3"), (0x50, "@!P1 BRA 0x10"),  # inner loop 0x10-0x50
+            (0x60, "STG.E desc[UR4][R10.64], R3"), (0x70, "@P2 BRA 0x0"),  # outer loop
+            (0x80, "EXIT")])
+    loops = module.innermost_loops(sass)
+    assert len(loops) == 1
+    assert loops[0] == {"LDG": 2, "FFMA": 2, "BRA": 1}
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
 def test_gpu_check_refuses_without_a_gpu(capsys):
     assert _gpu_check().main([]) == 2
