@@ -294,9 +294,22 @@ def summary(report):
                          f"{r['mmcv_over_carafe_forward_backward']:.2f}x")
             lines.append(line)
     for launch in report.get("ncu_profile") or []:
-        lines.append(f"  ncu {launch['kernel'][:60]}: " + ", ".join(
+        lines.append(f"  ncu {short_kernel_name(launch['kernel'])}: " + ", ".join(
             f"{label} {value}" for label, value in ncu_highlights(launch["metrics"])))
     return "\n".join(lines)
+
+
+def short_kernel_name(name):
+    """'void carafe::kernels::k<c10::Half, int, 5, 2>(const c10::Half *, ...)'
+    -> 'k<Half, int, 5, 2>': ncu prints demangled names with their arguments."""
+    name = re.sub(r"^void ", "", name.strip())
+    depth, cut = 0, len(name)
+    for i, ch in enumerate(name):  # the argument list: the first '(' outside <...>
+        depth += {"<": 1, ">": -1}.get(ch, 0)
+        if ch == "(" and depth == 0:
+            cut = i
+            break
+    return name[:cut].replace("carafe::kernels::", "").replace("c10::", "")
 
 
 # The ncu counters the summary shows, by metric name (whatever section ncu

@@ -166,10 +166,15 @@ def test_gpu_check_accounting_and_summary():
     report = {"machine": {"gpu": "NVIDIA H100", "torch": "2.11.0", "driver": "580"},
               "steps": {"build": {"ok": True, "seconds": 60.0},
                         "pytest_cuda": {"ok": False, "seconds": 9.0, "counts": {"failed": 1}}},
-              "benchmark": {"copy_GBps": 3000.0, "rows": [row]}}
+              "benchmark": {"copy_GBps": 3000.0, "rows": [row]},
+              "ncu_profile": [{"kernel": "void carafe::kernels::carafe_forward_window_kernel"
+                                         "<float, int, 5, 2>(const float *, int)",
+                               "metrics": {"GPU Speed Of Light Throughput: Duration [usecond]":
+                                           210.0}}]}
     text = gc.summary(report)
     assert "pytest_cuda            FAILED" in text and "3000 GB/s" in text
     assert "mmcv/ours fwd 2.00x, fwd+bwd 5.00x" in text
+    assert "ncu carafe_forward_window_kernel<float, int, 5, 2>: time 210 usecond" in text
 
 
 def test_gpu_check_reads_ncu_csv():
@@ -202,6 +207,11 @@ def test_gpu_check_reads_ncu_csv():
     # highlights match by section name as ncu's CSV writes it
     highlights = dict(gc.ncu_highlights(launches[0]["metrics"]))
     assert highlights == {"time": "1210 usecond", "DRAM": "41.2%", "regs": "95 register/thread"}
+    assert gc.short_kernel_name(
+        "void carafe::kernels::carafe_grad_features_chunk_kernel<c10::Half, int, 5, 2>"
+        "(const c10::Half *, const c10::Half *, c10::Half *, carafe::Dims<int>, int, int)"
+    ) == "carafe_grad_features_chunk_kernel<Half, int, 5, 2>"
+    assert gc.short_kernel_name(fwd) == fwd
 
 
 def test_sass_report_finds_innermost_loops():
