@@ -75,17 +75,13 @@ at::Tensor carafe_forward_cuda(const at::Tensor& features, const at::Tensor& mas
                               f.size(3) * scale_factor},
                              f.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool small = fits_int32({f.numel(), m.numel(), out.numel()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_forward_cuda",
                                   [&] {
-                                    if (small) {
-                                      forward_cuda_typed<scalar_t, int32_t>(
-                                          f, m, out, kernel_size, group_size, scale_factor, stream);
-                                    } else {
-                                      forward_cuda_typed<scalar_t, int64_t>(
-                                          f, m, out, kernel_size, group_size, scale_factor, stream);
-                                    }
-                                  });
+    dispatch_index_type(fits_int32({f.numel(), m.numel(), out.numel()}), [&](auto index) {
+      forward_cuda_typed<scalar_t, decltype(index)>(f, m, out, kernel_size, group_size,
+                                                    scale_factor, stream);
+    });
+  });
   return out;
 }
 
@@ -101,19 +97,13 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(const at::Tensor& grad_o
   at::Tensor gf = at::empty(f.sizes(), f.options());
   at::Tensor gm = at::empty(m.sizes(), m.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool small = fits_int32({f.numel(), m.numel(), go.numel()});
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(),
                                   "carafe_backward_cuda", [&] {
-                                    if (small) {
-                                      backward_cuda_typed<scalar_t, int32_t>(
-                                          go, f, m, gf, gm, kernel_size, group_size,
-                                          scale_factor, stream);
-                                    } else {
-                                      backward_cuda_typed<scalar_t, int64_t>(
-                                          go, f, m, gf, gm, kernel_size, group_size,
-                                          scale_factor, stream);
-                                    }
-                                  });
+    dispatch_index_type(fits_int32({f.numel(), m.numel(), go.numel()}), [&](auto index) {
+      backward_cuda_typed<scalar_t, decltype(index)>(go, f, m, gf, gm, kernel_size, group_size,
+                                                     scale_factor, stream);
+    });
+  });
   return {gf, gm};
 }
 

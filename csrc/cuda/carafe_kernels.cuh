@@ -64,6 +64,17 @@ inline bool fits_int32(std::initializer_list<int64_t> numels) {
   return true;
 }
 
+// Calls f(int32_t{}) when `narrow` (fits_int32 said so), else f(int64_t{}):
+// the index type the kernels are instantiated with.
+template <typename F>
+void dispatch_index_type(bool narrow, F&& f) {
+  if (narrow) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
 template <typename index_t>
 __device__ __forceinline__ index_t global_thread() {
   return index_t(blockIdx.x) * index_t(blockDim.x) + index_t(threadIdx.x);
@@ -149,12 +160,14 @@ template <int S, bool kInnerFirst, typename index_t>
 __device__ __forceinline__ WindowItem<index_t, S> window_item(index_t idx, index_t inners,
                                                               const Dims<index_t>& d) {
   const index_t cols = window_columns<index_t, S>(d);
+  // sizes of the two middle indices, the faster first
+  const index_t n1 = kInnerFirst ? inners : d.Ho, n2 = kInnerFirst ? d.Ho : inners;
   const index_t col = idx % cols;
   index_t rest = idx / cols;
-  const index_t first = rest % (kInnerFirst ? inners : d.Ho);
-  rest /= kInnerFirst ? inners : d.Ho;
-  const index_t second = rest % (kInnerFirst ? d.Ho : inners);
-  rest /= kInnerFirst ? d.Ho : inners;
+  const index_t first = rest % n1;
+  rest /= n1;
+  const index_t second = rest % n2;
+  rest /= n2;
   const index_t p = kInnerFirst ? second : first, inner = kInnerFirst ? first : second;
   return {WindowPlace<index_t, S>(p, col, d), inner, rest % d.G, rest / d.G};
 }

@@ -104,11 +104,7 @@ template <typename F>
 void with_index_type(int64_t index_bits, std::initializer_list<int64_t> numels, F&& f) {
   TORCH_CHECK(index_bits == 0 || index_bits == 32 || index_bits == 64,
               "index_bits must be 0, 32 or 64, got ", index_bits);
-  if (index_bits == 32 || (index_bits == 0 && fits_int32(numels))) {
-    f(int32_t{});
-  } else {
-    f(int64_t{});
-  }
+  dispatch_index_type(index_bits == 32 || (index_bits == 0 && fits_int32(numels)), f);
 }
 
 at::Tensor forward(const at::Tensor& features, const at::Tensor& masks, int64_t k, int64_t G,
@@ -142,10 +138,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output,
 // names (kernels_launched); the launch geometry itself, for the tests:
 int64_t launch_blocks(int64_t threads) { return blocks_for(threads); }
 bool index_fits_int32(std::vector<int64_t> numels) {
-  for (int64_t n : numels) {
-    if (!fits_int32({n})) return false;
-  }
-  return true;
+  return std::all_of(numels.begin(), numels.end(), [](int64_t n) { return fits_int32({n}); });
 }
 
 std::vector<std::string> kernels_launched() {
