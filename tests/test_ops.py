@@ -73,6 +73,18 @@ def test_float32_cpu_kernels_match_reference(W, k, G, s, C):
     check_against_reference(features, masks, k, G, s)
 
 
+# Many channels per group: the grad_masks kernel splits the columns into
+# strips (about 512 KiB of rows per item: 3 blocks of 16 columns at 256
+# channels, k = 5, s = 2) and the channels into chunks of 32, carrying sums
+# across chunks; grad_features runs blocks of 4 channels in chunks of 32.
+@pytest.mark.parametrize("C,G,W", [(256, 1, 152), (256, 1, 100), (200, 2, 61)])
+def test_float32_cpu_kernels_many_channels(C, G, W):
+    features, masks = make_inputs(N=2, C=C, H=3, W=W, k=5, G=G, s=2, dtype=torch.float32,
+                                  normalized=False)
+    # grad_masks sums C/G products of O(1): float32 rounding up to ~C/G * 6e-8
+    check_against_reference(features, masks, 5, G, 2, tol=dict(rtol=1e-5, atol=5e-5))
+
+
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("N,C,H,W", [
     (1, 4, 1, 1),     # one pixel: every tap but the centre is outside

@@ -5,13 +5,18 @@
 // summed in a fixed order by one thread (no atomics), so results do not depend
 // on the thread count.
 //
-// float32 on x86-64 with AVX2 or AVX-512, scale 1 or 2 (the FPN case): the
-// "window" kernels. Output pixels (s*i + t, s*j + u) share the input window
-// around (i, j); vectorised over input columns j, one feature (forward,
-// grad_masks) or grad_output (grad_features) vector load feeds all s*s of
-// them, and mask vectors are shared by a block of channels. One function per
-// ISA and block size, chosen at run time (cpu_has_v4/v3); AVX-512 and AVX2
-// compute each element with the same operations in the same order.
+// float32 on x86-64 with AVX2 or AVX-512, scale 1 or 2 (the FPN case):
+// - forward and grad_masks, the "window" kernels: output pixels
+//   (s*i + t, s*j + u) share the input window around (i, j); vectorised over
+//   input columns j, one feature vector load feeds all s*s of them (forward:
+//   mask vectors shared by a block of channels; grad_masks: the k*s*s sums
+//   of a window row in registers over the group's channels);
+// - grad_features, k in {1, 3, 5, 7}: per-tap sums over output columns
+//   (grad_output loads shared by the k taps of a row, mask loads by a block
+//   of channels), then one shifted sum per row (grad_feat_taps_body).
+// One function per ISA, k and block size, chosen at run time
+// (cpu_has_v4/v3); AVX-512 and AVX2 compute each element with the same
+// operations in the same order.
 //
 // Everything else (other dtypes and scales, narrow rows, CPUs without AVX2)
 // reduces to one micro-kernel, pair_sum_row: out[q] = sum_i a_i[q] * b_i[q]
@@ -95,6 +100,15 @@ inline __attribute__((always_inline)) void storev(float* p, V v) { __builtin_mem
 template <bool kWrite = false>
 inline __attribute__((always_inline)) void prefetch_floats(const float* p, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, kWrite ? 1 : 0);
+}
+// Prefetches the line of p into L2 (not L1). Inline asm on x86-64: GCC 12
+// dropped __builtin_prefetch(p, 0, 2) calls in grad_masks_item_body.
+inline __attribute__((always_inline)) void prefetch_l2(const float* p) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm volatile("prefetcht1 %0" : : "m"(*reinterpret_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
 }
 inline v8f load8(const float* p) { return loadv<v8f>(p); }
 inline void store8(float* p, v8f v) { storev(p, v); }
@@ -403,23 +417,6 @@ struct BlockKernels {
 
 CARAFE_BLOCK_FAMILY(window_fwd, WindowArgs, window_forward_body)
 
-// ---- float32 grad_masks: one feature load for the s*s outputs of a window ----
-// grad_masks[n, (g, ky, kx), s*i + t, s*j + u] = sum_{c in g} grad_out[n, c, s*i + t, s*j + u]
-//                                                 * features[n, c, i + ky - r, j + kx - r]
-// Vectorised over input columns j, as the forward: a feature vector load
-// feeds the s*s outputs of its window and the k taps of a row share the
-// grad_output vectors, which are deinterleaved by u in registers. A channel
-// costs s*s + k loads for s*s*k FMAs (the output-column kernel: 2 + 2k for
-// 2k, plus the upsampled-row fills), with the s*s*k sums in registers over
-// the whole channel sum.
-struct WindowGradMaskArgs {
-  float* const* out;      // [k * S] rows of grad_masks: tap (ky, kx), output row s*i + t
-  const float* const* go; // [S] grad_output rows (n, first channel of g, s*i + t, :)
-  int64_t go_stride;      // between channels of grad_output
-  const float* feats;     // [count][Wp]: feature row i + ky - r, r zeros each side
-  int64_t count, W, Wp;
-};
-
 inline __attribute__((always_inline)) void deinterleave(v8f a, v8f b, v8f& even, v8f& odd) {
   even = __builtin_shuffle(a, b, v8i{0, 2, 4, 6, 8, 10, 12, 14});
   odd = __builtin_shuffle(a, b, v8i{1, 3, 5, 7, 9, 11, 13, 15});
@@ -429,100 +426,197 @@ inline __attribute__((always_inline)) void deinterleave(v16f a, v16f b, v16f& ev
   odd = __builtin_shuffle(a, b, v16i{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
 }
 
-// Channels ahead. A channel's work is a few dozen cycles, so the first pass
-// over an item's grad_output rows (from DRAM) needs a long lead: 16 took the
-// backward at 2x256x100x152 from 107-121 to 98-110 ms (min-median, 1 thread,
-// 10 interleaved runs, twice); no difference at 2 threads.
-constexpr int64_t kGradMaskPrefetch = 16;
+// ---- float32 grad_masks: one feature load for the s*s outputs of a window ----
+// grad_masks[n, (g, ky, kx), s*i + t, s*j + u] = sum_{c in g} grad_out[n, c, s*i + t, s*j + u]
+//                                                 * features[n, c, i + ky - r, j + kx - r]
+// Vectorised over input columns j, as the forward: a feature vector load
+// feeds the s*s outputs of its window, the k taps of a window row share the
+// grad_output vectors (deinterleaved by u), and the s*s*k sums of a window
+// row stay in registers over the channels: s*s + k loads for s*s*k FMAs.
+// One item (n, i, g) does all k window rows, per column block and chunk of
+// kGradMaskChunk channels: the chunk's grad_output vectors are loaded and
+// deinterleaved once (window row 0) into a buffer and read from it, in L1,
+// for the other k - 1 rows; partial sums cross chunks through a buffer, so
+// each element is still summed over the group's channels in channel order.
+// Features are read in place: a lane whose tap reads left or right of the
+// input reads a neighbouring row's value (or a padded copy's zero), and its
+// grad_masks entries are zeroed afterwards (zero_outside_columns).
+// Against one pass per window row over padded copies of the feature rows
+// (the kernel before): backward without grad_features at 2x256x50x76,
+// 2 threads, interleaved calls: median 7.2 -> 4.9-5.2 ms (two runs); at
+// 2x256x100x152 25.0 -> 23.4 and 28.6 -> 27.0 ms, where the sums wait on
+// DRAM (see grad_masks_items_float).
+constexpr int64_t kGradMaskChunk = 32;
+
+struct GradMaskItemArgs {
+  float* const* out;       // [k * K * S] grad_masks rows (ky, kx, t): (ky*K + kx)*S + t
+  const float* go;         // grad_output (n, first channel of g, s*i, 0)
+  int64_t go_stride, Wo;   // between channels (Ho*Wo), between output rows t (Wo)
+  const float* feats;      // features of the group's first channel; column -r of a row is
+                           // feats + f_rows[row] - r, channels f_stride apart
+  int64_t f_stride;
+  const int64_t* f_rows;   // [rows] offsets of the window rows inside the input
+  int64_t ky_lo, rows;
+  int64_t count, W;        // channels of the group, input width
+  int64_t jb_begin, jb_end;  // the column blocks to compute (block_start)
+  const float* next_go;    // the next item's grad_output (its first block's columns), or null
+  const float* next_feat;  // the next item's newest feature row (its first block, column -r), or null
+  float* scratch;          // [kGradMaskChunk][S*S][L] + [rows][S*S*K][L] floats
+};
 
 template <typename V, int K, int S>
-inline __attribute__((always_inline)) void window_grad_masks_body(const WindowGradMaskArgs& a) {
-  constexpr int64_t L = lanes<V>;
-  const int64_t blocks = (a.W + L - 1) / L;
-  for (int64_t jb = 0; jb < blocks; ++jb) {
+inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskItemArgs& a) {
+  constexpr int64_t L = lanes<V>, CH = kGradMaskChunk, r = K / 2;
+  const int64_t blocks = a.jb_end, count = a.count, rows = a.rows;
+  const int64_t go_stride = a.go_stride, Wo = a.Wo, f_stride = a.f_stride;
+  float* const gbuf = a.scratch;                   // [CH][S][S][L]
+  float* const abuf = a.scratch + CH * S * S * L;  // [rows][S][S][K][L]
+  for (int64_t jb = a.jb_begin; jb < blocks; ++jb) {
     const int64_t base = block_start(jb, L, a.W);
     if (jb + 1 < blocks) {
-      // the next block's output lines, for writing (see the forward): the
-      // backward at 2x256x100x152, 2 threads, median 70-79 -> 63-74 ms
+      // the next block's output lines, for writing (see the forward)
       const int64_t next = block_start(jb + 1, L, a.W);
+      for (int64_t ky = a.ky_lo; ky < a.ky_lo + rows; ++ky) {
 #pragma GCC unroll 16
-      for (int o = 0; o < K * S; ++o) prefetch_floats<true>(a.out[o] + S * next, S * L);
-    }
-    V acc[S][S][K] = {};
-    const float* go[S];
-#pragma GCC unroll 4
-    for (int t = 0; t < S; ++t) go[t] = a.go[t] + S * base;
-    const float* fr = a.feats + base;
-    for (int64_t c = 0; c < a.count; ++c, fr += a.Wp) {
-      V g[S][S];
-#pragma GCC unroll 4
-      for (int t = 0; t < S; ++t) {
-        // channels are a plane apart, beyond the hardware prefetchers' reach
-        prefetch_floats(go[t] + kGradMaskPrefetch * a.go_stride, S * L);
-        if constexpr (S == 2) {
-          deinterleave(loadv<V>(go[t]), loadv<V>(go[t] + L), g[t][0], g[t][1]);
-        } else {
-          g[t][0] = loadv<V>(go[t]);
-        }
-        go[t] += a.go_stride;
-      }
-#pragma GCC unroll 8
-      for (int kx = 0; kx < K; ++kx) {
-        const V fv = loadv<V>(fr + kx);
-#pragma GCC unroll 4
-        for (int t = 0; t < S; ++t) {
-#pragma GCC unroll 4
-          for (int u = 0; u < S; ++u) acc[t][u][kx] += g[t][u] * fv;
-        }
+        for (int o = 0; o < K * S; ++o) prefetch_floats<true>(a.out[ky * K * S + o] + S * next, S * L);
       }
     }
-#pragma GCC unroll 8
-    for (int kx = 0; kx < K; ++kx) {
-#pragma GCC unroll 4
-      for (int t = 0; t < S; ++t) {
-        if constexpr (S == 2) {
-          store_interleaved(a.out[kx * S + t] + 2 * base, acc[t][0][kx], acc[t][1][kx]);
-        } else {
-          storev(a.out[kx] + base, acc[t][0][kx]);
+    for (int64_t c0 = 0; c0 < count; c0 += CH) {
+      const int64_t n = std::min(CH, count - c0);
+      const bool last = c0 + CH >= count;
+      // Window row `row` over the chunk; kFirst: grad_output from the tensor
+      // (deinterleaved into gbuf), else from gbuf.
+      // The next unit's lines (the next block's, or the next item's after
+      // the last block) go to L2 during this one, one line per channel and
+      // window row: the DRAM reads spread over all the sums instead of
+      // bursting when a block starts (there, the prefetches waited for
+      // line-fill buffers). Lines: grad_output rows t (S*L floats each),
+      // then the newest feature row.
+      const bool next_item = jb + 1 == blocks;
+      const float* ngo = next_item ? a.next_go : a.go + S * block_start(jb + 1, L, a.W);
+      const float* nfeat = next_item ? a.next_feat : nullptr;
+      constexpr int kGoLines = S * S * L / 16;  // S rows of S*L floats
+      auto prefetch_next = [&](int64_t line, int64_t c) {
+        if (line < kGoLines) {
+          if (ngo) prefetch_l2(ngo + c * go_stride + (line / S) * Wo + (line % S) * 16);
+        } else if (line == kGoLines && nfeat) {
+          prefetch_l2(nfeat + c * f_stride);
+          prefetch_l2(nfeat + c * f_stride + L + 2 * r - 1);
         }
-      }
+      };
+      auto pass = [&](int64_t row, auto first) {
+        constexpr bool kFirst = decltype(first)::value;
+        // the lines this pass prefetches: `row`, and after the last row the rest
+        const int64_t line_lo = row, line_hi = row + 1 == rows ? kGoLines + 1 : row + 1;
+        V acc[S][S][K];
+        float* ap = abuf + row * S * S * K * L;
+#pragma GCC unroll 4
+        for (int t = 0; t < S; ++t)
+#pragma GCC unroll 4
+          for (int u = 0; u < S; ++u)
+#pragma GCC unroll 8
+            for (int kx = 0; kx < K; ++kx)
+              acc[t][u][kx] = c0 == 0 ? V{} : loadv<V>(ap + ((t * S + u) * K + kx) * L);
+        const float* fr = a.feats + c0 * f_stride + a.f_rows[row] + base - r;
+        const float* gp = a.go + c0 * go_stride + S * base;
+        for (int64_t c = 0; c < n; ++c, fr += f_stride, gp += go_stride) {
+          V g[S][S];
+          float* gb = gbuf + c * S * S * L;
+          for (int64_t line = line_lo; line < line_hi; ++line) prefetch_next(line, c0 + c);
+          if constexpr (kFirst) {
+#pragma GCC unroll 4
+            for (int t = 0; t < S; ++t) {
+              if constexpr (S == 2) {
+                deinterleave(loadv<V>(gp + t * Wo), loadv<V>(gp + t * Wo + L), g[t][0], g[t][1]);
+              } else {
+                g[t][0] = loadv<V>(gp + t * Wo);
+              }
+#pragma GCC unroll 4
+              for (int u = 0; u < S; ++u) storev(gb + (t * S + u) * L, g[t][u]);
+            }
+          } else {
+#pragma GCC unroll 4
+            for (int t = 0; t < S; ++t)
+#pragma GCC unroll 4
+              for (int u = 0; u < S; ++u) g[t][u] = loadv<V>(gb + (t * S + u) * L);
+          }
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) {
+            const V fv = loadv<V>(fr + kx);
+#pragma GCC unroll 4
+            for (int t = 0; t < S; ++t)
+#pragma GCC unroll 4
+              for (int u = 0; u < S; ++u) acc[t][u][kx] += g[t][u] * fv;
+          }
+        }
+        if (last) {
+          float* const* out = a.out + (a.ky_lo + row) * K * S;
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 4
+            for (int t = 0; t < S; ++t) {
+              if constexpr (S == 2) {
+                store_interleaved(out[kx * S + t] + 2 * base, acc[t][0][kx], acc[t][1][kx]);
+              } else {
+                storev(out[kx] + base, acc[t][0][kx]);
+              }
+            }
+          }
+        } else {
+#pragma GCC unroll 4
+          for (int t = 0; t < S; ++t)
+#pragma GCC unroll 4
+            for (int u = 0; u < S; ++u)
+#pragma GCC unroll 8
+              for (int kx = 0; kx < K; ++kx) storev(ap + ((t * S + u) * K + kx) * L, acc[t][u][kx]);
+        }
+      };
+      pass(0, std::true_type{});
+      for (int64_t row = 1; row < rows; ++row) pass(row, std::false_type{});
     }
   }
 }
 
-using WindowGradMaskFn = void (*)(const WindowGradMaskArgs&);
+using GradMaskItemFn = void (*)(const GradMaskItemArgs&);
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-CARAFE_ISA_FN(window_gm_v4_k3_s2, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 3, 2>))
-CARAFE_ISA_FN(window_gm_v4_k5_s2, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 5, 2>))
-CARAFE_ISA_FN(window_gm_v4_k3_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 3, 1>))
-CARAFE_ISA_FN(window_gm_v4_k5_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 5, 1>))
-CARAFE_ISA_FN(window_gm_v4_k7_s1, "arch=x86-64-v4", WindowGradMaskArgs, (window_grad_masks_body<v16f, 7, 1>))
-CARAFE_ISA_FN(window_gm_v3_k3_s2, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 3, 2>))
-CARAFE_ISA_FN(window_gm_v3_k3_s1, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 3, 1>))
-CARAFE_ISA_FN(window_gm_v3_k5_s1, "arch=x86-64-v3", WindowGradMaskArgs, (window_grad_masks_body<v8f, 5, 1>))
+#define CARAFE_GM_FN(isa, tag, V, K, S) \
+  CARAFE_ISA_FN(gm_item_##tag##_k##K##_s##S, isa, GradMaskItemArgs, (grad_masks_item_body<V, K, S>))
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 1, 2)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 3, 2)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 5, 2)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 1, 1)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 3, 1)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 5, 1)
+CARAFE_GM_FN("arch=x86-64-v4", v4, v16f, 7, 1)
+CARAFE_GM_FN("arch=x86-64-v3", v3, v8f, 1, 2)
+CARAFE_GM_FN("arch=x86-64-v3", v3, v8f, 3, 2)
+CARAFE_GM_FN("arch=x86-64-v3", v3, v8f, 1, 1)
+CARAFE_GM_FN("arch=x86-64-v3", v3, v8f, 3, 1)
+CARAFE_GM_FN("arch=x86-64-v3", v3, v8f, 5, 1)
+#undef CARAFE_GM_FN
 #endif
 
-// The grad_masks window kernel for this CPU, k and scale (registers: s*s*k
-// sums + s*s + 1 must fit 32 with AVX-512, 16 with AVX2); null when none
-// applies, and the output-column kernels run.
-struct WindowGradMaskKernel {
+// The grad_masks kernel for this CPU, k and scale (registers: s*s*k sums +
+// s*s + 1 must fit 32 with AVX-512, 16 with AVX2); null when none applies,
+// and the output-column kernels run.
+struct GradMaskItemKernel {
   int64_t L = 0;
-  WindowGradMaskFn fn = nullptr;
+  GradMaskItemFn fn = nullptr;
 };
-WindowGradMaskKernel window_grad_mask_kernel(int64_t k, int64_t s, int64_t W) {
+GradMaskItemKernel grad_mask_item_kernel(int64_t k, int64_t s, int64_t W) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CARAFE_GM_CASE(tag, L, K, S) \
+  if (k == K && s == S) return {L, gm_item_##tag##_k##K##_s##S};
   if (cpu_has_v4() && W >= 16) {
-    if (s == 2 && k == 3) return {16, window_gm_v4_k3_s2};
-    if (s == 2 && k == 5) return {16, window_gm_v4_k5_s2};
-    if (s == 1 && k == 3) return {16, window_gm_v4_k3_s1};
-    if (s == 1 && k == 5) return {16, window_gm_v4_k5_s1};
-    if (s == 1 && k == 7) return {16, window_gm_v4_k7_s1};
+    CARAFE_GM_CASE(v4, 16, 1, 2) CARAFE_GM_CASE(v4, 16, 3, 2) CARAFE_GM_CASE(v4, 16, 5, 2)
+    CARAFE_GM_CASE(v4, 16, 1, 1) CARAFE_GM_CASE(v4, 16, 3, 1) CARAFE_GM_CASE(v4, 16, 5, 1)
+    CARAFE_GM_CASE(v4, 16, 7, 1)
   }
   if (cpu_has_v3() && W >= 8) {
-    if (s == 2 && k == 3) return {8, window_gm_v3_k3_s2};
-    if (s == 1 && k == 3) return {8, window_gm_v3_k3_s1};
-    if (s == 1 && k == 5) return {8, window_gm_v3_k5_s1};
+    CARAFE_GM_CASE(v3, 8, 1, 2) CARAFE_GM_CASE(v3, 8, 3, 2)
+    CARAFE_GM_CASE(v3, 8, 1, 1) CARAFE_GM_CASE(v3, 8, 3, 1) CARAFE_GM_CASE(v3, 8, 5, 1)
   }
+#undef CARAFE_GM_CASE
 #endif
   (void)k;
   (void)s;
@@ -530,120 +624,174 @@ WindowGradMaskKernel window_grad_mask_kernel(int64_t k, int64_t s, int64_t W) {
   return {};
 }
 
-// ---- float32 grad_features: products per window, then shifted row sums ----
-// grad_features[n, c, y, x] = sum_{ky, kx} P[c][ky, kx][i = y - ky + r][j = x - kx + r],
-// P[c][tap][i][j] = sum_{t, u < s} masks[tap][s*i + t][s*j + u] * grad_out[c][s*i + t][s*j + u].
-// P is the forward's structure again: per window (i, j), vectorised over j,
-// the s*s grad_output vectors of a channel (deinterleaved by u in registers)
-// are loaded once for all k*k taps, and each tap's s*s mask vectors once for
-// a block of CB channels. Then each row of grad_features adds up k*k shifted
-// P rows (zero-padded by r: a tap outside the input adds nothing, and a
-// non-finite weight there is never read). No fold of s upsampled columns,
-// no padded copies of grad_output rows.
-struct WindowGradFeatArgs {
-  const float* const* go;  // [CB] grad_output rows (n, c, s*i, :)
-  const float* masks;      // masks (n, g*k*k, s*i, :)
-  int64_t plane;           // Ho*Wo: between mask channels (taps) and grad_output channels
-  int64_t Wo;              // between output rows t
-  float* const* P;         // [CB] P[tap][Wpp] rows, values at [off, off + W)
-  int64_t tap_lo, tap_hi;  // the taps whose window row is inside the input
-  int64_t W, Wpp, r;
-  int64_t off;             // P[tap][j] is at tap*Wpp + off + j (off >= r; zeros around)
-  float* const* rows;      // [CB] rows of grad_features, to gain sum_tap P[tap][x - kx + r]
-                           // (kx = tap - tap_lo; the taps are those of one window row)
+// ---- float32 grad_features: unshifted tap sums, then one shifted sum per row ----
+// grad_features[n, c, y, x] = sum_{ky, kx, t, u} masks[(ky, kx)][s*i + t][q] * grad_out[c][s*i + t][q]
+// with i = y - ky + r (window row), q = s*(x - kx + r) + u (output column).
+// The product at output column q does not depend on kx - r; only the input
+// column its term lands on does. So, vectorised over q:
+//   A[c][kx][q] = sum_{ky, t} masks[(ky, kx)][s*i + t][q] * grad_out[c][s*i + t][q]
+// with every grad_output vector loaded once for the k taps kx, every mask
+// vector once for the CB channels of a block, and the CB*k sums in registers
+// over all (ky, t) (CB + k loads for CB*k FMAs, no shuffles); then
+//   grad_features[c][y][x] = sum_u sum_kx A[c][kx][s*(x - kx + r) + u],
+// one pass per row over A rows zero-padded by s*r, where the s neighbours u
+// are added by one deinterleave. A tap left or right of the input lands in A
+// only at columns that no x reads, so its weight (finite or not) never
+// reaches a result (mmcv's rule); window rows outside the input are skipped.
+// Against the kernel before (products per window, deinterleaved, stored and
+// summed shifted once per window row, with scalar row ends): backward at
+// 2x256x50x76, 2 threads, interleaved calls: median 21.7 -> 16.6 ms; at
+// 2x256x100x152 105 -> 97 ms.
+struct GradFeatTapArgs {
+  const float* go;            // grad_output plane (n, c, 0, 0) of the block's first channel
+  const float* const* mrows;  // [rows] masks (n, g*k*k + ky*k, s*i, 0), window rows ky inside,
+                              //   newest first (ky = 0: the largest i)
+  const int64_t* go_rows;     // [rows] offset of output row s*i in a grad_output plane
+  int64_t rows;
+  int64_t plane, Wo;          // Ho*Wo: between taps and between channels; Wo: between rows t
+  float* const* A;            // [CB] A[c]: k rows of Wa floats, A[c][kx][q] at kx*Wa + pad + q
+  int64_t Wa, pad;            // pad >= s*r zeros before and after the Wo columns
+  float* const* out;          // [CB] grad_features rows (n, c, y, :)
+  int64_t W, r;
 };
 
-template <typename V, int CB, int S>
-inline __attribute__((always_inline)) void window_grad_feat_body(const WindowGradFeatArgs& a) {
+template <typename V, int CB, int K, int S>
+inline __attribute__((always_inline)) void grad_feat_taps_body(const GradFeatTapArgs& a) {
   constexpr int64_t L = lanes<V>;
-  const int64_t blocks = (a.W + L - 1) / L;
-  // Locals, not a.*: the stores to P could alias the argument struct as far
+  // Locals, not a.*: the stores to A could alias the argument struct as far
   // as the compiler knows, and it would reload every field after each one.
-  const int64_t Wo = a.Wo, plane = a.plane, Wpp = a.Wpp, r = a.r, W = a.W, off = a.off;
-  const int64_t tap_lo = a.tap_lo, tap_hi = a.tap_hi;
-  float* P[CB];
-  const float* gor[CB];
+  const int64_t Wo = a.Wo, plane = a.plane, Wa = a.Wa, pad = a.pad, W = a.W, rows = a.rows;
+  const float* const go = a.go;
+  float* A[CB];
 #pragma GCC unroll 16
-  for (int c = 0; c < CB; ++c) {
-    P[c] = a.P[c] + off;
-    gor[c] = a.go[c];
-  }
-  for (int64_t jb = 0; jb < blocks; ++jb) {
-    const int64_t base = block_start(jb, L, W);
-    V G[CB][S][S];
+  for (int c = 0; c < CB; ++c) A[c] = a.A[c] + pad;
+  const int64_t qblocks = (Wo + L - 1) / L;
+  for (int64_t qb = 0; qb < qblocks; ++qb) {
+    const int64_t base = block_start(qb, L, Wo);
+    V acc[CB][K] = {};
+    for (int64_t row = 0; row < rows; ++row) {
+      const float* mr = a.mrows[row] + base;
+      const int64_t goff = a.go_rows[row] + base;
+#pragma GCC unroll 4
+      for (int t = 0; t < S; ++t) {
+        V gv[CB];
+#pragma GCC unroll 16
+        for (int c = 0; c < CB; ++c) {
+          const float* p = go + c * plane + goff + t * Wo;
+          // The newest window row (first) of the next block of channels: a
+          // plane apart, beyond the hardware prefetchers' reach; the other
+          // rows were read for earlier rows y and are in cache.
+          if (row == 0) prefetch_floats(p + CB * plane, L);
+          gv[c] = loadv<V>(p);
+        }
+#pragma GCC unroll 8
+        for (int kx = 0; kx < K; ++kx) {
+          const V mv = loadv<V>(mr + kx * plane + t * Wo);
+#pragma GCC unroll 16
+          for (int c = 0; c < CB; ++c) acc[c][kx] += mv * gv[c];
+        }
+      }
+    }
 #pragma GCC unroll 16
     for (int c = 0; c < CB; ++c) {
-#pragma GCC unroll 4
-      for (int t = 0; t < S; ++t) {
-        const float* p = gor[c] + t * Wo + S * base;
-        // the same columns of the next channel block (the caller's next
-        // call): rows a plane apart, which the hardware prefetchers miss
-        const float* next = p + CB * plane;
-        prefetch_floats(next, S * L);
-        if constexpr (S == 2) {
-          deinterleave(loadv<V>(p), loadv<V>(p + L), G[c][t][0], G[c][t][1]);
-        } else {
-          G[c][t][0] = loadv<V>(p);
-        }
-      }
-    }
-    const float* mp = a.masks + tap_lo * plane + S * base;
-    for (int64_t tap = tap_lo; tap < tap_hi; ++tap, mp += plane) {
-      V M[S][S];
-#pragma GCC unroll 4
-      for (int t = 0; t < S; ++t) {
-        if constexpr (S == 2) {
-          deinterleave(loadv<V>(mp + t * Wo), loadv<V>(mp + t * Wo + L), M[t][0], M[t][1]);
-        } else {
-          M[t][0] = loadv<V>(mp + t * Wo);
-        }
-      }
-#pragma GCC unroll 16
-      for (int c = 0; c < CB; ++c) {
-        V sum = M[0][0] * G[c][0][0];
-#pragma GCC unroll 16
-        for (int tu = 1; tu < S * S; ++tu) sum += M[tu / S][tu % S] * G[c][tu / S][tu % S];
-        storev(P[c] + tap * Wpp + base, sum);
-      }
+#pragma GCC unroll 8
+      for (int kx = 0; kx < K; ++kx) storev(A[c] + kx * Wa + base, acc[c][kx]);
     }
   }
-  // rows[c][x] += sum_kx P[c][tap_lo + kx][x - kx + r], padded P: one pass per row
-  const int64_t taps = tap_hi - tap_lo;
+  // out[c][x] = sum_u sum_kx A[c][kx][S*(x - kx + r) + u]: for a block of L
+  // columns x, S vectors of A per kx (lanes S*x + u), added over kx, then
+  // the S lanes of each x added (deinterleaved for S = 2). Stored, not
+  // accumulated, so the last block may overlap the one before.
+  const int64_t xblocks = (W + L - 1) / L, shift = S * a.r;
 #pragma GCC unroll 16
   for (int c = 0; c < CB; ++c) {
-    float* row = a.rows[c];
-    const float* p0 = P[c] + tap_lo * Wpp + r;
-    int64_t x = 0;
-    // four vectors at a time: four independent add chains
-    for (; x + 4 * L <= W; x += 4 * L) {
-      V s0 = loadv<V>(row + x), s1 = loadv<V>(row + x + L);
-      V s2 = loadv<V>(row + x + 2 * L), s3 = loadv<V>(row + x + 3 * L);
-      for (int64_t kx = 0; kx < taps; ++kx) {
-        const float* q = p0 + kx * (Wpp - 1) + x;
-        s0 += loadv<V>(q);
-        s1 += loadv<V>(q + L);
-        s2 += loadv<V>(q + 2 * L);
-        s3 += loadv<V>(q + 3 * L);
+    const float* a0 = A[c] + shift;  // kx = 0; tap kx is (Wa - S) * kx further
+    for (int64_t xb = 0; xb < xblocks; ++xb) {
+      const int64_t base = block_start(xb, L, W);
+      V sum[S];
+#pragma GCC unroll 4
+      for (int u = 0; u < S; ++u) sum[u] = loadv<V>(a0 + S * base + u * L);
+#pragma GCC unroll 8
+      for (int kx = 1; kx < K; ++kx) {
+        const float* p = a0 + kx * (Wa - S) + S * base;
+#pragma GCC unroll 4
+        for (int u = 0; u < S; ++u) sum[u] += loadv<V>(p + u * L);
       }
-      storev(row + x, s0);
-      storev(row + x + L, s1);
-      storev(row + x + 2 * L, s2);
-      storev(row + x + 3 * L, s3);
-    }
-    for (; x + L <= W; x += L) {
-      V sum = loadv<V>(row + x);
-      for (int64_t kx = 0; kx < taps; ++kx) sum += loadv<V>(p0 + kx * (Wpp - 1) + x);
-      storev(row + x, sum);
-    }
-    for (; x < W; ++x) {
-      float sum = row[x];
-      for (int64_t kx = 0; kx < taps; ++kx) sum += p0[kx * (Wpp - 1) + x];
-      row[x] = sum;
+      if constexpr (S == 2) {
+        V even, odd;
+        deinterleave(sum[0], sum[1], even, odd);
+        storev(a.out[c] + base, even + odd);
+      } else {
+        storev(a.out[c] + base, sum[0]);
+      }
     }
   }
 }
 
-CARAFE_BLOCK_FAMILY(window_gf, WindowGradFeatArgs, window_grad_feat_body)
+// A grad_features kernel for this CPU, k and scale: vector width L, a kernel
+// for blocks of CB channels and a one-channel kernel for a group's remainder
+// (the same operations per element, so the same bits). CB*k sums, CB
+// grad_output vectors and one mask vector must fit in the registers (32 with
+// AVX-512, 16 with AVX2). Empty when none applies: the pair-sum kernels run.
+using GradFeatTapFn = void (*)(const GradFeatTapArgs&);
+struct GradFeatTapKernels {
+  int64_t L = 0, CB = 0;
+  GradFeatTapFn block = nullptr, single = nullptr;
+};
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CARAFE_GF_PAIR(isa, tag, V, CB, K, S)                                                \
+  CARAFE_ISA_FN(gf_taps_##tag##_c##CB##_k##K##_s##S, isa, GradFeatTapArgs,                   \
+                (grad_feat_taps_body<V, CB, K, S>))                                          \
+  CARAFE_ISA_FN(gf_taps_##tag##_c1_k##K##_s##S, isa, GradFeatTapArgs,                        \
+                (grad_feat_taps_body<V, 1, K, S>))
+#define CARAFE_GF_SCALES(isa, tag, V, CB, K) \
+  CARAFE_GF_PAIR(isa, tag, V, CB, K, 1)      \
+  CARAFE_GF_PAIR(isa, tag, V, CB, K, 2)
+// one channel at a time only (k = 7 with AVX2: 16 registers)
+#define CARAFE_GF_SINGLE(isa, tag, V, K)                                                            \
+  CARAFE_ISA_FN(gf_taps_##tag##_c1_k##K##_s1, isa, GradFeatTapArgs, (grad_feat_taps_body<V, 1, K, 1>)) \
+  CARAFE_ISA_FN(gf_taps_##tag##_c1_k##K##_s2, isa, GradFeatTapArgs, (grad_feat_taps_body<V, 1, K, 2>))
+CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 8, 1)
+CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 4, 3)
+CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 4, 5)
+CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 2, 7)
+CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 4, 1)
+CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 2, 3)
+CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 2, 5)
+CARAFE_GF_SINGLE("arch=x86-64-v3", v3, v8f, 7)
+#undef CARAFE_GF_SCALES
+#undef CARAFE_GF_SINGLE
+#undef CARAFE_GF_PAIR
+#endif
+
+GradFeatTapKernels grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define CARAFE_GF_CASE(tag, L, CB, K, S) \
+  if (k == K && s == S) return {L, CB, gf_taps_##tag##_c##CB##_k##K##_s##S, gf_taps_##tag##_c1_k##K##_s##S};
+#define CARAFE_GF_CASES(tag, L, CB, K) CARAFE_GF_CASE(tag, L, CB, K, 1) CARAFE_GF_CASE(tag, L, CB, K, 2)
+  if (cpu_has_v4() && W >= 16) {
+    CARAFE_GF_CASES(v4, 16, 8, 1)
+    CARAFE_GF_CASES(v4, 16, 4, 3)
+    CARAFE_GF_CASES(v4, 16, 4, 5)
+    CARAFE_GF_CASES(v4, 16, 2, 7)
+  }
+  if (cpu_has_v3() && W >= 8) {
+    CARAFE_GF_CASES(v3, 8, 4, 1)
+    CARAFE_GF_CASES(v3, 8, 2, 3)
+    CARAFE_GF_CASES(v3, 8, 2, 5)
+    if (k == 7 && s == 1) return {8, 1, gf_taps_v3_c1_k7_s1, gf_taps_v3_c1_k7_s1};
+    if (k == 7 && s == 2) return {8, 1, gf_taps_v3_c1_k7_s2, gf_taps_v3_c1_k7_s2};
+  }
+#undef CARAFE_GF_CASES
+#undef CARAFE_GF_CASE
+#endif
+  (void)k;
+  (void)s;
+  (void)W;
+  return {};
+}
+
 
 // Sums into an accumulator row, then stores in the tensor's dtype; for
 // float32 (and float64) the accumulator is the destination itself.
@@ -706,13 +854,15 @@ void fill_padded_row(const scalar_t* __restrict__ row, const Dims& d, acc_t* __r
 // grad_masks entries are zero, not grad_output times the zero padding
 // (inf * 0 would be NaN). Tap kx of output column q reads q/s + kx - r;
 // this zeroes those columns of one grad_masks row (Wo entries) of tap kx.
+// Only columns [lo, hi) are touched (default: all).
 template <typename T>
-void zero_outside_columns(T* row, int64_t kx, const Dims& d) {
+void zero_outside_columns(T* row, int64_t kx, const Dims& d, int64_t lo = 0, int64_t hi = -1) {
+  if (hi < 0) hi = d.Wo;
   const int64_t r = kernel_radius(d.k);
   const int64_t left_end = std::min(d.Wo, d.s * std::max<int64_t>(0, r - kx));
   const int64_t right_begin = std::max(left_end, std::min(d.Wo, d.s * (d.W + r - kx)));
-  std::fill(row, row + left_end, T(0));
-  std::fill(row + right_begin, row + d.Wo, T(0));
+  std::fill(row + lo, row + std::max(lo, std::min(hi, left_end)), T(0));
+  std::fill(row + std::min(hi, std::max(lo, right_begin)), row + hi, T(0));
 }
 
 // Grain: about 32K multiply-adds per task, so tiny inputs stay on one thread.
@@ -999,113 +1149,139 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
   });
 }
 
-// float32 grad_masks with the window kernel. Item (n, i, g) writes the k*k*s
-// mask rows of output rows s*i .. s*i+s-1, one window row ky at a time; rows
+// float32 grad_masks with the item kernels (grad_masks_item_body). Item
+// (n, i, g) writes the k*k*s mask rows of output rows s*i .. s*i+s-1; rows
 // are owned by one item (no race, no atomics) and each element is summed
-// over the group's channels in channel order, as the output-column kernels do.
-void grad_masks_window_float(const float* go, const float* f, float* gm, const Dims& d,
-                             const WindowGradMaskKernel& wk) {
+// over the group's channels in channel order.
+void grad_masks_items_float(const float* go, const float* f, float* gm, const Dims& d,
+                            const GradMaskItemKernel& wk) {
   const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wp = W + 2 * r, cpg = d.cpg;
-  const int64_t HoWo = d.Ho * d.Wo;
-  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * S * S * W * cpg), [&](int64_t b, int64_t e) {
-    std::vector<float> F(cpg * Wp);
-    std::vector<float*> out(k * S);
-    std::vector<const float*> go_rows(S);
+  const int64_t HoWo = d.Ho * d.Wo, HW = d.H * W, L = wk.L, blocks = (W + L - 1) / L;
+  const int64_t scratch = kGradMaskChunk * S * S * L + k * S * S * k * L;
+  // Column strips of `strip` blocks, items (n, g, strip, i), i fastest: an
+  // item reads k feature rows and s grad_output rows of its strip for the
+  // group's channels, and the next item k - 1 of the same feature rows, to
+  // be found in cache. About 512 KiB of rows per item (at 2x256x100x152
+  // whole rows are 1.4 MB, with the item's grad_output streaming through).
+  // Backward without grad_features, 2 threads, interleaved calls, median ms
+  // by strip width in 16-column blocks: 2x256x100x152: 1: 25.8, 3: 22.3,
+  // all: 26.1 (then 2: 24.1, 3: 23.4, 5: 25.0); 2x256x50x76: 1: 5.9,
+  // 2: 5.2, all: 4.9.
+  const int64_t per_block = cpg * (k + S * S) * L * int64_t(sizeof(float));
+  const int64_t strip = std::max<int64_t>(1, (int64_t(512) << 10) / per_block);
+  // the last block overlaps the one before (block_start): both in the last strip
+  const int64_t strips = std::max<int64_t>(1, (blocks - 1 + strip - 1) / strip);
+  at::parallel_for(0, d.N * d.G * strips * d.H, grain_for(d.kk * S * S * W * cpg / strips),
+                   [&](int64_t b, int64_t e) {
+    std::vector<float> F, buf(scratch + 16);
+    float* const sc = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
+    std::vector<float*> out(k * k * S);
+    std::vector<int64_t> f_rows(k);
     for (int64_t item = b; item < e; ++item) {
-      const int64_t g = item % d.G, i = (item / d.G) % d.H, n = item / (d.G * d.H);
-      for (int64_t t = 0; t < S; ++t) {
-        go_rows[t] = go + (n * d.C + g * cpg) * HoWo + (i * S + t) * d.Wo;
-      }
+      const int64_t i = item % d.H, st = (item / d.H) % strips;
+      const int64_t g = (item / (d.H * strips)) % d.G, n = item / (d.H * strips * d.G);
+      const int64_t jb_begin = st * strip, jb_end = st + 1 == strips ? blocks : jb_begin + strip;
+      // output columns of the strip
+      const int64_t q_lo = S * block_start(jb_begin, L, W), q_hi = S * (block_start(jb_end - 1, L, W) + L);
+      // window rows inside the input: y = i + ky - r in [0, H)
+      const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
+      const int64_t rows = ky_hi - ky_lo;
       for (int64_t ky = 0; ky < k; ++ky) {
-        const int64_t y = tap_coord(i, ky, k);
         for (int64_t kx = 0; kx < k; ++kx) {
           for (int64_t t = 0; t < S; ++t) {
-            out[kx * S + t] = gm + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+            float* row = gm + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+            out[(ky * k + kx) * S + t] = row;
+            // window rows outside the input: zero gradient
+            if (ky < ky_lo || ky >= ky_hi) std::fill(row + q_lo, row + q_hi, 0.f);
           }
         }
-        if (!in_bounds(y, d.H)) {  // the taps read outside the input: zero gradient
-          for (float* row : out) std::fill(row, row + d.Wo, 0.f);
-          continue;
-        }
+      }
+      // The kernel reads r columns left of each row and r right of it. In
+      // the tensor those are a neighbouring row's (harmless: their lanes
+      // are zeroed below), except before the tensor's first element and
+      // after its last: such items read zero-padded copies instead.
+      const int64_t first = (n * d.C + g * cpg) * HW + (i + ky_lo - r) * W - r;
+      const int64_t end = (n * d.C + (g + 1) * cpg - 1) * HW + (i + ky_hi - 1 - r) * W + W + r;
+      const float* feats = f + (n * d.C + g * cpg) * HW;
+      int64_t f_stride = HW;
+      if (first >= 0 && end <= d.N * d.C * HW) {
+        for (int64_t row = 0; row < rows; ++row) f_rows[row] = (i + ky_lo + row - r) * W;
+      } else {
+        F.assign(cpg * rows * Wp, 0.f);
         for (int64_t c = 0; c < cpg; ++c) {
-          const float* src = f + ((n * d.C + g * cpg + c) * d.H + y) * W;
-          // the row of the channel 8 ahead, a plane away: backward at
-          // 2x256x100x152, 2 threads, interleaved runs: median 72-103 ms
-          // without, 63-94 with (a 1-thread run: 124 -> 114)
-          if (c + 8 < cpg) {
-            const float* next = src + 8 * d.H * W;
-            prefetch_floats(next, W);
+          for (int64_t row = 0; row < rows; ++row) {
+            const float* src = feats + c * HW + (i + ky_lo + row - r) * W;
+            std::copy(src, src + W, F.data() + (c * rows + row) * Wp + r);
           }
-          float* row = F.data() + c * Wp;
-          std::fill(row, row + r, 0.f);
-          std::copy(src, src + W, row + r);
-          std::fill(row + r + W, row + Wp, 0.f);
         }
-        wk.fn(WindowGradMaskArgs{out.data(), go_rows.data(), HoWo, F.data(), cpg, W, Wp});
+        for (int64_t row = 0; row < rows; ++row) f_rows[row] = row * Wp;
+        feats = F.data() + r;
+        f_stride = rows * Wp;
+      }
+      const float* go_i = go + (n * d.C + g * cpg) * HoWo + i * S * d.Wo;
+      const int64_t col = block_start(jb_begin, L, W);
+      const float* next_go = i + 1 < d.H ? go_i + S * d.Wo + S * col : nullptr;
+      const float* next_feat = i + 1 + r < d.H && f_stride == HW && col >= r
+                                   ? feats + (i + 1 + r) * W + col - r : nullptr;
+      wk.fn(GradMaskItemArgs{out.data(), go_i, HoWo, d.Wo, feats, f_stride, f_rows.data(), ky_lo,
+                             rows, cpg, W, jb_begin, jb_end, next_go, next_feat, sc});
+      for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
         for (int64_t kx = 0; kx < k; ++kx) {
-          for (int64_t t = 0; t < S; ++t) zero_outside_columns(out[kx * S + t], kx, d);
+          for (int64_t t = 0; t < S; ++t) {
+            zero_outside_columns(out[(ky * k + kx) * S + t], kx, d, q_lo, q_hi);
+          }
         }
       }
     }
   });
 }
 
-// float32 grad_features with the window kernels. Item (n, g, y) writes row y
-// of the group's channels, one window row ky at a time: the k taps (ky, *)
-// of input row i = y - ky + r contribute to row y only, so each P value is
-// computed once, the item's mask rows stay in cache for all its channels,
-// rows are owned by one item (no race, no atomics), and each element adds
-// its terms in a fixed order (ky, then kx).
-void grad_features_window_float(const float* go, const float* m, float* gf, const Dims& d,
-                                const BlockKernels<WindowGradFeatArgs>& wk) {
-  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k);
-  // P rows: values at [off, off + W), zeros around; off and the row length
-  // multiples of 16 floats, so that the kernel's stores are whole cache lines
-  const int64_t off = (r + 15) / 16 * 16, Wpp = (off + W + r + 15) / 16 * 16;
-  const int64_t CB = wk.CB, HoWo = d.Ho * d.Wo;
-  // Channel chunks of 8 blocks, rows y fastest: the grad_output rows of a
-  // chunk that k consecutive rows y read stay in cache between them.
-  const int64_t chunk = 8 * CB, chunks = (d.cpg + chunk - 1) / chunk;
-  at::parallel_for(0, d.N * d.G * chunks * d.H, grain_for(d.kk * S * S * W * chunk),
+// float32 grad_features with the tap-sum kernels (see grad_feat_taps_body).
+// Item (n, g, chunk, y) writes row y of the chunk's channels, whole: rows
+// are owned by one item (no race, no atomics) and each element is summed in
+// a fixed order. Channel chunks of 8 blocks, rows y fastest: the grad_output
+// rows that k consecutive rows y read stay in cache between them.
+void grad_features_taps_float(const float* go, const float* m, float* gf, const Dims& d,
+                              const GradFeatTapKernels& wk) {
+  const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wo = d.Wo, HoWo = d.Ho * d.Wo;
+  // A rows: values at [pad, pad + Wo), S*r zeros (at least) either side;
+  // pad and the row length multiples of 16 floats (whole cache lines)
+  const int64_t pad = (S * r + 15) / 16 * 16, Wa = (pad + Wo + S * r + 15) / 16 * 16;
+  const int64_t CB = wk.CB, chunk = 8 * CB, chunks = (d.cpg + chunk - 1) / chunk;
+  at::parallel_for(0, d.N * d.G * chunks * d.H, grain_for(d.kk * S * Wo * chunk),
                    [&](int64_t b, int64_t e) {
-    std::vector<float> Pstore(CB * k * Wpp + 16, 0.f);  // pads stay zero: P is written at [off, off+W)
-    float* const Pbuf = Pstore.data() + ((64 - reinterpret_cast<uintptr_t>(Pstore.data()) % 64) % 64) / 4;
-    std::vector<float*> P(CB);
-    for (int64_t cc = 0; cc < CB; ++cc) P[cc] = Pbuf + cc * k * Wpp;
-    std::vector<const float*> go_rows(CB);
-    std::vector<float*> rows(CB);
+    std::vector<float> Astore(CB * k * Wa + 16, 0.f);  // the pads are never written
+    float* const Abuf = Astore.data() + ((64 - reinterpret_cast<uintptr_t>(Astore.data()) % 64) % 64) / 4;
+    std::vector<float*> A(CB), out(CB);
+    for (int64_t cc = 0; cc < CB; ++cc) A[cc] = Abuf + cc * k * Wa;
+    std::vector<const float*> mrows(k);
+    std::vector<int64_t> go_rows(k);
     for (int64_t item = b; item < e; ++item) {
       const int64_t y = item % d.H, ch = (item / d.H) % chunks;
       const int64_t g = (item / (d.H * chunks)) % d.G, n = item / (d.H * chunks * d.G);
-      const int64_t c_begin = g * d.cpg + ch * chunk, c_end = std::min(c_begin + chunk, (g + 1) * d.cpg);
-      for (int64_t c = c_begin; c < c_end; ++c) {
-        float* row = gf + ((n * d.C + c) * d.H + y) * W;
-        std::fill(row, row + W, 0.f);
-        // the next item's row of this channel, for writing (see the forward):
-        // the backward at 2x256x100x152, 2 threads, median 72-77 -> 68-72 ms
-        if (y + 1 < d.H) {
-          prefetch_floats<true>(row + W, W);
-        }
-      }
+      int64_t rows = 0;  // ky = r reads row y itself: never zero
       for (int64_t ky = 0; ky < k; ++ky) {
         const int64_t i = center_reading(y, ky, k);
         if (!in_bounds(i, d.H)) continue;
-        // masks (n, g*k*k + ky*k, s*i, :): P's tap index is kx alone
-        const float* m0 = m + ((n * d.mC + g * d.kk + ky * k) * d.Ho + S * i) * d.Wo;
-        for (int64_t c0 = c_begin; c0 < c_end; c0 += CB) {
-          const int64_t count = std::min(CB, c_end - c0);
+        mrows[rows] = m + ((n * d.mC + g * d.kk + ky * k) * d.Ho + S * i) * Wo;
+        go_rows[rows++] = S * i * Wo;
+      }
+      const int64_t c_begin = g * d.cpg + ch * chunk, c_end = std::min(c_begin + chunk, (g + 1) * d.cpg);
+      for (int64_t c0 = c_begin; c0 < c_end; c0 += CB) {
+        const int64_t count = std::min(CB, c_end - c0);
+        for (int64_t cc = 0; cc < count; ++cc) {
+          out[cc] = gf + ((n * d.C + c0 + cc) * d.H + y) * W;
+          // the next item's row of this channel, for writing (see the forward)
+          if (y + 1 < d.H) prefetch_floats<true>(out[cc] + W, W);
+        }
+        if (count == CB) {
+          const float* plane0 = go + (n * d.C + c0) * HoWo;
+          wk.block(GradFeatTapArgs{plane0, mrows.data(), go_rows.data(), rows, HoWo, Wo,
+                                   A.data(), Wa, pad, out.data(), W, r});
+        } else {
           for (int64_t cc = 0; cc < count; ++cc) {
-            go_rows[cc] = go + ((n * d.C + c0 + cc) * d.Ho + S * i) * d.Wo;
-            rows[cc] = gf + ((n * d.C + c0 + cc) * d.H + y) * W;
-          }
-          if (count == CB) {
-            wk.block(WindowGradFeatArgs{go_rows.data(), m0, HoWo, d.Wo, P.data(), 0, k, W, Wpp, r,
-                                        off, rows.data()});
-          } else {
-            for (int64_t cc = 0; cc < count; ++cc) {
-              wk.single(WindowGradFeatArgs{go_rows.data() + cc, m0, HoWo, d.Wo, P.data() + cc, 0,
-                                           k, W, Wpp, r, off, rows.data() + cc});
-            }
+            wk.single(GradFeatTapArgs{go + (n * d.C + c0 + cc) * HoWo, mrows.data(), go_rows.data(), rows, HoWo,
+                                      Wo, A.data() + cc, Wa, pad, out.data() + cc, W, r});
           }
         }
       }
@@ -1128,9 +1304,9 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
 
   bool masks_done = false;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const WindowGradMaskKernel wk = window_grad_mask_kernel(d.k, d.s, d.W);
-    if (wk.fn) {
-      grad_masks_window_float(go, f, gm, d, wk);
+    const GradMaskItemKernel ik = grad_mask_item_kernel(d.k, d.s, d.W);
+    if (ik.fn) {
+      grad_masks_items_float(go, f, gm, d, ik);
       masks_done = true;
     }
   }
@@ -1200,8 +1376,8 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const BlockKernels<WindowGradFeatArgs> wk = window_gf_kernels(d.s, d.W);
-    if (wk.block) return grad_features_window_float(go, m, gf, d, wk);
+    const GradFeatTapKernels tk = grad_feat_tap_kernels(d.k, d.s, d.W);
+    if (tk.block) return grad_features_taps_float(go, m, gf, d, tk);
   }
   constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
   at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * d.s * Wo * cpg),
