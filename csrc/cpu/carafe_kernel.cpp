@@ -491,10 +491,12 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
       // window row: the DRAM reads spread over all the sums instead of
       // bursting when a block starts (there, the prefetches waited for
       // line-fill buffers). Lines: grad_output rows t (S*L floats each),
-      // then the newest feature row.
+      // then the newest feature row (the others were read for the item
+      // before, the same strip's columns).
       const bool next_item = jb + 1 == blocks;
-      const float* ngo = next_item ? a.next_go : a.go + S * block_start(jb + 1, L, a.W);
-      const float* nfeat = next_item ? a.next_feat : nullptr;
+      const int64_t next_base = next_item ? 0 : block_start(jb + 1, L, a.W);
+      const float* ngo = next_item ? a.next_go : a.go + S * next_base;
+      const float* nfeat = next_item ? a.next_feat : a.feats + a.f_rows[rows - 1] + next_base - r;
       constexpr int kGoLines = S * S * L / 16;  // S rows of S*L floats
       auto prefetch_next = [&](int64_t line, int64_t c) {
         if (line < kGoLines) {
