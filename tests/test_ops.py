@@ -2,6 +2,10 @@
 plus gradcheck, opcheck, torch.compile and determinism."""
 
 import itertools
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -83,6 +87,53 @@ def test_float32_cpu_kernels_many_channels(C, G, W):
                                   normalized=False)
     # grad_masks sums C/G products of O(1): float32 rounding up to ~C/G * 6e-8
     check_against_reference(features, masks, 5, G, 2, tol=dict(rtol=1e-5, atol=5e-5))
+
+
+# The CPU picks its float32 kernels by instruction set at run time;
+# CARAFE_CPU_CAPABILITY lowers that choice, so this machine runs the AVX2 and
+# portable paths too. AVX2 and AVX-512 kernels promise the same bits.
+_CAPABILITY_SCRIPT = """
+import sys, torch, carafe
+torch.manual_seed(0)
+res = {}
+for (k, s, C, W) in [(5, 2, 13, 37), (3, 2, 8, 16), (1, 2, 9, 40), (7, 2, 6, 17),
+                     (3, 1, 9, 21), (5, 1, 18, 33), (7, 1, 5, 19), (1, 1, 16, 64)]:
+    f = torch.randn(2, C, 7, W, requires_grad=True)
+    m = torch.randn(2, k * k, 7 * s, W * s, requires_grad=True)
+    out = carafe.carafe(f, m, k, 1, s)
+    out.backward(torch.randn_like(out))
+    res[(k, s, C, W)] = (out.detach(), f.grad, m.grad)
+torch.save(res, sys.argv[1])
+"""
+
+
+def _run_with_capability(capability, path):
+    env = dict(os.environ, CARAFE_CPU_CAPABILITY=capability)
+    return subprocess.run([sys.executable, "-c", _CAPABILITY_SCRIPT, str(path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="the instruction-set choice is x86-64's")
+def test_cpu_capability_paths_agree(tmp_path):
+    results = {}
+    for capability in ("avx512", "avx2", "default"):
+        proc = _run_with_capability(capability, tmp_path / f"{capability}.pt")
+        assert proc.returncode == 0, proc.stderr
+        results[capability] = torch.load(tmp_path / f"{capability}.pt")
+    for key, best in results["avx512"].items():
+        for name, x, y, z in zip(("output", "grad_features", "grad_masks"), best,
+                                 results["avx2"][key], results["default"][key]):
+            assert torch.equal(x, y), (key, name)  # same operations in the same order
+            torch.testing.assert_close(x, z, rtol=1e-5, atol=1e-4)  # other sum orders
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="the instruction-set choice is x86-64's")
+def test_cpu_capability_rejects_unknown(tmp_path):
+    proc = _run_with_capability("avx1024", tmp_path / "x.pt")
+    assert proc.returncode != 0
+    assert "CARAFE_CPU_CAPABILITY must be one of avx512, avx2, default; got 'avx1024'" in proc.stderr
 
 
 @pytest.mark.parametrize("device", devices())

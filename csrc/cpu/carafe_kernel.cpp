@@ -37,6 +37,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -114,15 +116,30 @@ inline v8f load8(const float* p) { return loadv<v8f>(p); }
 inline void store8(float* p, v8f v) { storev(p, v); }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// The highest instruction set the kernels chosen at run time may use: 2
+// AVX-512, 1 AVX2, 0 neither. CARAFE_CPU_CAPABILITY=avx2 or =default (read
+// once, as ATen reads ATEN_CPU_CAPABILITY) lowers it, so that the AVX2 and
+// portable paths can be tested on an AVX-512 machine; the pair-sum
+// micro-kernel keeps the clone chosen at load time.
+int capability_cap() {
+  static const int cap = [] {
+    const char* v = std::getenv("CARAFE_CPU_CAPABILITY");
+    const std::string s = v ? v : "avx512";
+    TORCH_CHECK(s == "avx512" || s == "avx2" || s == "default",
+                "CARAFE_CPU_CAPABILITY must be one of avx512, avx2, default; got '", s, "'");
+    return s == "avx512" ? 2 : s == "avx2" ? 1 : 0;
+  }();
+  return cap;
+}
 // x86-64-v4's AVX-512 subsets; libgcc also checks that the OS saves the registers.
 bool cpu_has_v4() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-  return yes;
+  return yes && capability_cap() >= 2;
 }
 bool cpu_has_v3() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
+  return yes && capability_cap() >= 1;
 }
 #endif
 
