@@ -459,10 +459,10 @@ inline __attribute__((always_inline)) void deinterleave(v16f a, v16f b, v16f& ev
 // input reads a neighbouring row's value (or a padded copy's zero), and its
 // grad_masks entries are zeroed afterwards (zero_outside_columns).
 // Against one pass per window row over padded copies of the feature rows
-// (the kernel before): backward without grad_features at 2x256x50x76,
-// 2 threads, interleaved calls: median 7.2 -> 4.9-5.2 ms (two runs); at
-// 2x256x100x152 25.0 -> 23.4 and 28.6 -> 27.0 ms, where the sums wait on
-// DRAM (see grad_masks_items_float).
+// (the kernel before): backward without grad_features, 2 threads,
+// interleaved calls, median ms: 2x256x50x76 7.2 -> 5.2 and 9.0 -> 6.8;
+// 2x256x100x152 26.0 -> 22.3, 25.1 -> 23.4 and 28.6 -> 27.0, where the
+// sums mostly wait on feature and grad_output lines from memory.
 constexpr int64_t kGradMaskChunk = 32;
 
 struct GradMaskItemArgs {
@@ -501,8 +501,6 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
     for (int64_t c0 = 0; c0 < count; c0 += CH) {
       const int64_t n = std::min(CH, count - c0);
       const bool last = c0 + CH >= count;
-      // Window row `row` over the chunk; kFirst: grad_output from the tensor
-      // (deinterleaved into gbuf), else from gbuf.
       // The next unit's lines (the next block's, or the next item's after
       // the last block) go to L2 during this one, one line per channel and
       // window row: the DRAM reads spread over all the sums instead of
@@ -523,6 +521,8 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
           prefetch_l2(nfeat + c * f_stride + L + 2 * r - 1);
         }
       };
+      // Window row `row` over the chunk; kFirst: grad_output from the tensor
+      // (deinterleaved into gbuf), else from gbuf.
       auto pass = [&](int64_t row, auto first) {
         constexpr bool kFirst = decltype(first)::value;
         // the lines this pass prefetches: `row`, and after the last row the rest
