@@ -70,7 +70,7 @@ def test_dtypes(device, dtype, k, G, s):
 # these shapes reach each kernel and the fallbacks around them.
 @pytest.mark.parametrize("W", [7, 8, 15, 16, 17, 37])
 @pytest.mark.parametrize("k,G,s,C", [(3, 1, 2, 6), (5, 1, 2, 13), (5, 2, 1, 18), (7, 1, 1, 9),
-                                     (7, 3, 2, 12), (1, 1, 2, 4), (3, 1, 3, 4)])
+                                     (7, 3, 2, 12), (1, 1, 2, 4), (3, 1, 3, 4), (9, 1, 2, 5)])
 def test_float32_cpu_kernels_match_reference(W, k, G, s, C):
     features, masks = make_inputs(N=2, C=C, H=5, W=W, k=k, G=G, s=s, dtype=torch.float32,
                                   normalized=False)
@@ -97,7 +97,8 @@ import sys, torch, carafe
 torch.manual_seed(0)
 res = {}
 for (k, s, C, W) in [(5, 2, 13, 37), (3, 2, 8, 16), (1, 2, 9, 40), (7, 2, 6, 17),
-                     (3, 1, 9, 21), (5, 1, 18, 33), (7, 1, 5, 19), (1, 1, 16, 64)]:
+                     (3, 1, 9, 21), (5, 1, 18, 33), (7, 1, 5, 19), (1, 1, 16, 64),
+                     (9, 2, 5, 20), (9, 1, 3, 18)]:
     f = torch.randn(2, C, 7, W, requires_grad=True)
     m = torch.randn(2, k * k, 7 * s, W * s, requires_grad=True)
     out = carafe.carafe(f, m, k, 1, s)

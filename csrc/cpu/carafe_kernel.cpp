@@ -11,7 +11,7 @@
 //   input columns j, one feature vector load feeds all s*s of them (forward:
 //   mask vectors shared by a block of channels; grad_masks: the k*s*s sums
 //   of a window row in registers over the group's channels);
-// - grad_features, k in {1, 3, 5, 7}: per-tap sums over output columns
+// - grad_features, k in {1, 3, 5, 7, 9}: per-tap sums over output columns
 //   (grad_output loads shared by the k taps of a row, mask loads by a block
 //   of channels), then one shifted sum per row (grad_feat_taps_body).
 // One function per ISA, k and block size, chosen at run time
@@ -775,10 +775,12 @@ CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 8, 1)
 CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 4, 3)
 CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 4, 5)
 CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 2, 7)
+CARAFE_GF_SCALES("arch=x86-64-v4", v4, v16f, 2, 9)
 CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 4, 1)
 CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 2, 3)
 CARAFE_GF_SCALES("arch=x86-64-v3", v3, v8f, 2, 5)
 CARAFE_GF_SINGLE("arch=x86-64-v3", v3, v8f, 7)
+CARAFE_GF_SINGLE("arch=x86-64-v3", v3, v8f, 9)
 #undef CARAFE_GF_SCALES
 #undef CARAFE_GF_SINGLE
 #undef CARAFE_GF_PAIR
@@ -794,6 +796,7 @@ GradFeatTapKernels grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
     CARAFE_GF_CASES(v4, 16, 4, 3)
     CARAFE_GF_CASES(v4, 16, 4, 5)
     CARAFE_GF_CASES(v4, 16, 2, 7)
+    CARAFE_GF_CASES(v4, 16, 2, 9)
   }
   if (cpu_has_v3() && W >= 8) {
     CARAFE_GF_CASES(v3, 8, 4, 1)
@@ -801,6 +804,8 @@ GradFeatTapKernels grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
     CARAFE_GF_CASES(v3, 8, 2, 5)
     if (k == 7 && s == 1) return {8, 1, gf_taps_v3_c1_k7_s1, gf_taps_v3_c1_k7_s1};
     if (k == 7 && s == 2) return {8, 1, gf_taps_v3_c1_k7_s2, gf_taps_v3_c1_k7_s2};
+    if (k == 9 && s == 1) return {8, 1, gf_taps_v3_c1_k9_s1, gf_taps_v3_c1_k9_s1};
+    if (k == 9 && s == 2) return {8, 1, gf_taps_v3_c1_k9_s2, gf_taps_v3_c1_k9_s2};
   }
 #undef CARAFE_GF_CASES
 #undef CARAFE_GF_CASE
