@@ -259,20 +259,21 @@ def test_backward_deterministic(device):
         assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
 
 
-@pytest.mark.parametrize("W", [11, 37])
-def test_cpu_threads_agree(W):
+# (256, 1, 100): grad_masks in two column strips, channel chunks carried over
+@pytest.mark.parametrize("C,G,W", [(16, 2, 11), (16, 2, 37), (256, 1, 100)])
+def test_cpu_threads_agree(C, G, W):
     """The parallel split does not change the result (each element is summed
     in a fixed order by one thread)."""
-    features, masks = make_inputs(N=2, C=16, H=9, W=W, k=5, G=2, s=2, dtype=torch.float32)
-    grad_output = torch.randn(2, 16, 18, 2 * W)
+    features, masks = make_inputs(N=2, C=C, H=9, W=W, k=5, G=G, s=2, dtype=torch.float32)
+    grad_output = torch.randn(2, C, 18, 2 * W)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = (carafe.carafe(features, masks, 5, 2, 2),
-               *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 2, 2))
+        one = (carafe.carafe(features, masks, 5, G, 2),
+               *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, G, 2))
         torch.set_num_threads(max(2, old))
-        many = (carafe.carafe(features, masks, 5, 2, 2),
-                *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, 2, 2))
+        many = (carafe.carafe(features, masks, 5, G, 2),
+                *torch.ops.carafe.carafe_backward(grad_output, features, masks, 5, G, 2))
     finally:
         torch.set_num_threads(old)
     for a, b in zip(one, many):
