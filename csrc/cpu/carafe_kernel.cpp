@@ -112,6 +112,11 @@ inline __attribute__((always_inline)) void prefetch_l2(const float* p) {
   __builtin_prefetch(p, 0, 2);
 #endif
 }
+// The first 64-byte aligned element of v, whose size must include 15 spare
+// floats: a kernel's whole-vector loads and stores of it are then whole lines.
+inline float* aligned64(std::vector<float>& v) {
+  return v.data() + ((64 - reinterpret_cast<uintptr_t>(v.data()) % 64) % 64) / 4;
+}
 inline v8f load8(const float* p) { return loadv<v8f>(p); }
 inline void store8(float* p, v8f v) { storev(p, v); }
 
@@ -386,11 +391,11 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
 }
 
 
-// A window kernel family for this CPU and scale: vector width L, a kernel for
-// blocks of CB channels that share mask loads, and a one-channel kernel for a
-// group's remainder (same operations per element, so the same bits). Empty
-// when none applies (no AVX2, scale other than 1 or 2, rows narrower than a
-// vector): the caller takes the output-column kernels.
+// A channel-blocked kernel family for this CPU (and scale, k): vector width
+// L, a kernel for blocks of CB channels that share mask loads, and a
+// one-channel kernel for a group's remainder (same operations per element,
+// so the same bits). Empty when none applies (no AVX2, scale other than 1 or
+// 2, rows narrower than a vector): the caller takes the output-column kernels.
 template <typename Args>
 struct BlockKernels {
   int64_t L = 0, CB = 0;
@@ -747,16 +752,10 @@ inline __attribute__((always_inline)) void grad_feat_taps_body(const GradFeatTap
   }
 }
 
-// A grad_features kernel for this CPU, k and scale: vector width L, a kernel
-// for blocks of CB channels and a one-channel kernel for a group's remainder
-// (the same operations per element, so the same bits). CB*k sums, CB
-// grad_output vectors and one mask vector must fit in the registers (32 with
-// AVX-512, 16 with AVX2). Empty when none applies: the pair-sum kernels run.
-using GradFeatTapFn = void (*)(const GradFeatTapArgs&);
-struct GradFeatTapKernels {
-  int64_t L = 0, CB = 0;
-  GradFeatTapFn block = nullptr, single = nullptr;
-};
+// The grad_features kernels for this CPU, k and scale (BlockKernels): CB*k
+// sums, CB grad_output vectors and one mask vector must fit in the registers
+// (32 with AVX-512, 16 with AVX2). Empty when none applies: the pair-sum
+// kernels run.
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CARAFE_GF_PAIR(isa, tag, V, CB, K, S)                                                \
@@ -786,11 +785,14 @@ CARAFE_GF_SINGLE("arch=x86-64-v3", v3, v8f, 9)
 #undef CARAFE_GF_PAIR
 #endif
 
-GradFeatTapKernels grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
+BlockKernels<GradFeatTapArgs> grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CARAFE_GF_CASE(tag, L, CB, K, S) \
   if (k == K && s == S) return {L, CB, gf_taps_##tag##_c##CB##_k##K##_s##S, gf_taps_##tag##_c1_k##K##_s##S};
 #define CARAFE_GF_CASES(tag, L, CB, K) CARAFE_GF_CASE(tag, L, CB, K, 1) CARAFE_GF_CASE(tag, L, CB, K, 2)
+#define CARAFE_GF_SINGLE_CASE(tag, L, K, S) \
+  if (k == K && s == S) return {L, 1, gf_taps_##tag##_c1_k##K##_s##S, gf_taps_##tag##_c1_k##K##_s##S};
+#define CARAFE_GF_SINGLE_CASES(tag, L, K) CARAFE_GF_SINGLE_CASE(tag, L, K, 1) CARAFE_GF_SINGLE_CASE(tag, L, K, 2)
   if (cpu_has_v4() && W >= 16) {
     CARAFE_GF_CASES(v4, 16, 8, 1)
     CARAFE_GF_CASES(v4, 16, 4, 3)
@@ -802,11 +804,11 @@ GradFeatTapKernels grad_feat_tap_kernels(int64_t k, int64_t s, int64_t W) {
     CARAFE_GF_CASES(v3, 8, 4, 1)
     CARAFE_GF_CASES(v3, 8, 2, 3)
     CARAFE_GF_CASES(v3, 8, 2, 5)
-    if (k == 7 && s == 1) return {8, 1, gf_taps_v3_c1_k7_s1, gf_taps_v3_c1_k7_s1};
-    if (k == 7 && s == 2) return {8, 1, gf_taps_v3_c1_k7_s2, gf_taps_v3_c1_k7_s2};
-    if (k == 9 && s == 1) return {8, 1, gf_taps_v3_c1_k9_s1, gf_taps_v3_c1_k9_s1};
-    if (k == 9 && s == 2) return {8, 1, gf_taps_v3_c1_k9_s2, gf_taps_v3_c1_k9_s2};
+    CARAFE_GF_SINGLE_CASES(v3, 8, 7)
+    CARAFE_GF_SINGLE_CASES(v3, 8, 9)
   }
+#undef CARAFE_GF_SINGLE_CASES
+#undef CARAFE_GF_SINGLE_CASE
 #undef CARAFE_GF_CASES
 #undef CARAFE_GF_CASE
 #endif
@@ -1054,7 +1056,7 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
                    [&](int64_t b, int64_t e) {
     // M 64-byte aligned: the kernel's mask loads are then whole cache lines
     std::vector<float> Mbuf(jblocks * d.kk * S * S * L + 16), F(CB * k * Wp);
-    float* const M = Mbuf.data() + ((64 - reinterpret_cast<uintptr_t>(Mbuf.data()) % 64) % 64) / 4;
+    float* const M = aligned64(Mbuf);
     std::vector<float*> dst(CB * S);
     int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
     for (int64_t item = b; item < e; ++item) {
@@ -1198,7 +1200,7 @@ void grad_masks_items_float(const float* go, const float* f, float* gm, const Di
   at::parallel_for(0, d.N * d.G * strips * d.H, grain_for(d.kk * S * S * W * cpg / strips),
                    [&](int64_t b, int64_t e) {
     std::vector<float> F, buf(scratch + 16);
-    float* const sc = buf.data() + ((64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64) / 4;
+    float* const sc = aligned64(buf);
     std::vector<float*> out(k * k * S);
     std::vector<int64_t> f_rows(k);
     for (int64_t item = b; item < e; ++item) {
@@ -1266,7 +1268,7 @@ void grad_masks_items_float(const float* go, const float* f, float* gm, const Di
 // a fixed order. Channel chunks of 8 blocks, rows y fastest: the grad_output
 // rows that k consecutive rows y read stay in cache between them.
 void grad_features_taps_float(const float* go, const float* m, float* gf, const Dims& d,
-                              const GradFeatTapKernels& wk) {
+                              const BlockKernels<GradFeatTapArgs>& wk) {
   const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wo = d.Wo, HoWo = d.Ho * d.Wo;
   // A rows: values at [pad, pad + Wo), S*r zeros (at least) either side;
   // pad and the row length multiples of 16 floats (whole cache lines)
@@ -1275,7 +1277,7 @@ void grad_features_taps_float(const float* go, const float* m, float* gf, const 
   at::parallel_for(0, d.N * d.G * chunks * d.H, grain_for(d.kk * S * Wo * chunk),
                    [&](int64_t b, int64_t e) {
     std::vector<float> Astore(CB * k * Wa + 16, 0.f);  // the pads are never written
-    float* const Abuf = Astore.data() + ((64 - reinterpret_cast<uintptr_t>(Astore.data()) % 64) % 64) / 4;
+    float* const Abuf = aligned64(Astore);
     std::vector<float*> A(CB), out(CB);
     for (int64_t cc = 0; cc < CB; ++cc) A[cc] = Abuf + cc * k * Wa;
     std::vector<const float*> mrows(k);
@@ -1400,7 +1402,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const GradFeatTapKernels tk = grad_feat_tap_kernels(d.k, d.s, d.W);
+    const BlockKernels<GradFeatTapArgs> tk = grad_feat_tap_kernels(d.k, d.s, d.W);
     if (tk.block) return grad_features_taps_float(go, m, gf, d, tk);
   }
   constexpr int64_t CB = std::is_same_v<acc_t, float> ? kChannelBlock : 1;
