@@ -89,6 +89,38 @@ def test_float32_cpu_kernels_many_channels(C, G, W):
     check_against_reference(features, masks, 5, G, 2, tol=dict(rtol=1e-5, atol=5e-5))
 
 
+# float16 and bfloat16 on the CPU run the float32 kernels on float32 copies of
+# blocks of channels (of one sample and group) and round the results once.
+# The forward and grad_features are per channel, so they must be exactly the
+# float32 op's results on the upcast inputs, rounded; grad_masks too where a
+# group is one block. Shapes: one block, several groups, and (a 464x464
+# input, 16 channels) a group split into two blocks of 8 channels, where
+# grad_masks adds the blocks' float32 sums.
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("N,C,H,W,k,G,s,blocks", [(2, 13, 5, 37, 5, 1, 2, 1),
+                                                  (2, 12, 6, 17, 3, 3, 1, 1),
+                                                  (1, 6, 4, 5, 7, 2, 3, 1),
+                                                  (1, 16, 464, 464, 3, 1, 2, 2)])
+def test_half_cpu_is_float32_rounded(dtype, N, C, H, W, k, G, s, blocks):
+    f, m, go = random_inputs(N, C, H, W, k, G, s, dtype=dtype, normalized=False,
+                             with_grad_output=True)
+    out = carafe.carafe(f, m, k, G, s)
+    gf, gm = torch.ops.carafe.carafe_backward(go, f, m, k, G, s)
+    out32 = carafe.carafe(f.float(), m.float(), k, G, s)
+    gf32, gm32 = torch.ops.carafe.carafe_backward(go.float(), f.float(), m.float(), k, G, s)
+    assert out.dtype == gf.dtype == gm.dtype == dtype
+    assert torch.equal(out, out32.to(dtype))
+    assert torch.equal(gf, gf32.to(dtype))
+    if blocks == 1:
+        assert torch.equal(gm, gm32.to(dtype))
+    else:
+        # float32 sums of 8 channels added, against one sum of 16: within
+        # float32 rounding before the rounding to dtype
+        torch.testing.assert_close(gm.float(), gm32, **TOL[dtype])
+        exact = (gm == gm32.to(dtype)).float().mean().item()
+        assert exact > 0.99, f"only {exact:.4f} of grad_masks equal float32's rounded"
+
+
 # The CPU picks its float32 kernels by instruction set at run time;
 # CARAFE_CPU_CAPABILITY lowers that choice, so this machine runs the AVX2 and
 # portable paths too. AVX2 and AVX-512 kernels promise the same bits.
