@@ -31,13 +31,14 @@ import ctypes
 import gc
 import json
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from carafe_lab.timing import median_seconds
+from carafe_lab.timing import median_seconds, seconds
 import torch.nn.functional as F
 
 import carafe
@@ -254,6 +255,60 @@ def roofline(device, sizes, heading):
     return out
 
 
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def time_dtypes(device, sizes, rounds, peer=True):
+    """carafe's forward and forward+backward per dtype (float32, bfloat16 -- the
+    CPU autocast dtype -- and float16), in rounds that call each dtype once in
+    turn, so drift in the machine's speed falls on all alike; medians over
+    rounds and ratios to float32. With peer, also the strongest peer in
+    bfloat16: torch.compile of the shifted-gather formulation, its own median
+    (its compilation takes about a minute per size)."""
+    out = {}
+    compiled = methods(device)["compiled"]
+    for size_name, shape in sizes.items():
+        calls = {}
+        for dtype in DTYPES:
+            f, m, grad_out = random_inputs(*shape, K, G, S, device=device, dtype=dtype,
+                                           with_grad_output=True)
+            calls[dtype] = _calls(methods(device)["carafe"], f, m, grad_out)
+            for call in calls[dtype]:
+                call()  # warm-up
+        times = {(dtype, what): [] for dtype in DTYPES for what in ("forward", "forward_backward")}
+        for _ in range(rounds):
+            for dtype, (forward, forward_backward) in calls.items():
+                times[(dtype, "forward")].append(seconds(forward, device))
+                times[(dtype, "forward_backward")].append(seconds(forward_backward, device))
+        res = out[size_name] = {}
+        for dtype in DTYPES:
+            name = str(dtype).removeprefix("torch.")
+            res[name] = {f"{what}_ms": 1e3 * statistics.median(times[(dtype, what)])
+                         for what in ("forward", "forward_backward")}
+        for name, row in res.items():
+            for what in ("forward", "forward_backward"):
+                row[f"{what}_vs_float32"] = row[f"{what}_ms"] / res["float32"][f"{what}_ms"]
+        if peer:
+            f, m, grad_out = random_inputs(*shape, K, G, S, device=device, dtype=torch.bfloat16,
+                                           with_grad_output=True)
+            forward, forward_backward = _calls(compiled, f, m, grad_out)
+            reps = max(3, rounds // 3)
+            row = res["compiled_bfloat16"] = {
+                "forward_ms": 1e3 * median_seconds(forward, device, reps),
+                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps)}
+            for what in ("forward", "forward_backward"):
+                row[f"{what}_vs_carafe_bfloat16"] = row[f"{what}_ms"] / res["bfloat16"][f"{what}_ms"]
+        for name, row in res.items():
+            extra = (f"; {row['forward_vs_carafe_bfloat16']:.1f}x / "
+                     f"{row['forward_backward_vs_carafe_bfloat16']:.1f}x carafe bfloat16's time"
+                     if name == "compiled_bfloat16" else
+                     f"; {row['forward_vs_float32']:.2f}x / {row['forward_backward_vs_float32']:.2f}x "
+                     "float32's time")
+            print(f"  {size_name:>14} {name:>17}: fwd {row['forward_ms']:9.2f} ms, fwd+bwd "
+                  f"{row['forward_backward_ms']:9.2f} ms{extra}", flush=True)
+    return out
+
+
 def ratios(rows):
     """Per size: each method's time and memory divided by ours (>1: ours is better)."""
     out = {}
@@ -289,11 +344,18 @@ def main(argv=None):
     # The roofline (CPU): carafe's calls interleaved with the ceilings'
     # measurements, round by round, with the allocator of the timings.
     roof = roofline(args.device, sizes, "default allocator") if args.device == "cpu" else None
+    dtypes = None
+    if args.device == "cpu":  # on the GPU, scripts/gpu_check.py times the dtypes, with mmcv
+        print("Dtypes (carafe, in rounds" + ("" if args.quick else
+                                             "; and the compiled peer in bfloat16") + "):")
+        dtypes = time_dtypes(args.device, sizes, args.repeat, peer=not args.quick)
     probe_memory(args.device, sizes, rows)
     reused = run_with_reused_memory(args.device, sizes, args.repeat)
     result = {"machine": info, "device": args.device, "k": K, "group_size": G,
               "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if dtypes:
+        result["dtypes"] = dtypes
     if roof:
         result["roofline"] = roof
         result["roofline_method"] = (

@@ -57,6 +57,9 @@ def render(runs):
         if data.get("reused_memory"):
             parts.append("")
             parts.append(reused_memory_line(data))
+        if data.get("dtypes"):
+            parts.append("")
+            parts.append(dtypes_line(data))
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -97,6 +100,24 @@ def reused_memory_line(data):
     return ("Timed again in the same run with freed memory kept for reuse (" + reused["how"]
             + "), so that a fresh output is not a fresh mapping whose pages the kernel zeroes "
             "on first write: " + "; ".join(parts) + ".")
+
+
+def dtypes_line(data):
+    """One sentence: carafe's time per dtype as a multiple of float32's (timed
+    in rounds), and the compiled peer in bfloat16."""
+    parts = []
+    for size, res in data["dtypes"].items():
+        each = ", ".join(
+            f"{name} {row['forward_ms']:.2f} / {row['forward_backward_ms']:.2f} ms "
+            f"({row['forward_vs_float32']:.2f}x / {row['forward_backward_vs_float32']:.2f}x)"
+            for name, row in res.items() if name != "compiled_bfloat16")
+        peer = res.get("compiled_bfloat16")
+        parts.append(f"{size}: {each}" + (
+            f"; torch.compile peer in bfloat16 {peer['forward_vs_carafe_bfloat16']:.1f}x / "
+            f"{peer['forward_backward_vs_carafe_bfloat16']:.1f}x slower than carafe's bfloat16"
+            if peer else ""))
+    return ("Per dtype, forward / fwd+bwd, in rounds that call each dtype in turn (times as a "
+            "multiple of float32's): " + "; ".join(parts) + ".")
 
 
 def update_readme(text, readme=README):

@@ -90,6 +90,20 @@ def test_report_states_the_reused_memory_timings():
             "20.0x / 20.0x slower); in rounds, forward 20.00 ms, 26% of the compute") in line
 
 
+def test_report_states_the_dtypes():
+    report = load_report()
+    row = lambda ms, ratio: {"forward_ms": ms, "forward_backward_ms": 2 * ms,  # noqa: E731
+                             "forward_vs_float32": ratio, "forward_backward_vs_float32": ratio}
+    data = {"dtypes": {"2x256x50x76": {
+        "float32": row(4.0, 1.0), "bfloat16": row(6.0, 1.5),
+        "compiled_bfloat16": {"forward_ms": 60.0, "forward_backward_ms": 240.0,
+                              "forward_vs_carafe_bfloat16": 10.0,
+                              "forward_backward_vs_carafe_bfloat16": 20.0}}}}
+    line = report.dtypes_line(data)
+    assert ("2x256x50x76: float32 4.00 / 8.00 ms (1.00x / 1.00x), bfloat16 6.00 / 12.00 ms "
+            "(1.50x / 1.50x); torch.compile peer in bfloat16 10.0x / 20.0x slower") in line
+
+
 def test_paired_shares_measures_rounds():
     from carafe_lab.roofline import copy_bandwidth, paired_shares
     assert copy_bandwidth("cpu", nbytes=2**16, repeat=3) > 0
