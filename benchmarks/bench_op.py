@@ -37,14 +37,13 @@ import time
 from pathlib import Path
 
 import torch
-
-from carafe_lab.timing import median_seconds, seconds
 import torch.nn.functional as F
 
 import carafe
 from carafe.reference import carafe_reference, carafe_unfold, random_inputs
 from carafe_lab.environment import describe
 from carafe_lab.roofline import floor_bytes, paired_shares, useful_gflop
+from carafe_lab.timing import median_seconds, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
