@@ -121,6 +121,27 @@ def test_half_cpu_is_float32_rounded(dtype, N, C, H, W, k, G, s, blocks):
         assert exact > 0.99, f"only {exact:.4f} of grad_masks equal float32's rounded"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("s", [1, 2])
+def test_half_cpu_special_values(dtype, s):
+    """Zeros, infinities, NaN, subnormals and the largest finite values, in
+    rows of 40 columns (whole vectors and an overlapping last one), k = 1:
+    each output is one product, rounded to dtype as Tensor.to() rounds."""
+    info = torch.finfo(dtype)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), info.tiny,
+                            info.tiny / 4, info.smallest_normal / 8, info.max, -info.max,
+                            1.0, -1.0 / 3], dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(1, 3, 5, 40, generator=g)
+    f.view(-1)[torch.randperm(f.numel(), generator=g)[:120]] = special.repeat(10)
+    m = torch.empty(1, 1, 5 * s, 40 * s).uniform_(0.4, 2.5, generator=g)
+    f, m = f.to(dtype), m.to(dtype)
+    out = carafe.carafe(f, m, 1, 1, s)
+    expected = carafe.carafe(f.float(), m.float(), 1, 1, s).to(dtype)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+    assert out.isnan().any() and out.isinf().any()
+
+
 # The CPU picks its float32 kernels by instruction set at run time;
 # CARAFE_CPU_CAPABILITY lowers that choice, so this machine runs the AVX2 and
 # portable paths too. AVX2 and AVX-512 kernels promise the same bits.

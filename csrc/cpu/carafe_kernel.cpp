@@ -46,6 +46,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../carafe.h"
 #include "../carafe_index.h"
@@ -147,6 +150,153 @@ bool cpu_has_v3() {
   return yes && capability_cap() >= 1;
 }
 #endif
+
+// ---- rows of float16/bfloat16 to float and back ----
+// The half-precision forward runs the float32 window kernels on rows
+// converted in cache (see forward_window). Conversions round as c10's do
+// (round to nearest even; a bfloat16 NaN becomes 0x7fc0), so results equal
+// the float32 op's rounded by Tensor.to(). Element-wise c10 conversions do
+// not vectorise; these take 16 (AVX-512) or 8 (AVX2 with F16C) at a time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+// GCC 12 warns inside its own AVX-512 intrinsics ("__Y may be used
+// uninitialized", GCC bug 105593)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("arch=x86-64-v4"))) int64_t bf16_to_float_v4(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 16; i += 16) {
+    i = std::min(i, n - 16);
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v4"))) int64_t float_to_bf16_v4(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+  const __m512i nan = _mm512_set1_epi32(0x7fc0);
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 16; i += 16) {
+    i = std::min(i, n - 16);
+    const __m512 v = _mm512_loadu_ps(s + i);
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, bias)), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), nan);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm512_cvtepi32_epi16(r));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) int64_t bf16_to_float_v3(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 8; i += 8) {
+    i = std::min(i, n - 8);
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) int64_t float_to_bf16_v3(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+  const __m256i nan = _mm256_set1_epi32(0x7fc0);
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 8; i += 8) {
+    i = std::min(i, n - 8);
+    const __m256 v = _mm256_loadu_ps(s + i);
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, bias)), 16);
+    r = _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    // values < 2^16: the saturating pack keeps them
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v4"))) int64_t half_to_float_v4(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 16; i += 16) {
+    i = std::min(i, n - 16);
+    _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v4"))) int64_t float_to_half_v4(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 16; i += 16) {
+    i = std::min(i, n - 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) int64_t half_to_float_v3(const uint16_t* s, float* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 8; i += 8) {
+    i = std::min(i, n - 8);
+    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+  }
+  return i;
+}
+__attribute__((target("arch=x86-64-v3"))) int64_t float_to_half_v3(const float* s, uint16_t* d, int64_t n) {
+  int64_t i = 0;
+  // whole vectors; a last partial one overlaps the one before (same values
+  // rewritten)
+  for (; i < n && n >= 8; i += 8) {
+    i = std::min(i, n - 8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  return i;
+}
+#pragma GCC diagnostic pop
+#endif
+
+// dst[i] = float(src[i]), i < n
+template <typename T>
+void to_float_row(const T* src, float* dst, int64_t n) {
+  static_assert(sizeof(T) == 2, "float16 or bfloat16");
+  [[maybe_unused]] constexpr bool bf = std::is_same_v<T, at::BFloat16>;
+  [[maybe_unused]] const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;  // the first not converted
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (cpu_has_v4()) {
+    i = bf ? bf16_to_float_v4(s, dst, n) : half_to_float_v4(s, dst, n);
+  } else if (cpu_has_v3() && __builtin_cpu_supports("f16c")) {
+    i = bf ? bf16_to_float_v3(s, dst, n) : half_to_float_v3(s, dst, n);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+// dst[i] = T(src[i]), rounded to nearest even, i < n
+template <typename T>
+void from_float_row(const float* src, T* dst, int64_t n) {
+  static_assert(sizeof(T) == 2, "float16 or bfloat16");
+  [[maybe_unused]] uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+  [[maybe_unused]] constexpr bool bf = std::is_same_v<T, at::BFloat16>;
+  int64_t i = 0;  // the first not converted
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+  if (cpu_has_v4()) {
+    i = bf ? float_to_bf16_v4(src, d, n) : float_to_half_v4(src, d, n);
+  } else if (cpu_has_v3() && __builtin_cpu_supports("f16c")) {
+    i = bf ? float_to_bf16_v3(src, d, n) : float_to_half_v3(src, d, n);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+}
 
 CARAFE_CLONES void pair_sum_row(float* __restrict__ out, const float* const* a,
                                 const float* const* b, int64_t pairs, int64_t n) {
@@ -314,10 +464,12 @@ inline int64_t block_start(int64_t jb, int64_t L, int64_t W) { return std::min(j
 struct WindowArgs {
   float* const* out;   // [CB * S] output rows (n, c, s*i + t, :), c in the block, t < S
   const float* masks;  // [W blocks][taps][S*S][L], taps = rows * k
-  const float* plane;  // features (n, first channel of the block, first window row, 0)
+  const float* plane;  // features (n, first channel of the block, first window row, 0), or
+                       // null: every block reads the padded copies
   int64_t plane_stride;  // between channels of features (H*W)
   const float* edges;  // [CB][rows][Wp]: padded rows, r zeros each side; only the
                        // columns of blocks that reach past the input are filled
+                       // (all of them where plane is null)
   int64_t rows, k, W, Wp;  // rows: window rows inside the input
   int64_t out_stride;  // between output channels (Ho*Wo)
 };
@@ -332,7 +484,7 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
     const int64_t base = block_start(jb, L, a.W);
     // Columns base - r .. base + L - 1 + r are read: from the features
     // themselves where that is inside the row, else from the padded copies.
-    const bool inside = base >= r && base + L + r <= a.W;
+    const bool inside = a.plane != nullptr && base >= r && base + L + r <= a.W;
     const float* fbase = inside ? a.plane + base - r : a.edges + base;
     const int64_t cstride = inside ? a.plane_stride : a.rows * a.Wp;
     const int64_t rstride = inside ? a.W : a.Wp;
@@ -1040,16 +1192,23 @@ CARAFE_CLONES void lay_out_mask_row(const float* __restrict__ src, float* __rest
   }
 }
 
-// float32 forward with the window kernels (see window_forward_body). Items
+// Forward with the float32 window kernels (see window_forward_body). Items
 // (n, i, g, block), block fastest: consecutive items of a thread share the
 // laid-out mask rows of (n, i, g), which are built once for them. A group
 // whose channel count is not a multiple of the block size ends with
 // one-channel calls (same arithmetic per output, so the same bits).
-void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
-                          at::Tensor& output, const Dims& d, const BlockKernels<WindowArgs>& wk) {
-  const float* f = features.const_data_ptr<float>();
-  const float* m = masks.const_data_ptr<float>();
-  float* out = output.mutable_data_ptr<float>();
+// T = float16/bfloat16: the mask rows are converted as they are laid out,
+// the item's feature rows into the padded copies (whole rows, so the kernel
+// reads only those), and the kernel writes float rows in cache that are
+// rounded into the output: the float32 arithmetic on the converted values,
+// rounded once, without float32 copies of the tensors.
+template <typename T>
+void forward_window(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
+                    const Dims& d, const BlockKernels<WindowArgs>& wk) {
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  const T* f = features.const_data_ptr<T>();
+  const T* m = masks.const_data_ptr<T>();
+  T* out = output.mutable_data_ptr<T>();
   const int64_t S = d.s, L = wk.L, CB = wk.CB, k = d.k, W = d.W, r = kernel_radius(k);
   const int64_t Wp = W + 2 * r, jblocks = (W + L - 1) / L, cblocks = (d.cpg + CB - 1) / CB;
   at::parallel_for(0, d.N * d.H * d.G * cblocks, grain_for(d.kk * S * d.Wo * CB),
@@ -1058,6 +1217,8 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
     std::vector<float> Mbuf(jblocks * d.kk * S * S * L + 16), F(CB * k * Wp);
     float* const M = aligned64(Mbuf);
     std::vector<float*> dst(CB * S);
+    // half types: a mask row as float, and the kernel's output rows
+    std::vector<float> mrow(kFloat ? 0 : d.Wo), orows(kFloat ? 0 : CB * S * d.Wo);
     int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
     for (int64_t item = b; item < e; ++item) {
       const int64_t blk = item % cblocks, nig = item / cblocks;
@@ -1072,7 +1233,14 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
             // columns j whose tap kx reads inside the input: 0 <= j + kx - r < W
             const int64_t jlo = std::max<int64_t>(0, r - kx), jhi = std::min(W, W + r - kx);
             for (int64_t t = 0; t < S; ++t) {
-              const float* src = m + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+              const T* mt = m + ((n * d.mC + mask_channel(g, ky, kx, k)) * d.Ho + i * S + t) * d.Wo;
+              const float* src;
+              if constexpr (kFloat) {
+                src = mt;
+              } else {
+                to_float_row(mt, mrow.data(), d.Wo);
+                src = mrow.data();
+              }
               float* dst = M + (tap * S * S + t * S) * L;
               const int64_t block_stride = taps * S * S * L;
               if (S == 2) {
@@ -1092,32 +1260,57 @@ void forward_window_float(const at::Tensor& features, const at::Tensor& masks,
       const int64_t left_end = r < L ? std::min(Wp, L + 2 * r) : Wp;
       const int64_t right_begin = std::max(left_end, Wp - 2 * L - 2 * r);
       for (int64_t cc = 0; cc < count; ++cc) {
-        const float* plane = f + (n * d.C + c0 + cc) * d.H * W;
+        const T* plane = f + (n * d.C + c0 + cc) * d.H * W;
         for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
           float* row = F.data() + (cc * rows + ky - ky_lo) * Wp;
-          const float* src = plane + (i + ky - r) * W;
-          // padded columns [lo, hi): input column x = lo - r .. hi - r - 1, zero outside
-          auto fill = [&](int64_t lo, int64_t hi) {
-            const int64_t x0 = std::max<int64_t>(lo - r, 0), x1 = std::min(hi - r, W);
-            std::fill(row + lo, row + std::max(lo, x0 + r), 0.f);
-            if (x1 > x0) std::copy(src + x0, src + x1, row + x0 + r);
-            std::fill(row + std::min(hi, std::max(lo, x1 + r)), row + hi, 0.f);
-          };
-          fill(0, left_end);
-          fill(right_begin, Wp);
+          const T* src = plane + (i + ky - r) * W;
+          if constexpr (kFloat) {
+            // padded columns [lo, hi): input column x = lo - r .. hi - r - 1, zero outside
+            auto fill = [&](int64_t lo, int64_t hi) {
+              const int64_t x0 = std::max<int64_t>(lo - r, 0), x1 = std::min(hi - r, W);
+              std::fill(row + lo, row + std::max(lo, x0 + r), 0.f);
+              if (x1 > x0) std::copy(src + x0, src + x1, row + x0 + r);
+              std::fill(row + std::min(hi, std::max(lo, x1 + r)), row + hi, 0.f);
+            };
+            fill(0, left_end);
+            fill(right_begin, Wp);
+          } else {
+            std::fill(row, row + r, 0.f);
+            to_float_row(src, row + r, W);
+            std::fill(row + r + W, row + Wp, 0.f);
+          }
         }
         for (int64_t t = 0; t < S; ++t) {
-          dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
+          if constexpr (kFloat) {
+            dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
+          } else {
+            dst[cc * S + t] = orows.data() + (cc * S + t) * d.Wo;
+          }
         }
       }
-      const float* plane = f + ((n * d.C + c0) * d.H + i + ky_lo - r) * W;
       const int64_t HW = d.H * W;
+      // half types: no plane (the kernel reads the converted rows in F); the
+      // output rows in orows are adjacent, the next block's unknown (0)
+      const float* plane = nullptr;
+      int64_t out_stride = 0;
+      if constexpr (kFloat) {
+        plane = f + ((n * d.C + c0) * d.H + i + ky_lo - r) * W;
+        out_stride = d.Ho * d.Wo;
+      }
       if (count == CB) {
-        wk.block(WindowArgs{dst.data(), M, plane, HW, F.data(), rows, k, W, Wp, d.Ho * d.Wo});
+        wk.block(WindowArgs{dst.data(), M, plane, HW, F.data(), rows, k, W, Wp, out_stride});
       } else {
         for (int64_t cc = 0; cc < count; ++cc) {
-          wk.single(WindowArgs{dst.data() + cc * S, M, plane + cc * HW, HW,
-                               F.data() + cc * rows * Wp, rows, k, W, Wp, d.Ho * d.Wo});
+          wk.single(WindowArgs{dst.data() + cc * S, M, plane ? plane + cc * HW : nullptr, HW,
+                               F.data() + cc * rows * Wp, rows, k, W, Wp, out_stride});
+        }
+      }
+      if constexpr (!kFloat) {
+        for (int64_t cc = 0; cc < count; ++cc) {
+          for (int64_t t = 0; t < S; ++t) {
+            from_float_row(dst[cc * S + t], out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo,
+                           d.Wo);
+          }
         }
       }
     }
@@ -1129,7 +1322,7 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
                   const Dims& d) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     const BlockKernels<WindowArgs> wk = window_fwd_kernels(d.s, d.W);
-    if (wk.block) return forward_window_float(features, masks, output, d, wk);
+    if (wk.block) return forward_window<float>(features, masks, output, d, wk);
     return forward_blocked_float(features, masks, output, d);
   }
   using acc_t = at::opmath_type<scalar_t>;
@@ -1587,7 +1780,14 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& mask
                                   "carafe_forward_cpu",
                                   [&] {
     if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-      forward_half_via_float(f, m, output, d);
+      // the window kernels converting rows in cache where they apply (s = 1, 2
+      // on AVX2/AVX-512), else the float32 op on float32 copies
+      const BlockKernels<WindowArgs> wk = window_fwd_kernels(d.s, d.W);
+      if (wk.block) {
+        forward_window<scalar_t>(f, m, output, d, wk);
+      } else {
+        forward_half_via_float(f, m, output, d);
+      }
     } else {
       forward_impl<scalar_t>(f, m, output, d);
     }
