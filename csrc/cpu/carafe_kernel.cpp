@@ -1687,11 +1687,15 @@ at::Tensor empty_for_write(at::IntArrayRef sizes, const at::TensorOptions& optio
 // kernels and rounding the results once gives that arithmetic at the float32
 // kernels' speed. The element-wise loops the half types had before took
 // 7-40x float32's time (2x256x50x76, 2 threads: bfloat16 forward 169 ms and
-// backward 197 ms, float16 237 and 482 ms, float32 about 9 and 11 ms). Work
-// goes by (sample, group) and blocks of channels, so the float32 copies stay
-// under about kHalfBlockBytes whatever the tensor size; the blocking depends
-// on the shape only, so results do not depend on the thread count.
-constexpr int64_t kHalfBlockBytes = int64_t(64) << 20;
+// backward 197 ms, float16 237 and 482 ms, float32 about 9 and 11 ms). The
+// backward goes this way, and the forward where the window kernels do not
+// apply (forward_window converts rows in cache instead, with no copies).
+// Work goes by (sample, group) and blocks of channels, so the float32 copies
+// stay under about kHalfBlockBytes plus three k*k-channel mask planes
+// whatever the tensor size (bfloat16 backward at 2x256x100x152: 68 MiB on
+// top of its 21 MiB of gradients, float32's backward none); the blocking
+// depends on the shape only, so results do not depend on the thread count.
+constexpr int64_t kHalfBlockBytes = int64_t(32) << 20;
 
 // Channels per block: the group's channels split evenly into blocks whose
 // float32 features and output (forward) or grad_output and features
