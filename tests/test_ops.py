@@ -205,12 +205,14 @@ def test_shapes(device, N, C, H, W, k, s):
 
 
 @pytest.mark.parametrize("device", devices())
-@pytest.mark.parametrize("shape", [(0, 8, 4, 5), (2, 0, 4, 5), (2, 8, 0, 5), (2, 8, 4, 0)])
-def test_empty(device, shape):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(0, 8, 4, 5), (2, 0, 4, 5), (2, 8, 0, 5), (2, 8, 4, 0),
+                                   (0, 8, 4, 40), (2, 0, 4, 40), (2, 8, 0, 40)])
+def test_empty(device, dtype, shape):
     N, C, H, W = shape
     G = 1 if C == 0 else 2
     features, masks = make_inputs(N=N, C=C, H=H, W=W, k=3, G=G, s=2, device=device,
-                                  requires_grad=True)
+                                  dtype=dtype, requires_grad=True)
     out = carafe.carafe(features, masks, 3, G, 2)
     assert out.shape == (N, C, 2 * H, 2 * W)
     out.sum().backward()

@@ -1701,6 +1701,7 @@ constexpr int64_t kHalfBlockBytes = int64_t(32) << 20;
 // float32 features and output (forward) or grad_output and features
 // (backward) fit in kHalfBlockBytes, at least 8.
 int64_t half_block_channels(const Dims& d) {
+  if (d.cpg <= 0) return 1;  // no channels: no blocks (and no division by zero)
   const int64_t per_channel = (d.H * d.W + d.Ho * d.Wo) * int64_t(sizeof(float));
   const int64_t most = std::max<int64_t>(8, kHalfBlockBytes / std::max<int64_t>(per_channel, 1));
   const int64_t blocks = (d.cpg + most - 1) / most;
@@ -1810,6 +1811,10 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(const at::Tensor& grad_ou
                    m = masks.contiguous();
   at::Tensor grad_features = empty_for_write(features.sizes(), features.options());
   at::Tensor grad_masks = empty_for_write(masks.sizes(), masks.options());
+  if (d.cpg == 0) {  // no channels: grad_masks sums over none (the kernels size work per channel)
+    grad_masks.zero_();
+    return {grad_features, grad_masks};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_backward_cpu",
       [&] {
