@@ -636,6 +636,7 @@ struct GradMaskItemArgs {
   const float* next_go;    // the next item's grad_output (its first block's columns), or null
   const float* next_feat;  // the next item's newest feature row (its first block, column -r), or null
   float* scratch;          // [kGradMaskChunk][S*S][L] + [rows][S*S*K][L] floats
+  bool accumulate;         // add to the sums already in out (of the channels before these)
 };
 
 template <typename V, int K, int S>
@@ -647,6 +648,11 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
   float* const abuf = a.scratch + CH * S * S * L;  // [rows][S][S][K][L]
   for (int64_t jb = a.jb_begin; jb < blocks; ++jb) {
     const int64_t base = block_start(jb, L, a.W);
+    // Accumulating, the columns this block shares with the one before (the
+    // row's last block, moved left) already hold their new sums: they are
+    // computed again but not stored.
+    const int64_t shared =
+        a.accumulate && jb > a.jb_begin ? std::max<int64_t>(0, block_start(jb - 1, L, a.W) + L - base) : 0;
     if (jb + 1 < blocks) {
       // the next block's output lines, for writing (see the forward)
       const int64_t next = block_start(jb + 1, L, a.W);
@@ -686,13 +692,31 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
         const int64_t line_lo = row, line_hi = row + 1 == rows ? kGoLines + 1 : row + 1;
         V acc[S][S][K];
         float* ap = abuf + row * S * S * K * L;
-#pragma GCC unroll 4
-        for (int t = 0; t < S; ++t)
-#pragma GCC unroll 4
-          for (int u = 0; u < S; ++u)
+        if (c0 == 0 && a.accumulate) {
+          // the sums so far, as stored (interleaved by u): exact, so the
+          // additions continue as if the channels were one group
+          float* const* out = a.out + (a.ky_lo + row) * K * S;
 #pragma GCC unroll 8
-            for (int kx = 0; kx < K; ++kx)
-              acc[t][u][kx] = c0 == 0 ? V{} : loadv<V>(ap + ((t * S + u) * K + kx) * L);
+          for (int kx = 0; kx < K; ++kx) {
+#pragma GCC unroll 4
+            for (int t = 0; t < S; ++t) {
+              const float* p = out[kx * S + t] + S * base;
+              if constexpr (S == 2) {
+                deinterleave(loadv<V>(p), loadv<V>(p + L), acc[t][0][kx], acc[t][1][kx]);
+              } else {
+                acc[t][0][kx] = loadv<V>(p);
+              }
+            }
+          }
+        } else {
+#pragma GCC unroll 4
+          for (int t = 0; t < S; ++t)
+#pragma GCC unroll 4
+            for (int u = 0; u < S; ++u)
+#pragma GCC unroll 8
+              for (int kx = 0; kx < K; ++kx)
+                acc[t][u][kx] = c0 == 0 ? V{} : loadv<V>(ap + ((t * S + u) * K + kx) * L);
+        }
         const float* fr = a.feats + c0 * f_stride + a.f_rows[row] + base - r;
         const float* gp = a.go + c0 * go_stride + S * base;
         for (int64_t c = 0; c < n; ++c, fr += f_stride, gp += go_stride) {
@@ -725,7 +749,7 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
               for (int u = 0; u < S; ++u) acc[t][u][kx] += g[t][u] * fv;
           }
         }
-        if (last) {
+        if (last && shared == 0) {
           float* const* out = a.out + (a.ky_lo + row) * K * S;
 #pragma GCC unroll 8
           for (int kx = 0; kx < K; ++kx) {
@@ -736,6 +760,19 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
               } else {
                 storev(out[kx] + base, acc[t][0][kx]);
               }
+            }
+          }
+        } else if (last) {
+          float* const* out = a.out + (a.ky_lo + row) * K * S;
+          float tmp[S * L];
+          for (int kx = 0; kx < K; ++kx) {
+            for (int t = 0; t < S; ++t) {
+              if constexpr (S == 2) {
+                store_interleaved(tmp, acc[t][0][kx], acc[t][1][kx]);
+              } else {
+                storev(tmp, acc[t][0][kx]);
+              }
+              std::copy(tmp + S * shared, tmp + S * L, out[kx * S + t] + S * (base + shared));
             }
           }
         } else {
@@ -1372,8 +1409,9 @@ void forward_impl(const at::Tensor& features, const at::Tensor& masks, at::Tenso
 // (n, i, g) writes the k*k*s mask rows of output rows s*i .. s*i+s-1; rows
 // are owned by one item (no race, no atomics) and each element is summed
 // over the group's channels in channel order.
+// accumulate: add to the sums in gm (of channels before these, as one group).
 void grad_masks_items_float(const float* go, const float* f, float* gm, const Dims& d,
-                            const GradMaskItemKernel& wk) {
+                            const GradMaskItemKernel& wk, bool accumulate = false) {
   const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), Wp = W + 2 * r, cpg = d.cpg;
   const int64_t HoWo = d.Ho * d.Wo, HW = d.H * W, L = wk.L, blocks = (W + L - 1) / L;
   const int64_t scratch = kGradMaskChunk * S * S * L + k * S * S * k * L;
@@ -1443,7 +1481,8 @@ void grad_masks_items_float(const float* go, const float* f, float* gm, const Di
       const float* next_feat = i + 1 + r < d.H && f_stride == HW && col >= r
                                    ? feats + (i + 1 + r) * W + col - r : nullptr;
       wk.fn(GradMaskItemArgs{out.data(), go_i, HoWo, d.Wo, feats, f_stride, f_rows.data(), ky_lo,
-                             rows, cpg, W, jb_begin, jb_end, next_go, next_feat, sc});
+                             rows, cpg, W, jb_begin, jb_end, next_go, next_feat, sc,
+                             accumulate});
       for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
         for (int64_t kx = 0; kx < k; ++kx) {
           for (int64_t t = 0; t < S; ++t) {
@@ -1511,7 +1550,7 @@ void grad_features_taps_float(const float* go, const float* m, float* gf, const 
 template <typename scalar_t>
 void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
                    const at::Tensor& masks, at::Tensor& grad_features, at::Tensor& grad_masks,
-                   const Dims& d) {
+                   const Dims& d, bool accumulate_masks = false) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
   const scalar_t* f = features.const_data_ptr<scalar_t>();
@@ -1525,10 +1564,11 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   if constexpr (std::is_same_v<scalar_t, float>) {
     const GradMaskItemKernel ik = grad_mask_item_kernel(d.k, d.s, d.W);
     if (ik.fn) {
-      grad_masks_items_float(go, f, gm, d, ik);
+      grad_masks_items_float(go, f, gm, d, ik, accumulate_masks);
       masks_done = true;
     }
   }
+  TORCH_CHECK(masks_done || !accumulate_masks, "carafe: grad_masks cannot accumulate here");
   // grad_masks[n, g*k*k + ky*k + kx, p, q] = sum_{c in g} grad_out[n, c, p, q] * U_{c,ky}[q + s*kx]:
   // a sum over the group's channels. Item (n, i, g, ky) upsamples row
   // tap_coord(i, ky) of every channel of the group once, then writes the k*s
@@ -1691,19 +1731,26 @@ at::Tensor empty_for_write(at::IntArrayRef sizes, const at::TensorOptions& optio
 // backward goes this way, and the forward where the window kernels do not
 // apply (forward_window converts rows in cache instead, with no copies).
 // Work goes by (sample, group) and blocks of channels, so the float32 copies
-// stay under about kHalfBlockBytes plus three k*k-channel mask planes
-// whatever the tensor size (bfloat16 backward at 2x256x100x152: 68 MiB on
-// top of its 21 MiB of gradients, float32's backward none); the blocking
-// depends on the shape only, so results do not depend on the thread count.
+// stay bounded whatever the tensor size; the blocking depends on the shape
+// only, so results do not depend on the thread count. Where the float32
+// grad_masks kernel applies, it adds each block's sums to those of the blocks
+// before (bit for bit one pass over the group), so backward blocks are small:
+// kHalfBlockBytesAccumulating, at least 32 channels (its chunk), plus two
+// k*k-channel mask planes (bfloat16 backward at 2x256x100x152: 43 MiB on top
+// of its 21 MiB of gradients, where copies of up to 32 MiB per block, with
+// per-block sums added afterwards, took 68 MiB in the same time; float32's
+// backward: none). Elsewhere blocks of kHalfBlockBytes sum alone and the
+// sums are added.
 constexpr int64_t kHalfBlockBytes = int64_t(32) << 20;
+constexpr int64_t kHalfBlockBytesAccumulating = int64_t(8) << 20;
 
 // Channels per block: the group's channels split evenly into blocks whose
 // float32 features and output (forward) or grad_output and features
-// (backward) fit in kHalfBlockBytes, at least 8.
-int64_t half_block_channels(const Dims& d) {
+// (backward) fit in `bytes`, at least `least`.
+int64_t half_block_channels(const Dims& d, int64_t bytes = kHalfBlockBytes, int64_t least = 8) {
   if (d.cpg <= 0) return 1;  // no channels: no blocks (and no division by zero)
   const int64_t per_channel = (d.H * d.W + d.Ho * d.Wo) * int64_t(sizeof(float));
-  const int64_t most = std::max<int64_t>(8, kHalfBlockBytes / std::max<int64_t>(per_channel, 1));
+  const int64_t most = std::max<int64_t>(least, bytes / std::max<int64_t>(per_channel, 1));
   const int64_t blocks = (d.cpg + most - 1) / most;
   return (d.cpg + blocks - 1) / blocks;
 }
@@ -1738,18 +1785,25 @@ void forward_half_via_float(const at::Tensor& features, const at::Tensor& masks,
 }
 
 // grad_output (N, C, Ho, Wo), features, masks; grad_features and grad_masks
-// written whole. grad_masks sums the group's channels: in float32 per block
-// (channel order), then over the blocks in block order, rounded once.
+// written whole. grad_masks sums the group's channels in float32: where the
+// float32 grad_masks kernel applies, each block adds to the sums of the
+// blocks before it (the same additions in the same order as one float32
+// pass over the group, so blocks can be small); elsewhere in float32 per
+// block, then over the blocks in block order. Rounded once.
 void backward_half_via_float(const at::Tensor& grad_output, const at::Tensor& features,
                              const at::Tensor& masks, at::Tensor& grad_features,
                              at::Tensor& grad_masks, const Dims& d) {
-  const int64_t block = half_block_channels(d), cpg = d.cpg;
+  const bool accumulate = grad_mask_item_kernel(d.k, d.s, d.W).fn != nullptr;
+  const int64_t block = accumulate ? half_block_channels(d, kHalfBlockBytesAccumulating, 32)
+                                   : half_block_channels(d);
+  const int64_t cpg = d.cpg;
   const at::TensorOptions fopt = features.options().dtype(at::kFloat);
   const at::Tensor gobuf = at::empty({block * d.Ho * d.Wo}, fopt);
   const at::Tensor fbuf = at::empty({block * d.H * d.W}, fopt);
   const at::Tensor gfbuf = empty_for_write({block * d.H * d.W}, fopt);
   const at::Tensor gm_sum = empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt);
-  const at::Tensor gm_part = cpg > block ? empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt) : gm_sum;
+  const at::Tensor gm_part =
+      cpg > block && !accumulate ? empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt) : gm_sum;
   for (int64_t n = 0; n < d.N; ++n) {
     for (int64_t g = 0; g < d.G; ++g) {
       const at::Tensor m32 = masks[n].narrow(0, g * d.kk, d.kk).unsqueeze(0).to(at::kFloat);
@@ -1758,11 +1812,11 @@ void backward_half_via_float(const at::Tensor& grad_output, const at::Tensor& fe
         const Dims db = make_dims<int64_t>(1, count, d.H, d.W, d.k, 1, d.s);
         at::Tensor go32 = float_view(gobuf, count, d.Ho, d.Wo), f32 = float_view(fbuf, count, d.H, d.W);
         at::Tensor gf32 = float_view(gfbuf, count, d.H, d.W);
-        at::Tensor gm32 = c0 == 0 ? gm_sum : gm_part;
+        at::Tensor gm32 = c0 == 0 || accumulate ? gm_sum : gm_part;
         go32[0].copy_(grad_output[n].narrow(0, c, count));
         f32[0].copy_(features[n].narrow(0, c, count));
-        backward_impl<float>(go32, f32, m32, gf32, gm32, db);
-        if (c0 > 0) gm_sum.add_(gm_part);
+        backward_impl<float>(go32, f32, m32, gf32, gm32, db, accumulate && c0 > 0);
+        if (c0 > 0 && !accumulate) gm_sum.add_(gm_part);
         grad_features[n].narrow(0, c, count).copy_(gf32[0]);
       }
       grad_masks[n].narrow(0, g * d.kk, d.kk).copy_(gm_sum[0]);
