@@ -318,13 +318,15 @@ def test_backward_deterministic(device):
         assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
 
 
-# (256, 1, 100): grad_masks in two column strips, channel chunks carried over
+# (256, 1, 100): grad_masks in two column strips, channel chunks carried over;
+# float16/bfloat16 through the float32 kernels (blocks of channels)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("C,G,W", [(16, 2, 11), (16, 2, 37), (256, 1, 100)])
-def test_cpu_threads_agree(C, G, W):
+def test_cpu_threads_agree(C, G, W, dtype):
     """The parallel split does not change the result (each element is summed
     in a fixed order by one thread)."""
-    features, masks = make_inputs(N=2, C=C, H=9, W=W, k=5, G=G, s=2, dtype=torch.float32)
-    grad_output = torch.randn(2, C, 18, 2 * W)
+    features, masks = make_inputs(N=2, C=C, H=9, W=W, k=5, G=G, s=2, dtype=dtype)
+    grad_output = torch.randn(2, C, 18, 2 * W).to(dtype)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
