@@ -162,140 +162,81 @@ bool cpu_has_v3() {
 // uninitialized", GCC bug 105593)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("arch=x86-64-v4"))) int64_t bf16_to_float_v4(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 16; i += 16) {
-    i = std::min(i, n - 16);
-    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
-    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+// name(s, d, n): d[i] = convert(s[i]) for i < n, V at a time, the last
+// vector moved back to end at n (overlapping the one before: the same values
+// written again); returns how many were done (n, or 0 when n < V). The body
+// converts the V elements at s + i into d + i.
+#define CARAFE_CONVERT_FN(name, isa, V, Src, Dst, ...)                       \
+  __attribute__((target(isa))) int64_t name(const Src* s, Dst* d, int64_t n) { \
+    if (n < V) return 0;                                                     \
+    for (int64_t j = 0; j < n; j += V) {                                     \
+      const int64_t i = std::min<int64_t>(j, n - V);                         \
+      __VA_ARGS__                                                            \
+    }                                                                        \
+    return n;                                                                \
   }
-  return i;
-}
-__attribute__((target("arch=x86-64-v4"))) int64_t float_to_bf16_v4(const float* s, uint16_t* d, int64_t n) {
-  int64_t i = 0;
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
-  const __m512i nan = _mm512_set1_epi32(0x7fc0);
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 16; i += 16) {
-    i = std::min(i, n - 16);
-    const __m512 v = _mm512_loadu_ps(s + i);
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, bias)), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), nan);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm512_cvtepi32_epi16(r));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v3"))) int64_t bf16_to_float_v3(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 8; i += 8) {
-    i = std::min(i, n - 8);
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
-    _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v3"))) int64_t float_to_bf16_v3(const float* s, uint16_t* d, int64_t n) {
-  int64_t i = 0;
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
-  const __m256i nan = _mm256_set1_epi32(0x7fc0);
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 8; i += 8) {
-    i = std::min(i, n - 8);
-    const __m256 v = _mm256_loadu_ps(s + i);
-    const __m256i u = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, bias)), 16);
-    r = _mm256_blendv_epi8(r, nan, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-    // values < 2^16: the saturating pack keeps them
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
-                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v4"))) int64_t half_to_float_v4(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 16; i += 16) {
-    i = std::min(i, n - 16);
-    _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v4"))) int64_t float_to_half_v4(const float* s, uint16_t* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 16; i += 16) {
-    i = std::min(i, n - 16);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
-                        _mm512_cvtps_ph(_mm512_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v3"))) int64_t half_to_float_v3(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 8; i += 8) {
-    i = std::min(i, n - 8);
-    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
-  }
-  return i;
-}
-__attribute__((target("arch=x86-64-v3"))) int64_t float_to_half_v3(const float* s, uint16_t* d, int64_t n) {
-  int64_t i = 0;
-  // whole vectors; a last partial one overlaps the one before (same values
-  // rewritten)
-  for (; i < n && n >= 8; i += 8) {
-    i = std::min(i, n - 8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-  return i;
-}
+// bfloat16 -> float: the 16 bits become the top half of the float's
+CARAFE_CONVERT_FN(bf16_to_float_v4, "arch=x86-64-v4", 16, uint16_t, float,
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+  _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));)
+CARAFE_CONVERT_FN(bf16_to_float_v3, "arch=x86-64-v3", 8, uint16_t, float,
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));)
+// float -> bfloat16, c10's round_to_nearest_even: (u + 0x7fff + lsb) >> 16, NaN 0x7fc0
+CARAFE_CONVERT_FN(float_to_bf16_v4, "arch=x86-64-v4", 16, float, uint16_t,
+  const __m512 v = _mm512_loadu_ps(s + i);
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), _mm512_cvtepi32_epi16(r));)
+CARAFE_CONVERT_FN(float_to_bf16_v3, "arch=x86-64-v3", 8, float, uint16_t,
+  const __m256 v = _mm256_loadu_ps(s + i);
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  // values < 2^16: the saturating pack keeps them
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                   _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));)
+// float16 <-> float: the hardware conversions (F16C; rounding to nearest even)
+CARAFE_CONVERT_FN(half_to_float_v4, "arch=x86-64-v4", 16, uint16_t, float,
+  _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));)
+CARAFE_CONVERT_FN(half_to_float_v3, "arch=x86-64-v3", 8, uint16_t, float,
+  _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));)
+CARAFE_CONVERT_FN(float_to_half_v4, "arch=x86-64-v4", 16, float, uint16_t,
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
+                      _mm512_cvtps_ph(_mm512_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));)
+CARAFE_CONVERT_FN(float_to_half_v3, "arch=x86-64-v3", 8, float, uint16_t,
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i),
+                   _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));)
+#undef CARAFE_CONVERT_FN
 #pragma GCC diagnostic pop
 #endif
 
-// dst[i] = float(src[i]), i < n
+// dst[i] = To(src[i]) for i < n, between float and float16/bfloat16
+// (rounding to nearest even), vectorised where the CPU allows.
 template <typename T>
-void to_float_row(const T* src, float* dst, int64_t n) {
-  static_assert(sizeof(T) == 2, "float16 or bfloat16");
-  [[maybe_unused]] constexpr bool bf = std::is_same_v<T, at::BFloat16>;
-  [[maybe_unused]] const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+using RawBits = std::conditional_t<std::is_same_v<T, float>, float, uint16_t>;
+template <typename From, typename To>
+void convert_row(const From* src, To* dst, int64_t n) {
+  static_assert(std::is_same_v<From, float> != std::is_same_v<To, float>, "float and a half type");
   int64_t i = 0;  // the first not converted
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if (cpu_has_v4()) {
-    i = bf ? bf16_to_float_v4(s, dst, n) : half_to_float_v4(s, dst, n);
-  } else if (cpu_has_v3() && __builtin_cpu_supports("f16c")) {
-    i = bf ? bf16_to_float_v3(s, dst, n) : half_to_float_v3(s, dst, n);
+  const auto* s = reinterpret_cast<const RawBits<From>*>(src);
+  auto* d = reinterpret_cast<RawBits<To>*>(dst);
+  const bool v4 = cpu_has_v4(), v3 = !v4 && cpu_has_v3() && __builtin_cpu_supports("f16c");
+  if constexpr (std::is_same_v<From, at::BFloat16>) {
+    i = v4 ? bf16_to_float_v4(s, d, n) : v3 ? bf16_to_float_v3(s, d, n) : 0;
+  } else if constexpr (std::is_same_v<From, at::Half>) {
+    i = v4 ? half_to_float_v4(s, d, n) : v3 ? half_to_float_v3(s, d, n) : 0;
+  } else if constexpr (std::is_same_v<To, at::BFloat16>) {
+    i = v4 ? float_to_bf16_v4(s, d, n) : v3 ? float_to_bf16_v3(s, d, n) : 0;
+  } else {
+    i = v4 ? float_to_half_v4(s, d, n) : v3 ? float_to_half_v3(s, d, n) : 0;
   }
 #endif
-  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
-}
-// dst[i] = T(src[i]), rounded to nearest even, i < n
-template <typename T>
-void from_float_row(const float* src, T* dst, int64_t n) {
-  static_assert(sizeof(T) == 2, "float16 or bfloat16");
-  [[maybe_unused]] uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-  [[maybe_unused]] constexpr bool bf = std::is_same_v<T, at::BFloat16>;
-  int64_t i = 0;  // the first not converted
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-  if (cpu_has_v4()) {
-    i = bf ? float_to_bf16_v4(src, d, n) : float_to_half_v4(src, d, n);
-  } else if (cpu_has_v3() && __builtin_cpu_supports("f16c")) {
-    i = bf ? float_to_bf16_v3(src, d, n) : float_to_half_v3(src, d, n);
-  }
-#endif
-  for (; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+  for (; i < n; ++i) dst[i] = static_cast<To>(src[i]);
 }
 
 CARAFE_CLONES void pair_sum_row(float* __restrict__ out, const float* const* a,
@@ -1275,7 +1216,7 @@ void forward_window(const at::Tensor& features, const at::Tensor& masks, at::Ten
               if constexpr (kFloat) {
                 src = mt;
               } else {
-                to_float_row(mt, mrow.data(), d.Wo);
+                convert_row(mt, mrow.data(), d.Wo);
                 src = mrow.data();
               }
               float* dst = M + (tap * S * S + t * S) * L;
@@ -1313,7 +1254,7 @@ void forward_window(const at::Tensor& features, const at::Tensor& masks, at::Ten
             fill(right_begin, Wp);
           } else {
             std::fill(row, row + r, 0.f);
-            to_float_row(src, row + r, W);
+            convert_row(src, row + r, W);
             std::fill(row + r + W, row + Wp, 0.f);
           }
         }
@@ -1345,7 +1286,7 @@ void forward_window(const at::Tensor& features, const at::Tensor& masks, at::Ten
       if constexpr (!kFloat) {
         for (int64_t cc = 0; cc < count; ++cc) {
           for (int64_t t = 0; t < S; ++t) {
-            from_float_row(dst[cc * S + t], out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo,
+            convert_row(dst[cc * S + t], out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo,
                            d.Wo);
           }
         }
@@ -1760,28 +1701,39 @@ at::Tensor float_view(const at::Tensor& buf, int64_t count, int64_t rows, int64_
   return buf.narrow(0, 0, count * rows * cols).view({1, count, rows, cols});
 }
 
+// For each (sample n, group g) and block of up to `block` of its channels:
+// fn(n, c, db, m32), c the block's first channel, db its Dims (one sample,
+// one group, the block's channels), m32 the group's masks as float32
+// (1, k*k, Ho, Wo), converted once per (n, g); then group_done(n, g).
+template <typename Fn, typename GroupDone>
+void for_channel_blocks(const at::Tensor& masks, const Dims& d, int64_t block, Fn fn,
+                        GroupDone group_done) {
+  for (int64_t n = 0; n < d.N; ++n) {
+    for (int64_t g = 0; g < d.G; ++g) {
+      const at::Tensor m32 = masks[n].narrow(0, g * d.kk, d.kk).unsqueeze(0).to(at::kFloat);
+      for (int64_t c0 = 0; c0 < d.cpg; c0 += block) {
+        const int64_t count = std::min(block, d.cpg - c0);
+        fn(n, g * d.cpg + c0, make_dims<int64_t>(1, count, d.H, d.W, d.k, 1, d.s), m32);
+      }
+      group_done(n, g);
+    }
+  }
+}
+
 // features (N, C, H, W), masks (N, k*k*G, Ho, Wo), output (N, C, Ho, Wo): float16/bfloat16,
 // contiguous
 void forward_half_via_float(const at::Tensor& features, const at::Tensor& masks,
                             at::Tensor& output, const Dims& d) {
-  const int64_t block = half_block_channels(d), cpg = d.cpg;
+  const int64_t block = half_block_channels(d);
   const at::TensorOptions fopt = features.options().dtype(at::kFloat);
   const at::Tensor fbuf = at::empty({block * d.H * d.W}, fopt);
   const at::Tensor obuf = empty_for_write({block * d.Ho * d.Wo}, fopt);
-  for (int64_t n = 0; n < d.N; ++n) {
-    for (int64_t g = 0; g < d.G; ++g) {
-      // this group's masks: (1, k*k, Ho, Wo), a CARAFE problem with one group
-      const at::Tensor m32 = masks[n].narrow(0, g * d.kk, d.kk).unsqueeze(0).to(at::kFloat);
-      for (int64_t c0 = 0; c0 < cpg; c0 += block) {
-        const int64_t count = std::min(block, cpg - c0), c = g * cpg + c0;
-        const Dims db = make_dims<int64_t>(1, count, d.H, d.W, d.k, 1, d.s);
-        at::Tensor f32 = float_view(fbuf, count, d.H, d.W), o32 = float_view(obuf, count, d.Ho, d.Wo);
-        f32[0].copy_(features[n].narrow(0, c, count));
-        forward_impl<float>(f32, m32, o32, db);
-        output[n].narrow(0, c, count).copy_(o32[0]);
-      }
-    }
-  }
+  for_channel_blocks(masks, d, block, [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
+    at::Tensor f32 = float_view(fbuf, db.C, d.H, d.W), o32 = float_view(obuf, db.C, d.Ho, d.Wo);
+    f32[0].copy_(features[n].narrow(0, c, db.C));
+    forward_impl<float>(f32, m32, o32, db);
+    output[n].narrow(0, c, db.C).copy_(o32[0]);
+  }, [](int64_t, int64_t) {});
 }
 
 // grad_output (N, C, Ho, Wo), features, masks; grad_features and grad_masks
@@ -1796,32 +1748,24 @@ void backward_half_via_float(const at::Tensor& grad_output, const at::Tensor& fe
   const bool accumulate = grad_mask_item_kernel(d.k, d.s, d.W).fn != nullptr;
   const int64_t block = accumulate ? half_block_channels(d, kHalfBlockBytesAccumulating, 32)
                                    : half_block_channels(d);
-  const int64_t cpg = d.cpg;
   const at::TensorOptions fopt = features.options().dtype(at::kFloat);
   const at::Tensor gobuf = at::empty({block * d.Ho * d.Wo}, fopt);
   const at::Tensor fbuf = at::empty({block * d.H * d.W}, fopt);
   const at::Tensor gfbuf = empty_for_write({block * d.H * d.W}, fopt);
   const at::Tensor gm_sum = empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt);
   const at::Tensor gm_part =
-      cpg > block && !accumulate ? empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt) : gm_sum;
-  for (int64_t n = 0; n < d.N; ++n) {
-    for (int64_t g = 0; g < d.G; ++g) {
-      const at::Tensor m32 = masks[n].narrow(0, g * d.kk, d.kk).unsqueeze(0).to(at::kFloat);
-      for (int64_t c0 = 0; c0 < cpg; c0 += block) {
-        const int64_t count = std::min(block, cpg - c0), c = g * cpg + c0;
-        const Dims db = make_dims<int64_t>(1, count, d.H, d.W, d.k, 1, d.s);
-        at::Tensor go32 = float_view(gobuf, count, d.Ho, d.Wo), f32 = float_view(fbuf, count, d.H, d.W);
-        at::Tensor gf32 = float_view(gfbuf, count, d.H, d.W);
-        at::Tensor gm32 = c0 == 0 || accumulate ? gm_sum : gm_part;
-        go32[0].copy_(grad_output[n].narrow(0, c, count));
-        f32[0].copy_(features[n].narrow(0, c, count));
-        backward_impl<float>(go32, f32, m32, gf32, gm32, db, accumulate && c0 > 0);
-        if (c0 > 0 && !accumulate) gm_sum.add_(gm_part);
-        grad_features[n].narrow(0, c, count).copy_(gf32[0]);
-      }
-      grad_masks[n].narrow(0, g * d.kk, d.kk).copy_(gm_sum[0]);
-    }
-  }
+      d.cpg > block && !accumulate ? empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt) : gm_sum;
+  for_channel_blocks(masks, d, block, [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
+    const bool first = c % d.cpg == 0;  // the group's first block
+    at::Tensor go32 = float_view(gobuf, db.C, d.Ho, d.Wo), f32 = float_view(fbuf, db.C, d.H, d.W);
+    at::Tensor gf32 = float_view(gfbuf, db.C, d.H, d.W);
+    at::Tensor gm32 = first || accumulate ? gm_sum : gm_part;
+    go32[0].copy_(grad_output[n].narrow(0, c, db.C));
+    f32[0].copy_(features[n].narrow(0, c, db.C));
+    backward_impl<float>(go32, f32, m32, gf32, gm32, db, accumulate && !first);
+    if (!first && !accumulate) gm_sum.add_(gm_part);
+    grad_features[n].narrow(0, c, db.C).copy_(gf32[0]);
+  }, [&](int64_t n, int64_t g) { grad_masks[n].narrow(0, g * d.kk, d.kk).copy_(gm_sum[0]); });
 }
 
 Dims dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
