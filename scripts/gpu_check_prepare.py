@@ -44,8 +44,8 @@ def main():
                     "--python-version", "3.12", "--implementation", "cp", "-q",
                     "-d", str(OUT / "wheels"), *WHEELS], check=True)
     print(f"wheels -> {OUT / 'wheels'}: " + ", ".join(p.name for p in (OUT / "wheels").glob("*")))
-    size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file()) / 2**20
-    print(f"build/gpu-check: {size:.1f} MiB to carry")
+    size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file()) / 2**10
+    print(f"build/gpu-check: {size:.0f} KiB to carry")
 
 
 if __name__ == "__main__":
