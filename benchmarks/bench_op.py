@@ -265,13 +265,14 @@ def time_dtypes(device, sizes, rounds, peer=True):
     bfloat16: torch.compile of the shifted-gather formulation, its own median
     (its compilation takes about a minute per size)."""
     out = {}
-    compiled = methods(device)["compiled"]
+    by_name = methods(device)
+    carafe_fn, compiled = by_name["carafe"], by_name["compiled"]
     for size_name, shape in sizes.items():
         calls = {}
         for dtype in DTYPES:
             f, m, grad_out = random_inputs(*shape, K, G, S, device=device, dtype=dtype,
                                            with_grad_output=True)
-            calls[dtype] = _calls(methods(device)["carafe"], f, m, grad_out)
+            calls[dtype] = _calls(carafe_fn, f, m, grad_out)
             for call in calls[dtype]:
                 call()  # warm-up
         times = {(dtype, what): [] for dtype in DTYPES for what in ("forward", "forward_backward")}

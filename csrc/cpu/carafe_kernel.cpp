@@ -18,7 +18,11 @@
 // (cpu_has_v4/v3); AVX-512 and AVX2 compute each element with the same
 // operations in the same order.
 //
-// Everything else (other dtypes and scales, narrow rows, CPUs without AVX2)
+// float16 and bfloat16 run those float32 kernels and round each result once:
+// the forward on rows converted in cache (forward_window), the backward on
+// float32 copies of blocks of channels (backward_half_via_float).
+//
+// Everything else (float64, other scales, narrow rows, CPUs without AVX2)
 // reduces to one micro-kernel, pair_sum_row: out[q] = sum_i a_i[q] * b_i[q]
 // over a list of row pairs, computed 32 columns at a time in registers, on
 // rows made contiguous and unshifted by small per-thread row buffers:
@@ -65,7 +69,7 @@ namespace {
 #endif
 
 // out[q] = sum_{i < pairs} a[i][q] * b[i][q], for q < n (generic types:
-// float16/bfloat16 operands, float/double accumulators).
+// float or double, accumulated in the output's precision).
 template <typename Out, typename A, typename B>
 void pair_sum_row(Out* __restrict__ out, const A* const* a, const B* const* b, int64_t pairs,
                   int64_t n) {
@@ -1572,7 +1576,7 @@ void backward_impl(const at::Tensor& grad_output, const at::Tensor& features,
   // of s values of J onto x. Zero-padded row copies (grad_pad(d) = s*r on each
   // side) make the shifts safe. Item (n, y, g) pads its k*k*s mask rows
   // once and reuses them for every channel of the group.
-  // With float accumulators (float32, float16, bfloat16 tensors), blocks of
+  // With float accumulators (float32 tensors), blocks of
   // kChannelBlock channels share each padded mask vector load
   // (channel_block_sum4), as in the forward.
   if constexpr (std::is_same_v<scalar_t, float>) {
@@ -1683,6 +1687,8 @@ at::Tensor empty_for_write(at::IntArrayRef sizes, const at::TensorOptions& optio
 // backward: none). Elsewhere blocks of kHalfBlockBytes sum alone and the
 // sums are added.
 constexpr int64_t kHalfBlockBytes = int64_t(32) << 20;
+template <typename T>
+constexpr bool kIsHalf = std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>;
 constexpr int64_t kHalfBlockBytesAccumulating = int64_t(8) << 20;
 
 // Channels per block: the group's channels split evenly into blocks whose
@@ -1782,7 +1788,9 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& mask
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                   "carafe_forward_cpu",
                                   [&] {
-    if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+    // Half types are dispatched here, not in forward_impl, so that its
+    // element-wise loops are not compiled for them.
+    if constexpr (kIsHalf<scalar_t>) {
       // the window kernels converting rows in cache where they apply (s = 1, 2
       // on AVX2/AVX-512), else the float32 op on float32 copies
       const BlockKernels<WindowArgs> wk = window_fwd_kernels(d.s, d.W);
@@ -1816,7 +1824,7 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(const at::Tensor& grad_ou
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features.scalar_type(), "carafe_backward_cpu",
       [&] {
-        if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+        if constexpr (kIsHalf<scalar_t>) {  // as in the forward
           backward_half_via_float(go, f, m, grad_features, grad_masks, d);
         } else {
           backward_impl<scalar_t>(go, f, m, grad_features, grad_masks, d);
