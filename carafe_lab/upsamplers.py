@@ -1,5 +1,9 @@
 """The upsampler zoo of the paper's ablations (Wang et al., ICCV 2019,
-Sec. 4.4 / Table 5) plus DySample (Liu et al., ICCV 2023).
+Sec. 4.4 / Table 5) plus DySample (Liu et al., ICCV 2023), and the two
+controls of the ``mechanism`` study: ``static_carafe`` (CARAFE's reassembly
+with learned kernels that depend on the sub-pixel phase only, not on the
+content) and ``nearest_conv`` (nearest followed by convolutions with about
+CARAFE's parameter count).
 
 Every upsampler is an ``nn.Module`` built as ``cls(channels, scale_factor,
 **options)`` and maps (N, C, H, W) -> (N, C, s*H, s*W); ``build_upsampler(name,
@@ -199,6 +203,99 @@ class CARAFEUpsampler(CARAFEPack):
                     + s2 * k2 * self.channels)
 
 
+def carafe_parameter_count(channels: int, scale_factor: int, **options) -> int:
+    """Parameters of the zoo's CARAFE at these channels, scale and options."""
+    return count_parameters(CARAFEUpsampler(channels, scale_factor, **options))
+
+
+class StaticCARAFE(nn.Module):
+    """The content-agnostic twin of CARAFE: the same reassembly (k_up x k_up
+    window around the source pixel, G groups), with softmax kernels that are
+    learned parameters, one per sub-pixel phase (p % s, q % s) and group,
+    instead of predicted from the content. G*s*s*k*k parameters (100 at
+    k_up = 5, s = 2); they start at zero, so the kernels start uniform, as
+    CARAFE's do (its encoder starts at std 0.001).
+
+    forward(x (N, C, H, W)) -> (N, C, s*H, s*W)."""
+
+    def __init__(self, channels: int, scale_factor: int, up_kernel: int = 5, up_group: int = 1):
+        super().__init__()
+        if up_kernel < 1 or up_kernel % 2 == 0:
+            raise ValueError(f"StaticCARAFE: up_kernel must be an odd integer >= 1, got {up_kernel}")
+        if up_group < 1 or channels % up_group:
+            raise ValueError(f"StaticCARAFE: up_group must be >= 1 and divide "
+                             f"channels={channels}, got {up_group}")
+        self.channels, self.scale_factor = channels, scale_factor
+        self.up_kernel, self.up_group = up_kernel, up_group
+        #: (G, k*k, s, s) logits: group, tap, phase row, phase column
+        self.kernel_logits = nn.Parameter(torch.zeros(up_group, up_kernel ** 2, scale_factor,
+                                                      scale_factor))
+
+    def phase_kernels(self) -> Tensor:
+        """The kernels, (G, k*k, s, s), each summing to one over its k*k taps."""
+        return F.softmax(self.kernel_logits, dim=1)
+
+    def predict_kernels(self, x: Tensor) -> Tensor:
+        """The masks for x (N, C, H, W): (N, G*k*k, s*H, s*W), the phase
+        kernels tiled over the output grid (the same for every input)."""
+        return tile_phase_kernels(self.phase_kernels(), x.shape[0], x.shape[-2], x.shape[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        from carafe import carafe
+        return carafe(x, self.predict_kernels(x).to(x.dtype), self.up_kernel, self.up_group,
+                      self.scale_factor)
+
+    def flops_per_pixel(self) -> int:
+        return 2 * self.scale_factor ** 2 * self.up_kernel ** 2 * self.channels
+
+
+def tile_phase_kernels(phase_kernels: Tensor, batch: int, height: int, width: int) -> Tensor:
+    """Per-phase kernels (G, k*k, s, s) as CARAFE masks (batch, G*k*k, s*H, s*W):
+    output pixel (p, q) gets the kernel of phase (p % s, q % s)."""
+    G, kk, s, _ = phase_kernels.shape
+    masks = phase_kernels.reshape(1, G * kk, s, s).repeat(1, 1, height, width)
+    return masks.expand(batch, -1, -1, -1).contiguous()
+
+
+class NearestConv(nn.Module):
+    """The parameter control of the ``mechanism`` study: nearest upsampling,
+    then a residual block at the output resolution, ``x + conv1x1(relu(
+    conv_kxk(x)))`` with M hidden channels, M chosen so that the block has
+    about as many parameters as CARAFE at the same channels and scale (the
+    zoo's defaults, or ``match`` options). The last conv starts at zero, so
+    the block starts as nearest. It adds CARAFE's capacity without its
+    mechanism (reassembly with content-predicted kernels).
+
+    forward(x (N, C, H, W)) -> (N, C, s*H, s*W)."""
+
+    def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3,
+                 hidden=None, match=None):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"NearestConv: kernel_size must be an odd integer >= 1, "
+                             f"got {kernel_size}")
+        if hidden is None:
+            target = carafe_parameter_count(channels, scale_factor, **(match or {}))
+            # k*k*C*M + M (first conv) + M*C + C (second conv) = target
+            hidden = max(1, round((target - channels) / (kernel_size ** 2 * channels + channels
+                                                         + 1)))
+        self.channels, self.scale_factor = channels, scale_factor
+        self.kernel_size, self.hidden = kernel_size, hidden
+        self.expand = nn.Conv2d(channels, hidden, kernel_size, padding=kernel_size // 2)
+        self.project = nn.Conv2d(hidden, channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        up = F.interpolate(x, scale_factor=self.scale_factor, mode="nearest")
+        return up + self.project(F.relu(self.expand(up)))
+
+    def flops_per_pixel(self) -> int:
+        # per input pixel: s*s output pixels, each through both convs
+        return 2 * self.scale_factor ** 2 * (self.kernel_size ** 2 * self.channels * self.hidden
+                                             + self.hidden * self.channels)
+
+
 #: The paper's kernel normalisers (ablation, Table 8): sigmoid,
 #: sigmoid + normalise (sum to one), softmax.
 NORMALIZERS = ("sigmoid", "sigmoid_normalized", "softmax")
@@ -212,6 +309,8 @@ UPSAMPLERS = {
     "gum": GUM,
     "carafe": CARAFEUpsampler,
     "dysample": DySample,
+    "static_carafe": StaticCARAFE,
+    "nearest_conv": NearestConv,
 }
 
 
@@ -238,11 +337,11 @@ def measured_flops_per_pixel(module: nn.Module, channels: int, size: int = 8) ->
         module(x)
     total = counter.get_total_flops()
     for sub in module.modules():
-        if isinstance(sub, CARAFEPack):
+        if isinstance(sub, (CARAFEPack, StaticCARAFE)):
             s = sub.scale_factor
             total += 2 * channels * sub.up_kernel ** 2 * (size * s) ** 2
     return total / size ** 2
 
 
 __all__ = ["UPSAMPLERS", "NORMALIZERS", "build_upsampler", "count_parameters",
-           "measured_flops_per_pixel"] + [c.__name__ for c in UPSAMPLERS.values()]
+           "carafe_parameter_count", "tile_phase_kernels", "measured_flops_per_pixel"] + [c.__name__ for c in UPSAMPLERS.values()]

@@ -16,13 +16,13 @@ import torch  # noqa: E402
 from carafe_lab.readme import read_section  # noqa: E402
 from carafe_lab.ablations import harness, paper, report, seg  # noqa: E402
 from carafe_lab.upsamplers import UPSAMPLERS  # noqa: E402
-from carafe_lab.ablations.studies import STUDIES  # noqa: E402
+from carafe_lab.ablations.studies import STUDIES, STUDY_TASKS  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("study", sorted(STUDIES))
+@pytest.mark.parametrize("study", sorted(s for s in STUDIES if "sr" in STUDY_TASKS.get(s, ("sr",))))
 def test_study_runs(study, tmp_path):
     out = harness.run_study(study, "sr", quick=True, seeds=2, out_root=tmp_path, steps=2,
                             log=lambda *_: None)
@@ -49,7 +49,9 @@ def test_published_numbers_have_sources_and_match_the_shared_file():
             if shared.exists():  # the numbers are read from there, never typed from memory
                 assert f"{ap:.1f}" in shared.read_text()
     # studies without any published number get no column at all
-    assert not paper.has_column("normalizer") and paper.has_column("upsamplers")
+    assert not paper.has_column("normalizer", "det") and paper.has_column("upsamplers", "det")
+    # measured on detection: no other task's table carries it
+    assert not paper.has_column("upsamplers", "seg") and not paper.has_column("upsamplers", "sr")
     assert paper.paper_cell("upsamplers", "gum") == "-"
 
 
@@ -64,6 +66,30 @@ def test_unknown_study_and_task(tmp_path):
 def test_cuda_device_without_cuda_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="device: 'cuda'"):
         harness.run_study("normalizer", "sr", device="cuda", out_root=tmp_path)
+
+
+def test_mechanism_study_on_seg(tmp_path):
+    """The mechanism study trains four arms and evaluates CARAFE's trained
+    models with their phase-mean kernels (no training of its own); a study
+    restricted to other tasks refuses sr."""
+    out = harness.run_study("mechanism", "seg", quick=True, seeds=2, out_root=tmp_path,
+                            steps=3, log=lambda *_: None)
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["label"]: r for r in results["rows"]}
+    assert results["complete"] and list(rows) == [lb for lb, _, _ in STUDIES["mechanism"]]
+    swap, carafe_row = rows["carafe_phase_mean"], rows["carafe"]
+    assert swap["evaluates"] == {"variant": "carafe", "evaluation": "phase_mean"}
+    assert [s["of"] for s in swap["seeds"]] == [s["work_dir"] for s in carafe_row["seeds"]]
+    assert "train_seconds" not in swap["seeds"][0]
+    # the parameter control matches CARAFE's count within one hidden channel's worth
+    assert abs(rows["nearest_conv"]["params_trained"] - carafe_row["params_trained"]) \
+        < 0.01 * carafe_row["params_trained"]
+    assert rows["static_carafe"]["params_trained"] == 3 * 100
+    with pytest.raises(ValueError, match="study 'mechanism' runs on"):
+        harness.run_study("mechanism", "sr", out_root=tmp_path)
+    with pytest.raises(ValueError, match="choose 'carafe' too"):
+        harness.run_study("mechanism", "seg", quick=True, variants=["carafe_phase_mean"],
+                          out_root=tmp_path)
 
 
 def test_seg_study_runs(tmp_path):
@@ -191,7 +217,8 @@ def test_committed_results_cover_every_study():
     upsamplers study on seg, are committed with every variant."""
     from carafe_lab.ablations import report
     chosen = report.latest(report.load_results(REPO / "experiments" / "ablations"))
-    wanted = [(study, "sr") for study in STUDIES] + [("upsamplers", "seg")]
+    wanted = [(study, "sr") for study in STUDIES if study not in STUDY_TASKS] \
+        + [("upsamplers", "seg")]
     for key in wanted:
         assert key in chosen, f"no committed default-setting result for {key}"
         r = chosen[key]
@@ -280,13 +307,14 @@ def test_an_interrupted_study_saves_as_it_goes_and_resumes(tmp_path, monkeypatch
     (out,) = list((tmp_path / "normalizer" / "sr").iterdir())
     partial = json.loads((out / "results.json").read_text())
     assert partial["complete"] is False
-    assert [len(r["seeds"]) for r in partial["rows"]] == [2, 0]
+    # seed-major order: seed 0 of both variants, then seed 1 (interrupted)
+    assert [len(r["seeds"]) for r in partial["rows"]] == [1, 1]
     warnings = []
     assert report.load_results(tmp_path, warn=warnings.append) == []
     assert "incomplete" in warnings[0] and "resume" in warnings[0]
     # resume runs only what is missing, into the same folder
     assert harness.resume_study(out, log=lambda *_: None) == out
-    assert len(calls) == 5  # 3 before (one interrupted) + the 2 softmax seeds
+    assert len(calls) == 5  # 3 before (one interrupted) + the two seed-1 trainings
     final = json.loads((out / "results.json").read_text())
     assert final["complete"] is True and [len(r["seeds"]) for r in final["rows"]] == [2, 2]
     assert final["rows"][0]["seeds"] == partial["rows"][0]["seeds"]

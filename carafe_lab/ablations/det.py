@@ -18,7 +18,10 @@ from .task import Task
 # mmdet's COCO metric reports AP as fractions; tables show percent, as papers do
 TASK = Task(name="det", metrics=("bbox_mAP", "bbox_mAP_50"),
             axis={"bbox_mAP": "box AP (fraction)", "bbox_mAP_50": "box AP50 (fraction)"},
-            percent=frozenset({"bbox_mAP", "bbox_mAP_50"}), keeps_run_folders=True)
+            percent=frozenset({"bbox_mAP", "bbox_mAP_50"}), keeps_run_folders=True,
+            # the offline FPN: 128 channels, four upsamplers (P6->P5 .. P3->P2)
+            upsampler_channels=lambda setting: (FPN_CHANNELS,) * 4)
+FPN_CHANNELS = 128  # experiments/configs/_base_/offline_r18_fpn_carafe.py (a test checks it)
 CONFIG_NAME = "faster-rcnn_r18_fpn-carafe_offline.py"
 SETTINGS = {
     # epochs over the 2,000 training images (250 iterations each at batch 8):
@@ -70,4 +73,39 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
     result["train_seconds"] = summary.get("wall_seconds", float("nan"))
     result["work_dir"] = str(run_dir)
+    return result
+
+
+#: The evaluations of a trained model that :func:`evaluate` knows.
+EVALUATIONS = ("phase_mean",)
+#: Training images the phase-mean kernels are averaged over.
+PHASE_MEAN_IMAGES = 256
+
+
+def evaluate(evaluation, trained, setting="default", device="cpu"):
+    """An evaluation of a trained run (the result :func:`run` returned):
+    "phase_mean" tests its checkpoint with each CARAFE upsampler's kernels
+    replaced by its own phase-mean kernels over the first PHASE_MEAN_IMAGES
+    training images (CarafePhaseMeanSwapHook), in a new folder beside the
+    run. Returns the box metrics, "work_dir" (the test's folder) and "of"
+    (the run)."""
+    from pathlib import Path
+
+    from ..experiments.folders import new_folder
+    from ..experiments.launcher import resume_checkpoint, test
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation: expected one of {EVALUATIONS}, got {evaluation!r}")
+    run_dir = Path(trained["work_dir"])
+    pointer = run_dir / "last_checkpoint"
+    if not pointer.is_file():
+        raise FileNotFoundError(f"trained: no checkpoint in {run_dir} (checkpoints are kept "
+                                "locally, not committed; retrain the variant)")
+    checkpoint = resume_checkpoint(run_dir, pointer.read_text().strip())
+    out = new_folder(run_dir.parent / f"{run_dir.name}_{evaluation}")
+    metrics = test(run_dir / CONFIG_NAME, checkpoint, work_dir=out,
+                   extra_hooks=[dict(type="CarafePhaseMeanSwapHook",
+                                     num_images=PHASE_MEAN_IMAGES)])
+    result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
+    result["work_dir"] = str(out)
+    result["of"] = str(run_dir)
     return result

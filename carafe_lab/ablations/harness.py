@@ -14,7 +14,7 @@ from ..experiments.folders import new_folder
 from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters
 from . import det, paper, seg, sr
-from .studies import STUDIES
+from .studies import STUDIES, STUDY_TASKS, evaluated, training_overrides
 
 #: task name -> its module (each declares TASK, SETTINGS and run()).
 TASKS = {m.TASK.name: m for m in (sr, seg, det)}
@@ -45,6 +45,21 @@ def _run_one(task, name, options, kwargs, threads):
     if threads is not None:
         torch.set_num_threads(threads)
     return TASKS[task].run(name, options, **kwargs)
+
+
+def _evaluate_one(task, evaluation, trained, kwargs, threads):
+    """An evaluated variant's seed: the task's ``evaluate(evaluation, trained
+    result, **kwargs)``, or None when the task does not implement that
+    evaluation yet (the seed then stays missing; ``resume`` fills it)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    evaluate = getattr(TASKS[task], "evaluate", None)
+    if evaluate is None:
+        return None
+    try:
+        return evaluate(evaluation, trained, **kwargs)
+    except NotImplementedError:
+        return None
 
 
 def select_variants(study, labels=None):
@@ -79,6 +94,9 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
         raise ValueError(f"unknown study {study!r}; choose from {sorted(STUDIES)}")
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
+    if task not in STUDY_TASKS.get(study, (task,)):
+        raise ValueError(f"task: study {study!r} runs on {list(STUDY_TASKS[study])}, "
+                         f"got {task!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
     _check_jobs(jobs, device)
@@ -120,28 +138,60 @@ def _check_jobs(jobs, device):
         raise ValueError("jobs: parallel trainings are for CPU; use jobs=1 with device='cuda'")
 
 
+def _check_sources(study, labels):
+    for label in labels:
+        source = evaluated(study, label)
+        if source and source[0] not in labels:
+            raise ValueError(f"variants: {label!r} evaluates the trained models of "
+                             f"{source[0]!r}; choose {source[0]!r} too")
+
+
+def trained_size(task, name, options, setting):
+    """(parameters, FLOPs per input pixel of one upsampler) of the upsamplers
+    as they sit in the task's trained model at this setting: every slot's
+    upsampler at that slot's channels, summed; FLOPs at the first slot's."""
+    channels = task_of(task).upsampler_channels(setting)
+    modules = [build_upsampler(name, c, 2, **options) for c in channels]
+    return sum(count_parameters(m) for m in modules), modules[0].flops_per_pixel()
+
+
 def _execute(out, params, finished, jobs, log):
     study, task, device = params["study"], params["task"], params["device"]
     chosen = select_variants(study, params["variants"])
+    labels = [label for label, _, _ in chosen]
+    _check_sources(study, labels)
     seeds, metrics = params["seeds"], metrics_of(task)
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     rows = []
     for label, name, options in chosen:
         module = build_upsampler(name, 256, 2, **options)
+        params_trained, flops_trained = trained_size(task, name, options, params["setting"])
         rows.append({"label": label, "upsampler": name, "options": options,
                      "params_c256_s2": count_parameters(module),
                      "flops_per_pixel_c256_s2": module.flops_per_pixel(),
+                     "params_trained": params_trained,
+                     "flops_per_pixel_trained": flops_trained,
+                     "upsampler_channels": list(task_of(task).upsampler_channels(
+                         params["setting"])),
                      "latency_ms_c64_64px": latency_ms(name, options, device=device)})
-    todo = []
-    for i, (label, name, options) in enumerate(chosen):
-        for seed in range(seeds):
-            if (i, seed) in finished:
-                continue
-            kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
-                          device=device, steps=params["steps"])
-            if task_of(task).keeps_run_folders:
-                kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
-            todo.append((i, seed, name, options, kwargs))
+        if evaluated(study, label):
+            rows[-1]["evaluates"] = dict(zip(("variant", "evaluation"), evaluated(study, label)))
+        if training_overrides(study, label):
+            rows[-1]["training"] = training_overrides(study, label)
+    sources = {labels.index(src) for src, _ in filter(None, (evaluated(study, lb)
+                                                             for lb in labels))}
+
+    def train_kwargs(i, seed):
+        label = labels[i]
+        kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
+                      device=device, steps=params["steps"], **training_overrides(study, label))
+        if task_of(task).keeps_run_folders or i in sources:
+            kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
+        return kwargs
+
+    # seed-major: an interrupted study has every arm at about the same seeds
+    todo = [(i, seed) for seed in range(seeds) for i in range(len(chosen))
+            if (i, seed) not in finished]
     started = time.perf_counter()
     results_by_run = dict(finished)
 
@@ -159,7 +209,7 @@ def _execute(out, params, finished, jobs, log):
                    "jobs": jobs, "threads_per_run": threads,
                    "wall_seconds": round(time.perf_counter() - started, 1),
                    "complete": complete, "rows": rows,
-                   "published_source": paper.SOURCE if paper.has_column(study) else None}
+                   "published_source": paper.SOURCE if paper.has_column(study, task) else None}
         results.update(task_of(task).results_keys)
         tmp = out / "results.json.tmp"  # a kill mid-write never leaves half a file
         tmp.write_text(json.dumps(results, indent=2) + "\n")
@@ -167,37 +217,74 @@ def _execute(out, params, finished, jobs, log):
         return results
 
     def done(i, seed, result):
+        if result is None:
+            log(f"[{study}/{task}] {labels[i]} seed {seed}: evaluation "
+                f"{evaluated(study, labels[i])[1]!r} is not available for {task}; left for "
+                "`resume`")
+            return
         results_by_run[i, seed] = result
         save(complete=False)
-        log(f"[{study}/{task}] {chosen[i][0]} seed {seed} ({len(results_by_run)}/"
+        log(f"[{study}/{task}] {labels[i]} seed {seed} ({len(results_by_run)}/"
             f"{len(chosen) * seeds}): " + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
             + f" ({time.perf_counter() - started:.0f} s so far)")
 
+    def job(i, seed):
+        """(function, args) of one (variant, seed), or None while an
+        evaluated variant's trained model is not there yet."""
+        source = evaluated(study, labels[i])
+        if source is None:
+            _, name, options = chosen[i]
+            return _run_one, (task, name, options, train_kwargs(i, seed))
+        trained = results_by_run.get((labels.index(source[0]), seed))
+        if trained is None:
+            return None
+        kwargs = dict(setting=params["setting"], device=device,
+                      **training_overrides(study, labels[i]))
+        return _evaluate_one, (task, source[1], trained, kwargs)
+
     save(complete=False)
     if jobs == 1:
-        for i, seed, name, options, kwargs in todo:
-            done(i, seed, _run_one(task, name, options, kwargs, None))
+        waiting = list(todo)
+        while waiting:
+            ready = [(i, seed) for i, seed in waiting if job(i, seed) is not None]
+            if not ready:
+                break  # only evaluations whose training gave no result
+            i, seed = ready[0]  # a source is always before its evaluation in seed-major order
+            waiting.remove((i, seed))
+            fn, args = job(i, seed)
+            done(i, seed, fn(*args, None))
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         # spawn: a forked child would inherit torch's OpenMP pool mid-state;
         # one training per process: no state (mmengine's global registries and
         # message hub, torch's RNG) carries from one run into the next.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
-            futures = {pool.submit(_run_one, task, name, options, kwargs, threads): (i, seed)
-                       for i, seed, name, options, kwargs in todo}
-            for future in as_completed(futures):
-                done(*futures[future], future.result())
-    results = save(complete=True)
-    (out / "table.md").write_text(table(results))
-    figure(results, out / "figure.png")
+            waiting, running = list(todo), {}
+            while waiting or running:
+                for i, seed in list(waiting):
+                    spec = job(i, seed)
+                    if spec is not None:
+                        waiting.remove((i, seed))
+                        running[pool.submit(spec[0], *spec[1], threads)] = (i, seed)
+                if not running:
+                    break  # only evaluations whose training failed to give a result
+                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished_now:
+                    done(*running.pop(future), future.result())
+    complete = all((i, seed) in results_by_run for i in range(len(chosen))
+                   for seed in range(seeds))
+    results = save(complete=complete)
+    if complete:
+        (out / "table.md").write_text(table(results))
+        figure(results, out / "figure.png")
     return out
 
 
 def table(results):
     m0, m1 = metrics_of(results["task"])
-    published = paper.has_column(results["study"])
+    published = paper.has_column(results["study"], results["task"])
     lines = [f"# {results['study']} on {results['task']} (x{results['scale']}, "
              f"{results['setting']} setting, {results['seeds']} seed(s), {results['device']})",
              "", f"| variant | params (C=256) | FLOPs/px (C=256) | latency ms | {m0} | {m1} |"

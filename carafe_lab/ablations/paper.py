@@ -33,9 +33,15 @@ SOURCE = ("Faster R-CNN R50-FPN 1x COCO box AP from " + SAPA + " and " + DYSAMPL
           + "; see ../shared/published-numbers.md")
 
 
-def has_column(study):
-    """Whether the study has any published number (else tables drop the column)."""
-    return bool(PUBLISHED.get(study))
+#: The task the published numbers were measured on (detection): no other
+#: task's table carries the column.
+TASK = "det"
+
+
+def has_column(study, task):
+    """Whether the study's table on task has a published column: the study
+    has a published number, and the task is the one they were measured on."""
+    return task == TASK and bool(PUBLISHED.get(study))
 
 
 def paper_cell(study, label):

@@ -25,7 +25,9 @@ from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
 from .task import Task
 
 TASK = Task(name="seg", metrics=("miou", "boundary_f"),
-            axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"})
+            axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"},
+            # three decoder steps at the setting's width
+            upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],) * 3)
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
@@ -180,7 +182,7 @@ def validation_split(setting="default", **overrides):
     return _cached_split(cfg["num_val"], cfg["size"], 2000)
 
 
-def evaluate(model, val_x, val_y, device="cpu"):
+def evaluate_model(model, val_x, val_y, device="cpu"):
     """mIoU, boundary F and pixel accuracy of model on (val_x, val_y)."""
     model.eval()
     preds = []
@@ -193,23 +195,77 @@ def evaluate(model, val_x, val_y, device="cpu"):
 
 
 def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        **overrides):
+        work_dir=None, **overrides):
     """Train on the generated training images, evaluate on held-out ones.
     Returns {"miou", "boundary_f", "pixel_acc", "train_seconds"} and, for
     CARAFE, the kernels' same-segment mass (see :func:`kernel_scores`).
     scale is the upsampler's step and must be 2 (the decoder goes up in x2
-    steps)."""
+    steps). With work_dir, the trained model is saved there as model.pt
+    (for :func:`evaluate`) and the result names it."""
     if scale != 2:
         raise ValueError(f"scale: the seg task's decoder upsamples in x2 steps; got {scale}")
     model, seconds, cfg = train_model(upsampler, options, seed, setting, device, steps,
                                       **overrides)
     val_x, val_y = validation_split(setting, **overrides)
-    result = evaluate(model, val_x, val_y, device)
+    result = evaluate_model(model, val_x, val_y, device)
     result["train_seconds"] = seconds
     if upsampler == "carafe":
         scores = kernel_scores(model, val_x, val_y, device)
         for level, row in scores.items():
             result[f"same_segment_boundary_{level}"] = row["carafe"]["boundary"]
+    if work_dir is not None:
+        from pathlib import Path
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"upsampler": upsampler, "options": dict(options), "setting": setting,
+                    "overrides": dict(overrides), "state_dict": model.state_dict()},
+                   work_dir / MODEL_FILE)
+        result["work_dir"] = str(work_dir)
+    return result
+
+
+#: The file a trained model is saved to in its run folder (not committed).
+MODEL_FILE = "model.pt"
+
+
+def load_model(work_dir, device="cpu"):
+    """The SegNet saved by :func:`run` in work_dir, in eval mode, and what
+    it was trained with ({"upsampler", "options", "setting", "overrides"})."""
+    from pathlib import Path
+    path = Path(work_dir) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"work_dir: no trained model at {path} (models are kept "
+                                "locally, not committed; retrain the variant)")
+    saved = torch.load(path, map_location=device, weights_only=True)
+    cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
+    model = SegNet(saved["upsampler"], cfg["channels"], **saved["options"]).to(device)
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+#: The evaluations of a trained model that :func:`evaluate` knows.
+EVALUATIONS = ("phase_mean",)
+
+
+def evaluate(evaluation, trained, setting="default", device="cpu", **overrides):
+    """An evaluation of a trained model (the result :func:`run` returned
+    with a work_dir): "phase_mean" evaluates it with each CARAFE upsampler's
+    kernels replaced by its own phase-mean kernels (the mean over the
+    training images, per sub-pixel phase; :mod:`carafe_lab.mechanism`).
+    Returns the metrics of :func:`evaluate_model` and "of" (the trained
+    model's folder)."""
+    from ..mechanism import carafe_modules, phase_means_of, swapped_kernels
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation: expected one of {EVALUATIONS}, got {evaluation!r}")
+    model, saved = load_model(trained["work_dir"], device)
+    cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
+    train_x, _ = _cached_split(cfg["num_train"], cfg["size"], 1000)
+    means = phase_means_of(model, (train_x[i:i + 8].to(device)
+                                   for i in range(0, len(train_x), 8)))
+    val_x, val_y = validation_split(saved["setting"], **saved["overrides"])
+    with swapped_kernels(carafe_modules(model), means):
+        result = evaluate_model(model, val_x, val_y, device)
+    result["of"] = trained["work_dir"]
     return result
 
 

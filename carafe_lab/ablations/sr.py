@@ -51,7 +51,8 @@ TASK = Task(
     results_keys={"psnr_channel": "Y"},
     columns=(("seeds stuck at bicubic", lambda row: str(at_bicubic(row))),),
     baseline_note=lambda row: f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})",
-    metric_label=_psnr_label)
+    metric_label=_psnr_label,
+    upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],))
 
 TRAIN_IMAGES = ("chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
                 "brick", "grass", "gravel", "coins", "moon")

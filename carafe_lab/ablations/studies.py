@@ -1,6 +1,10 @@
 """The studies: which upsamplers (and options) each one compares.
 
-Each variant is (label, upsampler name in carafe_lab.upsamplers, options)."""
+Each variant is (label, upsampler name in carafe_lab.upsamplers, options).
+A variant listed in EVALUATED is not trained: it is another variant's trained
+model evaluated differently (per seed). A variant listed in TRAINING trains
+with those settings of the task changed. A study listed in STUDY_TASKS runs
+only on those tasks."""
 
 STUDIES = {
     # The paper's upsampler comparison, plus DySample (ICCV 2023).
@@ -28,3 +32,37 @@ STUDIES = {
         (n, "carafe", {"normalizer": n}) for n in ("sigmoid", "sigmoid_normalized", "softmax")
     ],
 }
+
+STUDIES["mechanism"] = [
+    ("nearest", "nearest", {}),
+    ("carafe", "carafe", {}),
+    # CARAFE's reassembly with learned per-phase kernels, no content encoder
+    ("static_carafe", "static_carafe", {}),
+    # the trained CARAFE with its kernels swapped for its own phase-mean kernels
+    ("carafe_phase_mean", "carafe", {}),
+    # nearest + convolutions with about CARAFE's parameter count
+    ("nearest_conv", "nearest_conv", {}),
+]
+# The learning-rate factor of CARAFE's kernel prediction (schedule.KERNEL_LR_SCALE).
+STUDIES["kernel_lr"] = [(f"kernel_lr_scale={x}", "carafe", {}) for x in (0.1, 0.3, 1.0)]
+
+#: study -> evaluated variant label -> (trained variant label, evaluation name)
+#: (the task's ``evaluate`` implements the evaluation).
+EVALUATED = {"mechanism": {"carafe_phase_mean": ("carafe", "phase_mean")}}
+
+#: study -> variant label -> task settings the variant trains with.
+TRAINING = {"kernel_lr": {f"kernel_lr_scale={x}": {"kernel_lr_scale": x} for x in (0.1, 0.3, 1.0)}}
+
+#: study -> the tasks it runs on (studies not listed run on any task).
+STUDY_TASKS = {"mechanism": ("seg", "det"), "kernel_lr": ("seg",)}
+
+
+def evaluated(study, label):
+    """(trained variant label, evaluation) when the variant is an evaluation
+    of another variant's trained model, else None."""
+    return EVALUATED.get(study, {}).get(label)
+
+
+def training_overrides(study, label):
+    """The task settings a variant trains with ({} for the task's own)."""
+    return dict(TRAINING.get(study, {}).get(label, {}))

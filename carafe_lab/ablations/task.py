@@ -21,6 +21,9 @@ class Task:
     columns: extra README columns, (header, cell(row) -> str).
     baseline_note: cell suffix for the baseline row's first metric, or None.
     metric_label: (results, metric) -> column name, or None for the metric's name.
+    upsampler_channels: setting -> the channels of each upsampler the task's
+    model holds (one entry per upsampler), for the tables' parameter counts
+    of the model as trained.
     """
 
     name: str
@@ -32,6 +35,7 @@ class Task:
     columns: Tuple[Tuple[str, Callable], ...] = ()
     baseline_note: Optional[Callable] = None
     metric_label: Optional[Callable] = None
+    upsampler_channels: Callable = lambda setting: (256,)
 
     def label(self, results, metric):
         return self.metric_label(results, metric) if self.metric_label else metric

@@ -247,6 +247,64 @@ class CarafeKernelScoreHook(Hook):
              "levels": scores}, indent=2) + "\n")
 
 
+def _unwrapped(runner):
+    from mmengine.model import is_model_wrapper
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
+@HOOKS.register_module()
+class CarafePhaseMeanSwapHook(Hook):
+    """For a test run: before the test epoch, the phase-mean kernels of the
+    neck's CARAFE upsamplers (their mean predicted kernel per sub-pixel
+    phase, over the first ``num_images`` training images through the test
+    pipeline) replace their predicted kernels until the epoch ends, so the
+    test measures the trained model without content adaptation (see
+    :mod:`carafe_lab.mechanism`). The kernels are written to
+    phase_mean_kernels.json in the test's folder."""
+
+    priority = "HIGH"
+
+    def __init__(self, num_images: int = 256, batch: int = 8):
+        self.num_images, self.batch = num_images, batch
+        self._swap = None
+
+    def before_test_epoch(self, runner) -> None:
+        import copy
+
+        import torch
+        from mmdet.registry import DATASETS
+
+        from ..mechanism import carafe_modules, recording_phase_means, swapped_kernels
+        model = _unwrapped(runner)
+        modules = carafe_modules(model.neck)
+        if not modules:
+            raise ValueError("CarafePhaseMeanSwapHook: the model's neck has no CARAFE upsampler")
+        dataset_cfg = copy.deepcopy(runner.cfg.train_dataloader.dataset)
+        dataset_cfg["pipeline"] = copy.deepcopy(runner.cfg.test_dataloader.dataset.pipeline)
+        dataset_cfg["indices"] = self.num_images
+        dataset = DATASETS.build(dataset_cfg)
+        model.eval()
+        with recording_phase_means(modules) as means, torch.no_grad():
+            for start in range(0, len(dataset), self.batch):
+                items = [dataset[i] for i in range(start, min(start + self.batch, len(dataset)))]
+                data = model.data_preprocessor(
+                    {"inputs": [b["inputs"] for b in items],
+                     "data_samples": [b["data_samples"] for b in items]}, False)
+                model.extract_feat(data["inputs"])
+            kernels = means()
+        if is_main_process():
+            (Path(runner.work_dir) / "phase_mean_kernels.json").write_text(json.dumps(
+                {"num_images": len(dataset), "layout": "(G, k*k, s, s) per upsampler, neck order",
+                 "kernels": [k.tolist() for k in kernels]}) + "\n")
+        self._swap = swapped_kernels(modules, kernels)
+        self._swap.__enter__()
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        if self._swap is not None:
+            self._swap.__exit__(None, None, None)
+            self._swap = None
+
+
 @HOOKS.register_module()
 class CarafeProgressHook(Hook):
     """A tqdm.auto progress bar over the training iterations (the loss as its

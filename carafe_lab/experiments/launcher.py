@@ -47,7 +47,7 @@ def _cpu_distributed(cfg):
                                  find_unused_parameters=cfg.get("find_unused_parameters", False))
 
 
-def load_config(config, cfg_options=None, launcher="none"):
+def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     import torch
     from mmengine.config import Config
     if not Path(config).is_file():
@@ -78,7 +78,7 @@ def load_config(config, cfg_options=None, launcher="none"):
     if cfg.get("offline_data") is not None and \
             not any(h.get("type") == "CarafeKernelScoreHook" for h in hooks):
         hooks.append(dict(type="CarafeKernelScoreHook"))
-    cfg.custom_hooks = hooks
+    cfg.custom_hooks = hooks + [dict(h) for h in extra_hooks]
     return cfg
 
 
@@ -264,13 +264,14 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
 
 
 def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
-         trusted_checkpoint=None):
+         trusted_checkpoint=None, extra_hooks=()):
     """Evaluate checkpoint; metrics land in work_dir/test_metrics.json, with
     the log and env.json. work_dir must be new or empty and outside the run
     the checkpoint belongs to (default: a new folder under
     experiments/evaluations/<config name>/): the run is only read.
-    Returns the metrics."""
-    cfg = load_config(config, cfg_options, launcher)
+    extra_hooks: hook configs added to the config's custom_hooks (e.g.
+    CarafePhaseMeanSwapHook). Returns the metrics."""
+    cfg = load_config(config, cfg_options, launcher, extra_hooks)
 
     def choose():
         with trusting(trusted_checkpoint):
