@@ -157,6 +157,19 @@ def same_segment_mass(kernels: Tensor, labels: Tensor, scale: int,
             or labels.shape[-2] // Ho != labels.shape[-1] // Wo:
         raise ValueError(f"labels: expected ({N}, t*{Ho}, t*{Wo}) for an integer t >= 1, "
                          f"got shape {tuple(labels.shape)}")
+    same = tap_same_fractions(labels, k, (Ho, Wo), scale, alignment)        # (N, k*k, Ho, Wo)
+    p = _probabilities(kernels.float().reshape(N, G, k, k, Ho, Wo)).reshape(N, G, k * k, Ho, Wo)
+    return (p * same[:, None].to(p.device)).sum(2)
+
+
+def tap_same_fractions(labels: Tensor, k: int, out_size, scale: int,
+                       alignment: str = "centre") -> Tensor:
+    """For every output pixel of an (Ho, Wo) grid and every tap of its k x k
+    window, the share of the tap's source pixel in the output pixel's own
+    segment (see :func:`same_segment_mass`): labels (N, t*Ho, t*Wo) ->
+    (N, k*k, Ho, Wo); taps in the zero padding get 0."""
+    Ho, Wo = out_size
+    N = labels.shape[0]
     t = labels.shape[-2] // Ho
     S = int(labels.max()) + 1
     own = segment_fractions(labels, t, S, alignment).argmax(1)            # (N, Ho, Wo)
@@ -165,9 +178,7 @@ def same_segment_mass(kernels: Tensor, labels: Tensor, scale: int,
     # fraction of each tap's source pixel in each segment: (N, S, k*k, H, W)
     taps = F.unfold(frac, k, padding=k // 2).view(N, S, k * k, H, W)
     taps = taps.repeat_interleave(scale, -2).repeat_interleave(scale, -1)  # (N, S, k*k, Ho, Wo)
-    same = taps.gather(1, own[:, None, None].expand(N, 1, k * k, Ho, Wo))[:, 0]
-    p = _probabilities(kernels.float().reshape(N, G, k, k, Ho, Wo)).reshape(N, G, k * k, Ho, Wo)
-    return (p * same[:, None].to(p.device)).sum(2)
+    return taps.gather(1, own[:, None, None].expand(N, 1, k * k, Ho, Wo))[:, 0]
 
 
 def boundary_band(labels: Tensor, out_size, width: int = 1, alignment: str = "centre") -> Tensor:
@@ -234,6 +245,170 @@ def content_awareness_vs_fixed(kernels: Tensor, labels: Tensor, scale: int, widt
              "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k)}
     return {name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
             for name, kern in kinds.items()}
+
+
+# --- content-agnostic controls ----------------------------------------------
+# A kernel can score a low same-segment mass because it adapts to the content
+# or merely because it is wide; the controls below share the learned kernels'
+# support (and, for the phase mean and the permutations, their geometry) but
+# not their dependence on the content.
+
+def phase_mean_kernels(kernels: Tensor, scale: int) -> Tensor:
+    """Each kernel replaced by the mean of the kernels of its sub-pixel phase
+    (p % s, q % s) and group over all images and pixels: the content-agnostic
+    twin with the same support and any geometric offset the kernels learned.
+    (N, G, k, k, s*H, s*W) -> the same shape."""
+    N, G, k, _, Ho, Wo = kernels.shape
+    v = kernels.reshape(N, G, k, k, Ho // scale, scale, Wo // scale, scale)
+    mean = v.mean(dim=(0, 4, 6), keepdim=True)
+    return mean.expand_as(v).reshape(N, G, k, k, Ho, Wo)
+
+
+def permuted_kernels(kernels: Tensor, scale: int, generator: torch.Generator) -> Tensor:
+    """The learned kernels shuffled among the pixels (of all images) of the
+    same sub-pixel phase and group: the same set of kernels, each at a pixel
+    whose content did not produce it. (N, G, k, k, s*H, s*W) -> the same."""
+    N, G, k, _, Ho, Wo = kernels.shape
+    H, W = Ho // scale, Wo // scale
+    # (phase row, phase column, G, N*H*W, k, k)
+    v = kernels.reshape(N, G, k, k, H, scale, W, scale).permute(5, 7, 1, 0, 4, 6, 2, 3)
+    v = v.reshape(scale, scale, G, N * H * W, k, k)
+    out = torch.empty_like(v)
+    for a in range(scale):
+        for b in range(scale):
+            for g in range(G):
+                out[a, b, g] = v[a, b, g][torch.randperm(N * H * W, generator=generator)]
+    out = out.reshape(scale, scale, G, N, H, W, k, k).permute(3, 2, 6, 7, 4, 0, 5, 1)
+    return out.reshape(N, G, k, k, Ho, Wo)
+
+
+def gaussian_kernel(k: int, sigma: float) -> Tensor:
+    """An isotropic Gaussian over the k x k taps, centred on the source pixel,
+    summing to one: (k, k) float64."""
+    o = torch.arange(k, dtype=torch.float64) - k // 2
+    w = torch.exp(-(o[:, None] ** 2 + o[None, :] ** 2) / (2 * sigma ** 2))
+    return w / w.sum()
+
+
+def entropy_matched_sigma(k: int, entropy: float) -> float:
+    """The sigma whose :func:`gaussian_kernel` has the given entropy (nats),
+    by bisection (entropy grows with sigma, from 0 towards log(k*k)); inf
+    when entropy reaches that of the uniform kernel."""
+    if not math.isfinite(entropy) or entropy < 0:
+        raise ValueError(f"entropy: expected a finite value >= 0, got {entropy}")
+
+    def h(sigma):
+        w = gaussian_kernel(k, sigma)
+        return float(-(w * w.clamp_min(1e-300).log()).sum())
+    if entropy >= h(1e6) - 1e-9:
+        return math.inf
+    lo, hi = 1e-3, 1e6
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if h(mid) < entropy else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def constant_kernels(kernel: Tensor, like: Tensor) -> Tensor:
+    """One (k, k) kernel at every pixel of like's (N, G, k, k, Ho, Wo) grid."""
+    N, G, k, _, Ho, Wo = like.shape
+    return kernel.to(like.dtype).view(1, 1, k, k, 1, 1).expand(N, G, k, k, Ho, Wo)
+
+
+def _valid_mask(shape, scale, k, margin=None):
+    N, Ho, Wo = shape
+    margin = scale * (k // 2) if margin is None else margin
+    valid = torch.zeros(N, Ho, Wo, dtype=torch.bool)
+    valid[:, margin:Ho - margin, margin:Wo - margin] = True
+    return valid
+
+
+def direction_cosines(kernels: Tensor, twin: Tensor, labels: Tensor, scale: int, where: Tensor,
+                      alignment: str = "centre", min_norm: float = 0.05) -> dict:
+    """Whether kernels pull towards their pixel's own segment. For every
+    output pixel in ``where`` (N, Ho, Wo), d is the direction into the own
+    segment within the window (the own-segment share of each tap times its
+    offset, summed); the cosines of d with the kernel's centre-of-mass
+    offset ("learned"), the twin's ("twin") and their difference ("shift",
+    the part of the offset the content decided), averaged over the pixels
+    where both vectors are longer than min_norm input pixels, with n the
+    number of such pixels for "shift". (N, G, k, k, Ho, Wo) kernels."""
+    N, G, k, _, Ho, Wo = kernels.shape
+    same = tap_same_fractions(labels, k, (Ho, Wo), scale, alignment).double()
+    o = torch.arange(k, dtype=torch.float64) - k // 2
+    dy = (same.view(N, k, k, Ho, Wo) * o.view(1, k, 1, 1, 1)).sum((1, 2))
+    dx = (same.view(N, k, k, Ho, Wo) * o.view(1, 1, k, 1, 1)).sum((1, 2))
+    d = torch.stack([dy, dx], 1)[:, None]                                   # (N, 1, 2, Ho, Wo)
+    com = kernel_center_of_mass(kernels.double().cpu())                      # (N, G, 2, Ho, Wo)
+    com_twin = kernel_center_of_mass(twin.double().cpu())
+    out = {}
+    for name, v in (("learned", com), ("twin", com_twin), ("shift", com - com_twin)):
+        norm_v, norm_d = v.norm(dim=2), d.norm(dim=2)
+        ok = where[:, None] & (norm_v > min_norm) & (norm_d > min_norm)
+        cos = (v * d).sum(2) / (norm_v * norm_d).clamp_min(1e-12)
+        out[name] = float(cos[ok].mean()) if ok.any() else float("nan")
+        out[f"n_{name}"] = int(ok.sum())
+    return out
+
+
+def kernel_report(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
+                  alignment: str = "centre", permutations: int = 3, seed: int = 0) -> dict:
+    """The learned kernels (N, G, k, k, s*H, s*W) of one upsampling step
+    scored against their controls on images with segments labels
+    (N, t*s*H, t*s*W). Returns:
+
+    - "masses": {kind: :func:`content_awareness`'s dict} for kind in
+      "carafe" (the learned kernels), "phase_mean" (:func:`phase_mean_kernels`),
+      "permuted" (the mean over ``permutations`` :func:`permuted_kernels`),
+      "uniform", "gaussian" (entropy-matched to the learned kernels' mean
+      entropy), "bilinear", "nearest";
+    - "ca": boundary mass of the learned kernels minus that of their phase
+      mean, over the same boundary pixels (the content-awareness score);
+    - "ca_permuted": the same against the permuted kernels;
+    - "direction": :func:`direction_cosines` on the boundary pixels, twin =
+      phase mean;
+    - "entropy": mean entropy (nats) of the learned kernels inside the
+      border margin; "one_hot_share": the share of them whose largest weight
+      exceeds 0.9; "gaussian_sigma" (None: the uniform kernel);
+      "phase_mean_kernels": (G, k*k, s, s) as nested lists; "centre_share":
+      the phase-mean kernels' mean weight on the source tap."""
+    kernels = kernels.detach().float().cpu()
+    N, G, k, _, Ho, Wo = kernels.shape
+    valid = _valid_mask((N, Ho, Wo), scale, k)
+    probs = _probabilities(kernels)
+    entropy = float(kernel_entropy(kernels).permute(1, 0, 2, 3)[:, valid].mean())
+    one_hot = float((probs.amax(dim=(2, 3)).permute(1, 0, 2, 3)[:, valid] > 0.9).double().mean())
+    sigma = entropy_matched_sigma(k, entropy)
+    uniform = torch.full((k, k), 1.0 / (k * k), dtype=torch.float64)
+    twin = phase_mean_kernels(probs, scale)
+    gen = torch.Generator().manual_seed(seed)
+    kinds = {"carafe": probs, "phase_mean": twin,
+             "uniform": constant_kernels(uniform, probs),
+             "gaussian": constant_kernels(uniform if math.isinf(sigma)
+                                          else gaussian_kernel(k, sigma), probs),
+             "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
+             "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k)}
+    masses = {name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
+              for name, kern in kinds.items()}
+    perms = [content_awareness(permuted_kernels(probs, scale, gen), labels, scale, width=width,
+                               alignment=alignment) for _ in range(permutations)]
+    masses["permuted"] = {part: sum(p[part] for p in perms) / len(perms)
+                          for part in ("boundary", "interior")}
+    masses["permuted"].update({f"n_{part}": perms[0][f"n_{part}"]
+                               for part in ("boundary", "interior")})
+    band = boundary_band(labels, (Ho, Wo), width, alignment) & valid
+    k2 = k * k
+    centre = twin.reshape(N, G, k2, Ho, Wo)[0, :, k2 // 2].reshape(G, Ho // scale, scale,
+                                                                    Wo // scale, scale)
+    return {"masses": masses,
+            "ca": masses["carafe"]["boundary"] - masses["phase_mean"]["boundary"],
+            "ca_permuted": masses["carafe"]["boundary"] - masses["permuted"]["boundary"],
+            "direction": direction_cosines(probs, twin, labels, scale, band, alignment),
+            "entropy": entropy, "one_hot_share": one_hot,
+            "gaussian_sigma": None if math.isinf(sigma) else sigma,
+            "centre_share": float(centre.mean()),
+            "phase_mean_kernels": twin[0, :, :, :, :scale, :scale].reshape(G, k2, scale, scale)
+            .tolist()}
 
 
 def aggregate_scores(runs) -> dict:
@@ -456,6 +631,8 @@ def plot_mass_maps(image: Tensor, labels: Tensor, maps: dict, title: str = ""):
 __all__ = ["reassembly_kernels", "kernel_entropy", "kernel_center_of_mass", "source_pixel",
            "bilinear_kernel", "bilinear_masks", "nearest_masks", "segment_fractions",
            "same_segment_mass", "boundary_band", "content_awareness", "fixed_kernels",
-           "content_awareness_vs_fixed",
+           "content_awareness_vs_fixed", "tap_same_fractions", "phase_mean_kernels",
+           "permuted_kernels", "gaussian_kernel", "entropy_matched_sigma", "constant_kernels",
+           "direction_cosines", "kernel_report",
            "aggregate_scores", "scores_markdown", "difference", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
            "plot_kernel_maps"]

@@ -3,7 +3,8 @@ python -m carafe_lab.ablations report [--update-readme]
 python -m carafe_lab.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N]
-python -m carafe_lab.ablations resume FOLDER [--jobs N]   (an interrupted study)
+python -m carafe_lab.ablations resume FOLDER [--jobs N] [--seeds N]
+                                     (an interrupted study, or more seeds for one)
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
@@ -37,6 +38,8 @@ def main(argv=None):
     q = sub.add_parser("resume", help="continue an interrupted study in its folder")
     q.add_argument("folder")
     q.add_argument("--jobs", type=int, default=1)
+    q.add_argument("--seeds", type=int, default=None,
+                   help="raise the study's seed count to this many")
     r = sub.add_parser("report", help="summary table of the latest default-setting results")
     r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
     r.add_argument("--update-readme", action="store_true",
@@ -56,7 +59,7 @@ def main(argv=None):
     try:
         if args.command == "resume":
             from .harness import resume_study
-            print(f"wrote {resume_study(args.folder, jobs=args.jobs)}")
+            print(f"wrote {resume_study(args.folder, jobs=args.jobs, seeds=args.seeds)}")
             return 0
         out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
                         args.out, variants=args.variants, jobs=args.jobs)

@@ -110,9 +110,12 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     return _execute(out, params, {}, jobs, log)
 
 
-def resume_study(folder, jobs=1, log=print):
+def resume_study(folder, jobs=1, log=print, seeds=None):
     """Continue the study whose partial results.json is in folder: the
-    (variant, seed) trainings it lacks are run, the others kept."""
+    (variant, seed) trainings it lacks are run, the others kept. seeds: raise
+    the study's seed count to this many (more seeds for a difference the
+    first ones did not resolve); the study is then incomplete until they
+    are run."""
     path = Path(folder) / "results.json"
     try:
         saved = json.loads(path.read_text())
@@ -122,6 +125,12 @@ def resume_study(folder, jobs=1, log=print):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"resume: {path} is missing or damaged ({type(e).__name__}: {e}); "
                          "nothing to resume") from None
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < params["seeds"]:
+            raise ValueError(f"seeds: expected an integer >= the study's {params['seeds']}, "
+                             f"got {seeds!r}")
+        if seeds > params["seeds"]:
+            params["seeds"], saved["complete"] = seeds, False
     if saved.get("complete"):
         raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
     _check_jobs(jobs, params["device"])
@@ -185,7 +194,7 @@ def _execute(out, params, finished, jobs, log):
         label = labels[i]
         kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
                       device=device, steps=params["steps"], **training_overrides(study, label))
-        if task_of(task).keeps_run_folders or i in sources:
+        if task_of(task).keeps_run_folders or task_of(task).saves_models or i in sources:
             kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
         return kwargs
 

@@ -26,6 +26,7 @@ from .task import Task
 
 TASK = Task(name="seg", metrics=("miou", "boundary_f"),
             axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"},
+            saves_models=True,
             # three decoder steps at the setting's width
             upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],) * 3)
 
@@ -210,9 +211,10 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
     result = evaluate_model(model, val_x, val_y, device)
     result["train_seconds"] = seconds
     if upsampler == "carafe":
-        scores = kernel_scores(model, val_x, val_y, device)
-        for level, row in scores.items():
-            result[f"same_segment_boundary_{level}"] = row["carafe"]["boundary"]
+        reports = kernel_reports(model, val_x, val_y, device)
+        for level, report in reports.items():
+            result[f"same_segment_boundary_{level}"] = report["masses"]["carafe"]["boundary"]
+        result["kernels"] = reports
     if work_dir is not None:
         from pathlib import Path
         work_dir = Path(work_dir)
@@ -292,29 +294,29 @@ def decoder_kernels(model, x):
             for i, level in enumerate(LEVEL_STRIDES)}
 
 
+def kernel_reports(model, images, labels, device="cpu", width=1, batch=8):
+    """The decoder's kernels on images (N, 3, H, W) with ground-truth labels
+    (N, H, W), scored against their content-agnostic controls at each
+    decoder step: {level: :func:`carafe_lab.viz.kernel_report`} (the
+    phase means and permutations are over all the images)."""
+    from ..viz import kernel_report
+    collected = {}
+    model.eval()
+    for i in range(0, len(images), batch):
+        for level, kernels in decoder_kernels(model, images[i:i + batch].to(device)).items():
+            collected.setdefault(level, []).append(kernels.cpu())
+    return {level: kernel_report(torch.cat(parts), labels, 2, width)
+            for level, parts in collected.items()}
+
+
 def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
     """Same-segment mass (:func:`carafe_lab.viz.content_awareness`) of the CARAFE
     decoder's kernels on images (N, 3, H, W) with ground-truth labels
-    (N, H, W), at each decoder step, beside the equivalent kernels of nearest
-    and bilinear upsampling on the same grid:
-    {level: {"carafe" | "bilinear" | "nearest": {"boundary", "interior", ...}}}.
-    Averaged over images weighted by their pixel counts."""
-    from ..viz import content_awareness_vs_fixed
-    sums = {}
-    model.eval()
-    for i in range(0, len(images), batch):
-        x, y = images[i:i + batch].to(device), labels[i:i + batch]
-        for level, kernels in decoder_kernels(model, x).items():
-            for name, score in content_awareness_vs_fixed(kernels, y, 2, width).items():
-                acc = sums.setdefault(level, {}).setdefault(
-                    name, {"boundary": 0.0, "interior": 0.0, "n_boundary": 0, "n_interior": 0})
-                for part in ("boundary", "interior"):
-                    n = score[f"n_{part}"]
-                    if n:
-                        acc[part] += score[part] * n
-                        acc[f"n_{part}"] += n
-    return {level: {name: {part: (acc[part] / acc[f"n_{part}"] if acc[f"n_{part}"] else
-                                  float("nan")) for part in ("boundary", "interior")}
-                           | {f"n_{p}": acc[f"n_{p}"] for p in ("boundary", "interior")}
-                    for name, acc in by_name.items()}
-            for level, by_name in sums.items()}
+    (N, H, W), at each decoder step, beside its controls and the equivalent
+    kernels of nearest and bilinear upsampling on the same grid:
+    {level: {"carafe" | "phase_mean" | "permuted" | "uniform" | "gaussian" |
+    "bilinear" | "nearest": {"boundary", "interior", "n_boundary",
+    "n_interior"}}} (the "masses" of :func:`kernel_reports`)."""
+    return {level: report["masses"]
+            for level, report in kernel_reports(model, images, labels, device, width,
+                                                batch).items()}

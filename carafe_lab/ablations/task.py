@@ -21,6 +21,8 @@ class Task:
     columns: extra README columns, (header, cell(row) -> str).
     baseline_note: cell suffix for the baseline row's first metric, or None.
     metric_label: (results, metric) -> column name, or None for the metric's name.
+    saves_models: every training is given a folder (runs/<variant>_seed<n>
+    beside the results) to save its model in, kept locally, not committed.
     upsampler_channels: setting -> the channels of each upsampler the task's
     model holds (one entry per upsampler), for the tables' parameter counts
     of the model as trained.
@@ -32,6 +34,7 @@ class Task:
     percent: frozenset = frozenset()
     results_keys: dict = field(default_factory=dict)
     keeps_run_folders: bool = False
+    saves_models: bool = False
     columns: Tuple[Tuple[str, Callable], ...] = ()
     baseline_note: Optional[Callable] = None
     metric_label: Optional[Callable] = None
