@@ -309,6 +309,23 @@ def entropy_matched_sigma(k: int, entropy: float) -> float:
     return math.sqrt(lo * hi)
 
 
+def weight_by_distance(phase_kernels) -> dict:
+    """How far from the source pixel per-phase kernels (G, k*k, s, s) (as
+    :func:`kernel_report`'s "phase_mean_kernels") put their weight: {d:
+    share} for the Chebyshev distance d = max(|dy|, |dx|) of a tap from the
+    source pixel, averaged over groups and phases. A kernel that follows a
+    network's sub-pixel geometry needs d <= 1 (a sample point is at most
+    half an input pixel from its source pixel)."""
+    w = torch.as_tensor(phase_kernels, dtype=torch.float64)
+    G, kk, s, _ = w.shape
+    k = int(round(kk ** 0.5))
+    o = torch.arange(k) - k // 2
+    d = torch.maximum(o.abs()[:, None], o.abs()[None, :]).flatten()
+    per = w.permute(1, 0, 2, 3).reshape(kk, -1)
+    per = per / per.sum(0, keepdim=True)
+    return {int(dist): float(per[d == dist].sum(0).mean()) for dist in range(k // 2 + 1)}
+
+
 def constant_kernels(kernel: Tensor, like: Tensor) -> Tensor:
     """One (k, k) kernel at every pixel of like's (N, G, k, k, Ho, Wo) grid."""
     N, G, k, _, Ho, Wo = like.shape
@@ -375,6 +392,9 @@ def kernel_report(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
     kernels = kernels.detach().float().cpu()
     N, G, k, _, Ho, Wo = kernels.shape
     valid = _valid_mask((N, Ho, Wo), scale, k)
+    if not valid.any():
+        raise ValueError(f"kernels: an output grid of {Ho}x{Wo} leaves no pixel inside the "
+                         f"border margin of {scale * (k // 2)} (windows reaching the padding)")
     probs = _probabilities(kernels)
     entropy = float(kernel_entropy(kernels).permute(1, 0, 2, 3)[:, valid].mean())
     one_hot = float((probs.amax(dim=(2, 3)).permute(1, 0, 2, 3)[:, valid] > 0.9).double().mean())
@@ -523,10 +543,13 @@ def _show(ax, image):
 
 
 def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: int = 0,
-                 titles=None):
+                 titles=None, reference=None, reference_name="bilinear"):
     """For each output location, the k x k kernel drawn over the input
-    neighbourhood it mixes (top row), and bilinear's fixed weights over the
-    same pixels (bottom row); a first column marks the locations on the image.
+    neighbourhood it mixes (top row), and a reference's weights over the
+    same pixels (bottom row): bilinear's fixed weights, or the kernels
+    ``reference`` (same shape as kernels, e.g. the learned kernels' phase
+    mean), named reference_name; a first column marks the locations on the
+    image.
 
     image: (3 or 1, H, W) in [0, 1], the input the kernels were predicted for
     (its pixels are the ones being reassembled); kernels: (G, k, k, s*H, s*W)
@@ -536,6 +559,8 @@ def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: i
     from matplotlib.patches import Rectangle
     if kernels.dim() == 6:
         kernels = kernels[0]
+    if reference is not None and reference.dim() == 6:
+        reference = reference[0]
     k = kernels.shape[1]
     r = k // 2
     fig, axes = plt.subplots(2, len(locations) + 1, figsize=(2.4 * (len(locations) + 1), 5),
@@ -551,8 +576,10 @@ def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: i
                                        color=f"C{j}"))
         axes[0, 0].text(x + r + 1, y, str(j + 1), color=f"C{j}", fontsize=8, va="center")
         patch = padded[:, y:y + k, x:x + k]  # the neighbourhood, zero outside the image
+        ref = (bilinear_kernel(p, q, scale, k) if reference is None
+               else reference[group, :, :, p, q].cpu()).float()
         for row, weights, name in ((0, kernels[group, :, :, p, q].float().cpu(), "CARAFE"),
-                                   (1, bilinear_kernel(p, q, scale, k).float(), "bilinear")):
+                                   (1, ref, reference_name)):
             ax = axes[row, j + 1]
             _show(ax, patch)
             ax.imshow(weights.numpy(), cmap="magma", alpha=0.55, vmin=0, vmax=max(float(weights.max()),
@@ -633,6 +660,6 @@ __all__ = ["reassembly_kernels", "kernel_entropy", "kernel_center_of_mass", "sou
            "same_segment_mass", "boundary_band", "content_awareness", "fixed_kernels",
            "content_awareness_vs_fixed", "tap_same_fractions", "phase_mean_kernels",
            "permuted_kernels", "gaussian_kernel", "entropy_matched_sigma", "constant_kernels",
-           "direction_cosines", "kernel_report",
+           "direction_cosines", "kernel_report", "weight_by_distance",
            "aggregate_scores", "scores_markdown", "difference", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
            "plot_kernel_maps"]

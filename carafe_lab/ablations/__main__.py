@@ -3,7 +3,7 @@ python -m carafe_lab.ablations report [--update-readme]
 python -m carafe_lab.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N]
-python -m carafe_lab.ablations resume FOLDER [--jobs N] [--seeds N]
+python -m carafe_lab.ablations resume FOLDER [--jobs N] [--seeds N] [--reevaluate]
                                      (an interrupted study, or more seeds for one)
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
@@ -40,6 +40,9 @@ def main(argv=None):
     q.add_argument("--jobs", type=int, default=1)
     q.add_argument("--seeds", type=int, default=None,
                    help="raise the study's seed count to this many")
+    q.add_argument("--reevaluate", action="store_true",
+                   help="run the evaluated variants (e.g. carafe_phase_mean) again from the "
+                        "kept trained models")
     r = sub.add_parser("report", help="summary table of the latest default-setting results")
     r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
     r.add_argument("--update-readme", action="store_true",
@@ -59,7 +62,9 @@ def main(argv=None):
     try:
         if args.command == "resume":
             from .harness import resume_study
-            print(f"wrote {resume_study(args.folder, jobs=args.jobs, seeds=args.seeds)}")
+            out = resume_study(args.folder, jobs=args.jobs, seeds=args.seeds,
+                               reevaluate=args.reevaluate)
+            print(f"wrote {out}")
             return 0
         out = run_study(args.study, args.task, args.quick, args.seeds, args.device, args.scale,
                         args.out, variants=args.variants, jobs=args.jobs)

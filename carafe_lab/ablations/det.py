@@ -80,6 +80,9 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
 EVALUATIONS = ("phase_mean",)
 #: Training images the phase-mean kernels are averaged over.
 PHASE_MEAN_IMAGES = 256
+#: Held-out images the trained kernels are scored on (as the runs' own
+#: CarafeKernelScoreHook does).
+KERNEL_SCORE_IMAGES = 32
 
 
 def evaluate(evaluation, trained, setting="default", device="cpu"):
@@ -104,8 +107,12 @@ def evaluate(evaluation, trained, setting="default", device="cpu"):
     out = new_folder(run_dir.parent / f"{run_dir.name}_{evaluation}")
     metrics = test(run_dir / CONFIG_NAME, checkpoint, work_dir=out,
                    extra_hooks=[dict(type="CarafePhaseMeanSwapHook",
-                                     num_images=PHASE_MEAN_IMAGES)])
+                                     num_images=PHASE_MEAN_IMAGES,
+                                     score_images=KERNEL_SCORE_IMAGES)])
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
     result["work_dir"] = str(out)
     result["of"] = str(run_dir)
+    report = out / "kernel_report.json"
+    if report.is_file():  # the trained model's own kernels, scored before the swap
+        result["trained_kernels"] = json.loads(report.read_text())["levels"]
     return result

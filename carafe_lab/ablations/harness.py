@@ -110,12 +110,13 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     return _execute(out, params, {}, jobs, log)
 
 
-def resume_study(folder, jobs=1, log=print, seeds=None):
+def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
     """Continue the study whose partial results.json is in folder: the
     (variant, seed) trainings it lacks are run, the others kept. seeds: raise
     the study's seed count to this many (more seeds for a difference the
     first ones did not resolve); the study is then incomplete until they
-    are run."""
+    are run. reevaluate: run every evaluated variant's seeds again from the
+    kept trained models, with the current code (a complete study too)."""
     path = Path(folder) / "results.json"
     try:
         saved = json.loads(path.read_text())
@@ -131,12 +132,13 @@ def resume_study(folder, jobs=1, log=print, seeds=None):
                              f"got {seeds!r}")
         if seeds > params["seeds"]:
             params["seeds"], saved["complete"] = seeds, False
-    if saved.get("complete"):
+    if saved.get("complete") and not reevaluate:
         raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
     _check_jobs(jobs, params["device"])
     select_variants(params["study"], params["variants"])  # the study still has them
     finished = {(i, s["seed"]): {k: v for k, v in s.items() if k != "seed"}
-                for i, r in enumerate(saved["rows"]) for s in r["seeds"]}
+                for i, r in enumerate(saved["rows"]) for s in r["seeds"]
+                if not (reevaluate and evaluated(params["study"], r["label"]))}
     return _execute(Path(folder), params, finished, jobs, log)
 
 
@@ -231,6 +233,14 @@ def _execute(out, params, finished, jobs, log):
                 f"{evaluated(study, labels[i])[1]!r} is not available for {task}; left for "
                 "`resume`")
             return
+        source = evaluated(study, labels[i])
+        if source and "trained_kernels" in result:
+            # an evaluation that also scored the trained model's kernels: they
+            # belong to the trained variant's seed
+            trained = results_by_run.get((labels.index(source[0]), seed))
+            kernels = result.pop("trained_kernels")
+            if trained is not None:
+                trained["kernels"] = kernels
         results_by_run[i, seed] = result
         save(complete=False)
         log(f"[{study}/{task}] {labels[i]} seed {seed} ({len(results_by_run)}/"
@@ -292,24 +302,9 @@ def _execute(out, params, finished, jobs, log):
 
 
 def table(results):
-    m0, m1 = metrics_of(results["task"])
-    published = paper.has_column(results["study"], results["task"])
-    lines = [f"# {results['study']} on {results['task']} (x{results['scale']}, "
-             f"{results['setting']} setting, {results['seeds']} seed(s), {results['device']})",
-             "", f"| variant | params (C=256) | FLOPs/px (C=256) | latency ms | {m0} | {m1} |"
-             + (f" {paper.COLUMN} |" if published else ""),
-             "|---|---:|---:|---:|---:|---:|" + ("---:|" if published else "")]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['label']} | {r['params_c256_s2']:,} | {r['flops_per_pixel_c256_s2']:,} | "
-            f"{r['latency_ms_c64_64px']:.2f} | {r[f'{m0}_mean']:.3f} ± {r[f'{m0}_std']:.3f} | "
-            f"{r[f'{m1}_mean']:.4f} ± {r[f'{m1}_std']:.4f} |"
-            + (f" {paper.paper_cell(results['study'], r['label'])} |" if published else ""))
-    lines += ["", f"Mean ± sample standard deviation over {results['seeds']} seed(s)."]
-    if published:
-        lines.append("Published column (not ours; COCO, R50-FPN): "
-                     + "; ".join(paper.sources(results["study"])) + ".")
-    return "\n".join(lines) + "\n"
+    """The study's table.md (carafe_lab.ablations.tables.study_markdown)."""
+    from .tables import study_markdown
+    return study_markdown(results)
 
 
 def figure(results, path):

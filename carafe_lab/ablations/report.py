@@ -6,13 +6,11 @@ speed / parameters vs quality trade-off figure.
 """
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from .. import paths
 from ..readme import write_section
-from ..stats import difference
 from . import paper
 from .harness import task_of
 
@@ -59,76 +57,16 @@ def latest(results, setting="default"):
     return chosen
 
 
-def best_label(results):
-    m0 = task_of(results["task"]).metrics[0]
-    return max(results["rows"], key=lambda row: row[f"{m0}_mean"])["label"]
-
-
-def versus_baseline(results, row, metric):
-    """(difference of row's mean from the first row's, its standard error,
-    whether Welch's t-test resolves it, p) of metric over seeds, in the units
-    shown (stats.difference); None for the baseline itself or single-seed rows."""
-    spec = task_of(results["task"])
-    base = results["rows"][0]
-    if row is base:
-        return None
-
-    def stat(r):
-        values = [spec.shown(metric, s[metric]) for s in r["seeds"]]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return statistics.mean(values), std, len(values)
-    return difference(stat(row), stat(base))
-
-
 def summary_markdown(root=None):
-    """The README section: one table per (study, task) at the default setting,
-    each variant against the first (the baseline): the difference of means,
-    its standard error, and whether Welch's t-test resolves it at 5%."""
+    """The README / docs section: the latest default-setting results of each
+    (study, task), each as :func:`carafe_lab.ablations.tables.study_markdown`
+    renders it (the same text as the study folder's table.md)."""
+    from .tables import study_markdown
     chosen = latest(load_results(root))
     if not chosen:
         return "No default-setting ablation results yet.\n"
-    lines = []
-    for (study, task), r in sorted(chosen.items()):
-        spec = task_of(task)
-        m0, m1 = spec.metrics
-        shown, label = spec.shown, spec.label
-        run = paths.relative(r["_dir"])
-        published = paper.has_column(study, task)
-        unit = " (%)" if m0 in spec.percent else ""
-        base = r["rows"][0]["label"]
-        lines += [f"**{study}** on `{task}` (x{r['scale']}, {r['seeds']} seeds, mean ± std; "
-                  f"`{run}`)", "",
-                  (f"| variant | params (C=256) | FLOPs/px (C=256) | {label(r, m0)}{unit} | "
-                   f"{m1}{unit} | Δ {label(r, m0)} vs {base} | "
-                   + "".join(f"{header} | " for header, _ in spec.columns)
-                   + (f"{paper.COLUMN} |" if published else "")).rstrip(),
-                  "|---|---:|---:|---:|---:|---:|" + "---:|" * len(spec.columns)
-                  + ("---:|" if published else "")]
-        best = best_label(r)
-        digits0, digits1 = (1, 1) if m0 in spec.percent else (3, 4)
-        for row in r["rows"]:
-            name = f"**{row['label']}**" if row["label"] == best else row["label"]
-            extra = ""
-            if spec.baseline_note is not None and row is r["rows"][0]:
-                extra = spec.baseline_note(row)
-            d = versus_baseline(r, row, m0)
-            delta = "-" if d is None else (f"{d[0]:+.{digits0}f} ± {d[1]:.{digits0}f}"
-                                            + (" (p < 0.05)" if d[2] else ""))
-            lines.append(
-                f"| {name} | {row['params_c256_s2']:,} | {row['flops_per_pixel_c256_s2']:,} | "
-                f"{shown(m0, row[f'{m0}_mean']):.{digits0}f} ± "
-                f"{shown(m0, row[f'{m0}_std']):.{digits0}f}{extra} | "
-                f"{shown(m1, row[f'{m1}_mean']):.{digits1}f} ± "
-                f"{shown(m1, row[f'{m1}_std']):.{digits1}f} | {delta} | "
-                + "".join(f"{cell(row)} | " for _, cell in spec.columns)
-                + (f"{paper.paper_cell(study, row['label'])} |" if published else ""))
-        lines += ["", f"Δ: difference of means from {base}, ± its standard error over the "
-                  f"seeds; \"p < 0.05\": Welch's two-sided t-test over the {r['seeds']} seeds "
-                  "per variant rejects equal means at 5% (unmarked: not resolved)."]
-        if published:
-            lines += ["", "Published column (not ours): " + "; ".join(paper.sources(study)) + "."]
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(study_markdown(r, paths.relative(r["_dir"]))
+                     for _, r in sorted(chosen.items()))
 
 
 def update_readme(text, readme=None):

@@ -256,19 +256,26 @@ def evaluate(evaluation, trained, setting="default", device="cpu", **overrides):
     training images, per sub-pixel phase; :mod:`carafe_lab.mechanism`).
     Returns the metrics of :func:`evaluate_model` and "of" (the trained
     model's folder)."""
-    from ..mechanism import carafe_modules, phase_means_of, swapped_kernels
     if evaluation not in EVALUATIONS:
         raise ValueError(f"evaluation: expected one of {EVALUATIONS}, got {evaluation!r}")
     model, saved = load_model(trained["work_dir"], device)
-    cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
+    result = phase_mean_metrics(model, saved["setting"], device, **saved["overrides"])
+    result["of"] = trained["work_dir"]
+    return result
+
+
+def phase_mean_metrics(model, setting="default", device="cpu", **overrides):
+    """:func:`evaluate_model`'s metrics of a trained SegNet with each CARAFE
+    upsampler's kernels replaced by its own phase-mean kernels, averaged over
+    the setting's training images (:mod:`carafe_lab.mechanism`)."""
+    from ..mechanism import carafe_modules, phase_means_of, swapped_kernels
+    cfg = {**SETTINGS[setting], **overrides}
     train_x, _ = _cached_split(cfg["num_train"], cfg["size"], 1000)
     means = phase_means_of(model, (train_x[i:i + 8].to(device)
                                    for i in range(0, len(train_x), 8)))
-    val_x, val_y = validation_split(saved["setting"], **saved["overrides"])
+    val_x, val_y = validation_split(setting, **overrides)
     with swapped_kernels(carafe_modules(model), means):
-        result = evaluate_model(model, val_x, val_y, device)
-    result["of"] = trained["work_dir"]
-    return result
+        return evaluate_model(model, val_x, val_y, device)
 
 
 # --- the decoder's reassembly kernels ----------------------------------------

@@ -66,3 +66,23 @@ def evaluated(study, label):
 def training_overrides(study, label):
     """The task settings a variant trains with ({} for the task's own)."""
     return dict(TRAINING.get(study, {}).get(label, {}))
+
+#: study -> the comparisons its table tests, (a, b, paired): a's first metric
+#: minus b's over the seeds; paired when b evaluates a's own trained models.
+#: Studies not listed compare every variant with the first (the baseline).
+COMPARISONS = {
+    "mechanism": [
+        ("carafe", "static_carafe", False),     # content-predicted vs learned fixed kernels
+        ("carafe", "carafe_phase_mean", True),  # the same models, content adaptation removed
+        ("carafe", "nearest_conv", False),      # the mechanism vs as many parameters
+        ("static_carafe", "nearest", False),    # what a learned fixed reassembly adds
+        ("carafe", "nearest", False),
+    ],
+}
+
+
+def comparisons(study, labels):
+    """The (a, b, paired) comparisons of a study's table among labels."""
+    if study in COMPARISONS:
+        return [c for c in COMPARISONS[study] if c[0] in labels and c[1] in labels]
+    return [(label, labels[0], False) for label in labels[1:]]

@@ -148,6 +148,11 @@ class CarafeRunRecorderHook(Hook):
         self._record(runner, metrics, "test")
 
 
+def _unwrapped(runner):
+    from mmengine.model import is_model_wrapper
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
 def instance_label_maps(coco_json, file_names, size):
     """Ground-truth segments of images of a COCO file: (N, size, size) int64,
     0 for background and 1.. for the visible part of each object (the offline
@@ -165,18 +170,13 @@ def instance_label_maps(coco_json, file_names, size):
     return torch.from_numpy(out)
 
 
-def fpn_kernel_scores(model, images, labels, width=1):
-    """Same-segment mass of the CARAFE kernels of a CARAFELabFPN neck (see
-    :func:`carafe_lab.viz.content_awareness`) beside nearest's and bilinear's,
-    for normalised images (N, 3, S, S) (the data preprocessor's output) and
-    instance label maps (N, S, S): {"P(l+1)->P(l)": {"carafe" | "bilinear" |
-    "nearest": {"boundary", "interior", "n_boundary", "n_interior"}}}, for
-    the upsampling steps whose output grid leaves pixels to score inside the
-    border margin (see content_awareness)."""
+def _fpn_kernels(model, images):
+    """{"P(l+1)->P(l)": kernels (N, G, k, k, Ho, Wo)} of the CARAFE
+    upsamplers of a CARAFELabFPN neck on normalised images (N, 3, S, S)."""
     import torch
 
     from carafe.modules import CARAFEPack
-    from ..viz import content_awareness_vs_fixed, reassembly_kernels
+    from ..viz import reassembly_kernels
     neck = model.neck
     inputs = {}
     hooks = [m.register_forward_pre_hook(lambda mod, args, j=j: inputs.__setitem__(j, args[0]))
@@ -189,17 +189,62 @@ def fpn_kernel_scores(model, images, labels, width=1):
             h.remove()
     out = {}
     for j, x in sorted(inputs.items()):
-        kernels = reassembly_kernels(neck.upsample_modules[j], x).cpu()
-        Ho, Wo = kernels.shape[-2:]
-        if labels.shape[-1] % Wo:
-            continue
         level = neck.start_level + j  # output level: P2 at stride 4 is level 0
-        name = f"P{level + 3}->P{level + 2}"
-        scores = content_awareness_vs_fixed(kernels, labels, 2, width)
-        # a grid with no pixel left inside the border margin has nothing to score
-        if scores["carafe"]["n_boundary"] and scores["carafe"]["n_interior"]:
-            out[name] = scores
+        out[f"P{level + 3}->P{level + 2}"] = reassembly_kernels(neck.upsample_modules[j], x).cpu()
     return out
+
+
+def fpn_kernel_reports(model, images, labels, width=1):
+    """The CARAFE FPN kernels of :func:`_fpn_kernels` scored against their
+    content-agnostic controls (:func:`carafe_lab.viz.kernel_report`) with
+    instance label maps (N, S, S) as the segments: {"P(l+1)->P(l)": report},
+    for the steps whose output grid leaves pixels to score inside the border
+    margin."""
+    from ..viz import kernel_report
+    out = {}
+    for name, kernels in _fpn_kernels(model, images).items():
+        k, (Ho, Wo) = kernels.shape[2], kernels.shape[-2:]
+        margin = 2 * (k // 2)  # content_awareness's default: windows reaching the padding
+        if labels.shape[-1] % Wo or min(Ho, Wo) <= 2 * margin:
+            continue
+        report = kernel_report(kernels, labels, 2, width)
+        carafe = report["masses"]["carafe"]
+        if carafe["n_boundary"] and carafe["n_interior"]:
+            out[name] = report
+    return out
+
+
+def fpn_kernel_scores(model, images, labels, width=1):
+    """Same-segment mass of the CARAFE kernels of a CARAFELabFPN neck (see
+    :func:`carafe_lab.viz.content_awareness`) beside their controls and
+    nearest's and bilinear's, for normalised images (N, 3, S, S) (the data
+    preprocessor's output) and instance label maps (N, S, S):
+    {"P(l+1)->P(l)": {kind: {"boundary", "interior", "n_boundary",
+    "n_interior"}}} (the "masses" of :func:`fpn_kernel_reports`)."""
+    return {name: r["masses"] for name, r in fpn_kernel_reports(model, images, labels,
+                                                                width).items()}
+
+
+def validation_images(runner, model, num_images):
+    """The first num_images validation images as the model sees them
+    (N, 3, S, S) and their instance label maps (N, S, S), or None when the
+    pipeline resizes or pads them away from the annotations' pixels. The
+    dataset is built from the config (a test-only runner has no validation
+    loop to take it from)."""
+    import copy
+
+    from mmdet.registry import DATASETS
+    dataset = DATASETS.build(copy.deepcopy(runner.cfg.val_dataloader.dataset))
+    n = min(num_images, len(dataset))
+    batch = [dataset[i] for i in range(n)]
+    data = model.data_preprocessor({"inputs": [b["inputs"] for b in batch],
+                                    "data_samples": [b["data_samples"] for b in batch]}, False)
+    images = data["inputs"]
+    names = [Path(s.img_path).name for s in data["data_samples"]]
+    labels = instance_label_maps(Path(dataset.ann_file), names, images.shape[-1])
+    if labels.shape[-2:] != images.shape[-2:]:
+        return None
+    return images, labels
 
 
 @HOOKS.register_module()
@@ -218,38 +263,32 @@ class CarafeKernelScoreHook(Hook):
     def after_train(self, runner) -> None:
         if not is_main_process():
             return
-        from mmengine.model import is_model_wrapper
-
         from carafe.modules import CARAFEPack
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = _unwrapped(runner)
         neck = getattr(model, "neck", None)
         if neck is None or not any(isinstance(m, CARAFEPack)
                                    for m in getattr(neck, "upsample_modules", [])):
             return
-        dataset = runner.val_dataloader.dataset
-        n = min(self.num_images, len(dataset))
-        batch = [dataset[i] for i in range(n)]
         was_training = model.training
         model.eval()
-        data = model.data_preprocessor({"inputs": [b["inputs"] for b in batch],
-                                        "data_samples": [b["data_samples"] for b in batch]},
-                                       False)
-        images = data["inputs"]
-        names = [Path(s.img_path).name for s in data["data_samples"]]
-        ann_file = Path(dataset.ann_file)
-        labels = instance_label_maps(ann_file, names, images.shape[-1])
-        if labels.shape[-2:] != images.shape[-2:]:
-            return  # resized or padded images: the annotations' pixels do not match
-        scores = fpn_kernel_scores(model, images, labels, self.width)
-        model.train(was_training)
-        (Path(runner.work_dir) / "kernel_scores.json").write_text(json.dumps(
-            {"num_images": n, "band_width": self.width, "alignment": "centre",
-             "levels": scores}, indent=2) + "\n")
+        try:
+            found = validation_images(runner, model, self.num_images)
+            if found is None:
+                return  # resized or padded images: the annotations' pixels do not match
+            reports = fpn_kernel_reports(model, *found, self.width)
+        finally:
+            model.train(was_training)
+        write_kernel_reports(Path(runner.work_dir), len(found[0]), self.width, reports)
 
 
-def _unwrapped(runner):
-    from mmengine.model import is_model_wrapper
-    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+def write_kernel_reports(folder, num_images, width, reports):
+    """kernel_scores.json (the masses, as older runs wrote them) and
+    kernel_report.json (the full reports) in folder."""
+    common = {"num_images": num_images, "band_width": width, "alignment": "centre"}
+    (folder / "kernel_scores.json").write_text(json.dumps(
+        {**common, "levels": {k: r["masses"] for k, r in reports.items()}}, indent=2) + "\n")
+    (folder / "kernel_report.json").write_text(json.dumps(
+        {**common, "levels": reports}, indent=2) + "\n")
 
 
 @HOOKS.register_module()
@@ -260,12 +299,17 @@ class CarafePhaseMeanSwapHook(Hook):
     pipeline) replace their predicted kernels until the epoch ends, so the
     test measures the trained model without content adaptation (see
     :mod:`carafe_lab.mechanism`). The kernels are written to
-    phase_mean_kernels.json in the test's folder."""
+    phase_mean_kernels.json in the test's folder. With score_images > 0 the
+    trained model's own kernels are first scored against their controls on
+    that many validation images (kernel_report.json, as
+    CarafeKernelScoreHook writes it)."""
 
     priority = "HIGH"
 
-    def __init__(self, num_images: int = 256, batch: int = 8):
+    def __init__(self, num_images: int = 256, batch: int = 8, score_images: int = 0,
+                 width: int = 1):
         self.num_images, self.batch = num_images, batch
+        self.score_images, self.width = score_images, width
         self._swap = None
 
     def before_test_epoch(self, runner) -> None:
@@ -284,6 +328,12 @@ class CarafePhaseMeanSwapHook(Hook):
         dataset_cfg["indices"] = self.num_images
         dataset = DATASETS.build(dataset_cfg)
         model.eval()
+        if self.score_images and is_main_process():
+            with torch.no_grad():
+                found = validation_images(runner, model, self.score_images)
+                if found is not None:
+                    write_kernel_reports(Path(runner.work_dir), len(found[0]), self.width,
+                                         fpn_kernel_reports(model, *found, self.width))
         with recording_phase_means(modules) as means, torch.no_grad():
             for start in range(0, len(dataset), self.batch):
                 items = [dataset[i] for i in range(start, min(start + self.batch, len(dataset)))]
