@@ -259,12 +259,17 @@ def test_seg_decoder_kernels_and_scores():
     assert list(kernels) == list(seg.LEVEL_STRIDES)
     assert kernels["1/2->1/1"].shape == (2, 1, 5, 5, 64, 64)
     assert kernels["1/8->1/4"].shape == (2, 1, 5, 5, 16, 16)
-    scores = seg.kernel_scores(net, x, y)
-    for level, kinds in scores.items():
-        assert set(kinds) == {"carafe", "bilinear", "nearest"}
+    reports = seg.kernel_reports(net, x, y)
+    for level, report in reports.items():
+        kinds = report["masses"]
+        assert set(kinds) == {"carafe", "phase_mean", "permuted", "uniform", "gaussian",
+                              "bilinear", "nearest"}
         # an untrained CARAFE is a near-uniform 5 x 5 average: it mixes more
-        # across boundaries than nearest's single tap
+        # across boundaries than nearest's single tap, and its kernels hardly
+        # depend on the content, so its own phase mean scores the same
         assert kinds["carafe"]["boundary"] < kinds["nearest"]["boundary"]
+        assert abs(report["ca"]) < 0.005 and report["entropy"] > 3.2
+    assert seg.kernel_scores(net, x, y) == {lv: r["masses"] for lv, r in reports.items()}
 
 
 def test_variant_subset_in_parallel_processes(tmp_path):
@@ -339,3 +344,38 @@ def test_damaged_results_are_skipped_by_the_report(tmp_path):
     assert report.load_results(tmp_path, warn=warnings.append) == []
     assert len(warnings) == 3 and all("skipping" in w and "results.json" in w for w in warnings)
     report.summary_markdown(tmp_path)  # still renders (with nothing to show)
+
+
+def _fake_results(study, task, per_label):
+    rows = []
+    for label, name, options in STUDIES[study]:
+        values = per_label[label]
+        rows.append({"label": label, "upsampler": name, "options": options,
+                     "params_c256_s2": 1, "flops_per_pixel_c256_s2": 1,
+                     "seeds": [{"seed": i, "miou": v, "boundary_f": v} for i, v in
+                               enumerate(values)]})
+    return {"study": study, "task": task, "setting": "default", "scale": 2,
+            "seeds": len(next(iter(per_label.values()))), "rows": rows}
+
+
+def test_tables_bold_only_resolved_differences_and_keep_published_on_det():
+    from carafe_lab.ablations import tables
+    clear = [0.30, 0.31, 0.29, 0.30, 0.31]
+    per = {label: [v + 0.001 * i for v in clear] for i, (label, _, _) in
+           enumerate(STUDIES["upsamplers"])}
+    per["carafe"] = [0.50, 0.52, 0.49, 0.51, 0.50]   # far above every other
+    text = tables.study_markdown(_fake_results("upsamplers", "seg", per))
+    assert paper.COLUMN not in text                  # measured on detection, not seg
+    bold = [line for line in text.splitlines() if "**" in line and line.startswith("| ")]
+    assert len(bold) == 1 and bold[0].startswith("| carafe - nearest")
+    assert "0.500, 0.520, 0.490, 0.510, 0.500" in text   # every seed shown
+    assert "3 x C=24" in text and "Holm" in text
+    # the mechanism study's comparisons, the swap paired with its own models
+    mech = {"nearest": clear, "carafe": per["carafe"], "static_carafe": clear,
+            "carafe_phase_mean": [v - 0.01 for v in per["carafe"]], "nearest_conv": clear}
+    text = tables.study_markdown(_fake_results("mechanism", "seg", mech))
+    assert "| carafe - carafe_phase_mean |" in text and "paired t" in text
+    from carafe_lab.ablations import verdict
+    sentences = verdict.mechanism_sentences(_fake_results("mechanism", "seg", mech))
+    assert any(s.startswith("seg miou, carafe - static_carafe") and s.endswith("resolved.")
+               and "not resolved" not in s for s in sentences)
