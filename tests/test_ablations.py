@@ -182,7 +182,7 @@ def test_det_neck_needs_a_name():
                           num_outs=2, upsample_cfg=dict(type="zoo")))
     # the operator library's neck no longer knows the zoo, and says where it went
     with pytest.raises(ValueError, match="CARAFEZooFPN"):
-        MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
+        MODELS.build(dict(type="CARAFEOpFPN", in_channels=[8, 16], out_channels=8,
                           num_outs=2, upsample_cfg=dict(type="zoo", name="nearest")))
 
 

@@ -90,8 +90,8 @@ def test_mmdet_checkpoints_load_unchanged(ours, stock):
 def test_neck_runs_our_op_on_cpu():
     from mmdet.registry import MODELS
     import carafe.mmdet  # noqa: F401
-    neck = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16, 32], out_channels=16,
-                             num_outs=4, upsample_cfg=dict(type="carafe_lab", up_kernel=5,
+    neck = MODELS.build(dict(type="CARAFEOpFPN", in_channels=[8, 16, 32], out_channels=16,
+                             num_outs=4, upsample_cfg=dict(type="carafe_op", up_kernel=5,
                                                            compressed_channels=8)))
     neck.init_weights()
     feats = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
@@ -99,6 +99,33 @@ def test_neck_runs_our_op_on_cpu():
     assert [tuple(o.shape) for o in outs] == [(1, 16, 32, 32), (1, 16, 16, 16), (1, 16, 8, 8),
                                               (1, 16, 4, 4)]
     sum(o.sum() for o in outs).backward()
+
+
+def test_names_of_carafe_0_2_still_build():
+    """Configs and checkpoints written with carafe 0.2's registry names (and
+    the lab's upsample type of then) build the same modules."""
+    from mmdet.registry import MODELS
+    import carafe.mmdet
+    import carafe_lab.experiments.necks  # noqa: F401  (registers the lab's old type name)
+    from carafe.modules import CARAFEPack
+    old = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
+                            num_outs=2, upsample_cfg=dict(type="carafe_lab", up_kernel=3)))
+    assert isinstance(old, carafe.mmdet.CARAFEOpFPN)
+    assert any(isinstance(m, CARAFEPack) for m in old.upsample_modules)
+    head = MODELS.build(dict(type="CARAFELabMaskHead", num_convs=1, in_channels=8,
+                             conv_out_channels=8, num_classes=2,
+                             upsample_cfg=dict(type="carafe_op", scale_factor=2)))
+    assert isinstance(head.upsample, CARAFEPack)
+
+
+def test_config_naming_a_removed_module_says_where_it_went(tmp_path):
+    from carafe_lab.experiments.launcher import LaunchError, load_config
+    config = tmp_path / "old.py"
+    config.write_text("custom_imports = dict(imports=['carafe.experiments.offline_dataset'], "
+                      "allow_failed_imports=False)\n")
+    with pytest.raises(LaunchError, match="imports carafe.experiments, removed in carafe 0.3.0: "
+                                          "the module is carafe_lab.experiments "):
+        load_config(config)
 
 
 def test_offline_dataset(tmp_path):

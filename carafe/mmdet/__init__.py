@@ -7,17 +7,19 @@ Load it from a config (never imported by ``import carafe``)::
 It registers, under names that cannot clash with mmcv's own ``carafe``
 (which ``import mmcv.ops`` registers):
 
-- ``CARAFELabFPN`` (mmdet MODELS): mmdet's ``FPN_CARAFE`` (same layers, the P6
+- ``CARAFEOpFPN`` (mmdet MODELS): mmdet's ``FPN_CARAFE`` (same layers, the P6
   conv joining the top-down path included) whose CARAFE upsamplers are
-  ours: ``upsample_cfg=dict(type='carafe_lab', up_kernel=5, ...)``. The other
+  ours: ``upsample_cfg=dict(type='carafe_op', up_kernel=5, ...)``. The other
   upsample types ('nearest', 'bilinear', 'deconv', 'pixel_shuffle') behave as
-  in ``FPN_CARAFE``, so baselines use the same neck. (The research toolkit's
-  ``CARAFEZooFPN``, in ``carafe_lab.experiments.necks``, subclasses it to put
-  any upsampler of its zoo in the neck.)
-- ``CARAFELabMaskHead`` (mmdet MODELS): mmdet's ``FCNMaskHead`` with
-  ``upsample_cfg=dict(type='carafe_lab', scale_factor=2, ...)``.
-- ``CARAFELabPack`` (mmengine MODELS, so also mmcv's ``build_upsample_layer``):
+  in ``FPN_CARAFE``, so baselines use the same neck.
+- ``CARAFEOpMaskHead`` (mmdet MODELS): mmdet's ``FCNMaskHead`` with
+  ``upsample_cfg=dict(type='carafe_op', scale_factor=2, ...)``.
+- ``CARAFEOpPack`` (mmengine MODELS, so also mmcv's ``build_upsample_layer``):
   :class:`carafe.CARAFEPack`.
+
+The names of carafe 0.2 (``CARAFELabFPN``, ``CARAFELabMaskHead``,
+``CARAFELabPack``) are registered too, so configs and checkpoints written
+then still build.
 
 State dicts are key-for-key those of ``FPN_CARAFE`` / ``FCNMaskHead`` with
 mmcv's ``CARAFEPack``, so mmdet CARAFE checkpoints load unchanged.
@@ -32,8 +34,12 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from ..modules import CARAFEPack
 
 #: The upsample ``type`` that selects our op in the neck and mask head.
-UPSAMPLE_TYPE = "carafe_lab"
+UPSAMPLE_TYPE = "carafe_op"
+#: Other upsample types that select our op (names earlier releases wrote
+#: into configs; a package that wrote such configs adds its name here).
+UPSAMPLE_ALIASES = set()
 
+MMENGINE_MODELS.register_module(name="CARAFEOpPack", module=CARAFEPack)
 MMENGINE_MODELS.register_module(name="CARAFELabPack", module=CARAFEPack)
 
 
@@ -45,27 +51,28 @@ def _ours_like(module: _MMCVCARAFEPack) -> CARAFEPack:
 
 
 def _split_type(upsample_cfg):
-    """(cfg mmdet accepts, whether ours was asked for): ours is built by
-    mmdet's code as mmcv's 'carafe' and then swapped, so the layer layout is
-    mmdet's by construction."""
+    """(cfg mmdet accepts, whether ours was asked for). mmdet's FPN_CARAFE
+    and FCNMaskHead accept only their own list of upsample types and build
+    the layer themselves, with per-type arguments; so ours is built by
+    mmdet's code as mmcv's 'carafe' (the layer layout is then mmdet's by
+    construction) and swapped for ours afterwards."""
     cfg = dict(upsample_cfg) if upsample_cfg is not None else None
-    ours = cfg is not None and cfg.get("type") == UPSAMPLE_TYPE
+    ours = cfg is not None and (cfg.get("type") == UPSAMPLE_TYPE
+                                or cfg.get("type") in UPSAMPLE_ALIASES)
     if ours:
         cfg["type"] = "carafe"
     return cfg, ours
 
 
+@MODELS.register_module(name="CARAFELabFPN")
 @MODELS.register_module()
-class CARAFELabFPN(FPN_CARAFE):
+class CARAFEOpFPN(FPN_CARAFE):
     """``FPN_CARAFE`` with :class:`carafe.CARAFEPack` upsamplers (type
-    'carafe_lab'); all other arguments as mmdet's ``FPN_CARAFE``."""
+    'carafe_op'); all other arguments as mmdet's ``FPN_CARAFE``."""
 
     def __init__(self, *args, upsample_cfg=dict(type=UPSAMPLE_TYPE, up_kernel=5, up_group=1,
                                                  encoder_kernel=3, encoder_dilation=1),
                  **kwargs):
-        if upsample_cfg is not None and upsample_cfg.get("type") == "zoo":
-            raise ValueError("upsample_cfg: type 'zoo' moved out of the operator library: use "
-                             "neck type 'CARAFEZooFPN' (module carafe_lab.experiments.necks)")
         cfg, ours = _split_type(upsample_cfg)
         super().__init__(*args, upsample_cfg=cfg, **kwargs)
         if ours:
@@ -83,10 +90,11 @@ class CARAFELabFPN(FPN_CARAFE):
                 m.init_weights()
 
 
+@MODELS.register_module(name="CARAFELabMaskHead")
 @MODELS.register_module()
-class CARAFELabMaskHead(FCNMaskHead):
+class CARAFEOpMaskHead(FCNMaskHead):
     """``FCNMaskHead`` whose upsampler can be :class:`carafe.CARAFEPack`
-    (``upsample_cfg=dict(type='carafe_lab', scale_factor=2, ...)``)."""
+    (``upsample_cfg=dict(type='carafe_op', scale_factor=2, ...)``)."""
 
     def __init__(self, *args, upsample_cfg=dict(type="deconv", scale_factor=2), **kwargs):
         cfg, ours = _split_type(upsample_cfg)
@@ -101,4 +109,7 @@ class CARAFELabMaskHead(FCNMaskHead):
             self.upsample.init_weights()
 
 
-__all__ = ["CARAFELabFPN", "CARAFELabMaskHead", "UPSAMPLE_TYPE"]
+#: carafe 0.2's class names (the registry knows both).
+CARAFELabFPN, CARAFELabMaskHead = CARAFEOpFPN, CARAFEOpMaskHead
+
+__all__ = ["CARAFEOpFPN", "CARAFEOpMaskHead", "UPSAMPLE_TYPE", "UPSAMPLE_ALIASES"]

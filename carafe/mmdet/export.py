@@ -1,4 +1,4 @@
-"""ONNX export of an mmdet detector whose FPN uses our CARAFE (CARAFELabFPN).
+"""ONNX export of an mmdet detector whose FPN uses our CARAFE (CARAFEOpFPN).
 
 :class:`RawDetector` is the part of a two-stage detector that is a pure
 tensor function: the data preprocessor's normalisation, backbone, neck and

@@ -172,7 +172,7 @@ def instance_label_maps(coco_json, file_names, size):
 
 def _fpn_kernels(model, images):
     """{"P(l+1)->P(l)": kernels (N, G, k, k, Ho, Wo)} of the CARAFE
-    upsamplers of a CARAFELabFPN neck on normalised images (N, 3, S, S)."""
+    upsamplers of a CARAFEOpFPN neck on normalised images (N, 3, S, S)."""
     import torch
 
     from carafe.modules import CARAFEPack
@@ -215,7 +215,7 @@ def fpn_kernel_reports(model, images, labels, width=1):
 
 
 def fpn_kernel_scores(model, images, labels, width=1):
-    """Same-segment mass of the CARAFE kernels of a CARAFELabFPN neck (see
+    """Same-segment mass of the CARAFE kernels of a CARAFEOpFPN neck (see
     :func:`carafe_lab.viz.content_awareness`) beside their controls and
     nearest's and bilinear's, for normalised images (N, 3, S, S) (the data
     preprocessor's output) and instance label maps (N, S, S):

@@ -21,6 +21,10 @@ from .checkpoints import CheckpointError, check_readable, trusting
 from .folders import is_empty, new_folder, remove_if_empty
 
 
+#: Modules of carafe 0.2 that moved to carafe_lab (configs dumped then name them).
+REMOVED_MODULES = ("carafe.experiments", "carafe.ablations")
+
+
 class LaunchError(ValueError):
     """A launcher call that cannot go ahead; nothing was written."""
 
@@ -47,6 +51,18 @@ def _cpu_distributed(cfg):
                                  find_unused_parameters=cfg.get("find_unused_parameters", False))
 
 
+def _removed_module(error):
+    """The carafe 0.2 module (REMOVED_MODULES) whose import failed somewhere
+    in error's chain (mmengine wraps a failed custom import), or None."""
+    while error is not None:
+        name = getattr(error, "name", None)
+        if isinstance(error, ModuleNotFoundError) and name and any(
+                name == old or name.startswith(old + ".") for old in REMOVED_MODULES):
+            return name
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     import torch
     from mmengine.config import Config
@@ -55,6 +71,12 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     try:
         cfg = Config.fromfile(str(config))
     except Exception as e:  # noqa: BLE001 (a broken config fails in many ways)
+        removed = _removed_module(e)
+        if removed:
+            new = "carafe_lab" + removed[len("carafe"):]
+            raise LaunchError(f"config: {config} imports {removed}, removed in carafe 0.3.0: "
+                              f"the module is {new} (replace it in the config's "
+                              "custom_imports)") from e
         raise LaunchError(f"config: {config} cannot be read ({type(e).__name__}: "
                           f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
     if cfg_options:

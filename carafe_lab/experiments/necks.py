@@ -9,17 +9,19 @@ mmdet's MODELS as ``CARAFEZooFPN``::
 
 from mmdet.registry import MODELS
 
-from carafe.mmdet import CARAFELabFPN
+from carafe.mmdet import UPSAMPLE_ALIASES, CARAFEOpFPN
 
 from ..upsamplers import UPSAMPLERS, build_upsampler
 
 #: The upsample ``type`` of this neck.
 ZOO_TYPE = "zoo"
+#: The upsample type the lab's configs of carafe 0.2 named our op with.
+UPSAMPLE_ALIASES.add("carafe_lab")
 
 
 @MODELS.register_module()
-class CARAFEZooFPN(CARAFELabFPN):
-    """``CARAFELabFPN`` whose upsamplers are ``build_upsampler(name,
+class CARAFEZooFPN(CARAFEOpFPN):
+    """``CARAFEOpFPN`` whose upsamplers are ``build_upsampler(name,
     out_channels, 2, **options)`` for ``upsample_cfg=dict(type='zoo',
     name=name, **options)``; all other arguments as mmdet's ``FPN_CARAFE``."""
 

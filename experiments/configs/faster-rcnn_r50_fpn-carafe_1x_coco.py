@@ -4,4 +4,4 @@
 # (torchvision://resnet50) as in mmdet; COCO under data/coco/.
 _base_ = 'mmdet::carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py'
 custom_imports = dict(imports=['carafe.mmdet'], allow_failed_imports=False)
-model = dict(neck=dict(type='CARAFELabFPN', upsample_cfg=dict(type='carafe_lab')))
+model = dict(neck=dict(type='CARAFEOpFPN', upsample_cfg=dict(type='carafe_op')))

@@ -10,12 +10,12 @@ model = dict(
         bbox_head=dict(num_classes=4),
         mask_roi_extractor=dict(out_channels={{_base_.fpn_channels}}, finest_scale=14),
         mask_head=dict(
-            type='CARAFELabMaskHead',
+            type='CARAFEOpMaskHead',
             num_classes=4,
             in_channels={{_base_.fpn_channels}},
             conv_out_channels={{_base_.fpn_channels}},
             upsample_cfg=dict(
-                type='carafe_lab',
+                type='carafe_op',
                 scale_factor=2,
                 up_kernel=5,
                 up_group=1,

@@ -3,6 +3,6 @@
 _base_ = 'mmdet::carafe/mask-rcnn_r50_fpn-carafe_1x_coco.py'
 custom_imports = dict(imports=['carafe.mmdet'], allow_failed_imports=False)
 model = dict(
-    neck=dict(type='CARAFELabFPN', upsample_cfg=dict(type='carafe_lab')),
-    roi_head=dict(mask_head=dict(type='CARAFELabMaskHead',
-                                 upsample_cfg=dict(type='carafe_lab'))))
+    neck=dict(type='CARAFEOpFPN', upsample_cfg=dict(type='carafe_op')),
+    roi_head=dict(mask_head=dict(type='CARAFEOpMaskHead',
+                                 upsample_cfg=dict(type='carafe_op'))))

@@ -17,7 +17,7 @@ offline_r18_carafe = dict(
     backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg=None),
     neck=dict(
         _delete_=True,
-        type='CARAFELabFPN',
+        type='CARAFEOpFPN',
         in_channels=[64, 128, 256, 512],
         out_channels=fpn_channels,
         num_outs=5,
@@ -27,7 +27,7 @@ offline_r18_carafe = dict(
         act_cfg=None,
         order=('conv', 'norm', 'act'),
         upsample_cfg=dict(
-            type='carafe_lab',
+            type='carafe_op',
             up_kernel=5,
             up_group=1,
             encoder_kernel=3,
