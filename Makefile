@@ -5,7 +5,9 @@
 #                benchmark, and the four notebooks executed headless)
 #   make test    set up, then run the test suite (executes the notebooks too)
 #   make lab     set up, install JupyterLab, open it on notebooks/
-#   make bench   set up, then run the full operator benchmark (writes benchmarks/results/)
+#   make bench   set up, then run the full operator benchmark (writes benchmarks/results/
+#                and its table in docs/kernels.md)
+#   make docs    set up, then build the docs (docs/, mkdocs.yml) strictly into build/site/
 #   make figures set up, then regenerate the README's figures (experiments/figures/) by
 #                executing the notebooks at their defaults with figures_dir pointed there
 #   make wheel-check  build sdist and wheel, install the wheel in a fresh venv, run the
@@ -29,7 +31,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab figures clean gpu-check gpu-check-prepare wheel-check
+.PHONY: setup test demo bench lab figures docs clean gpu-check gpu-check-prepare wheel-check
 
 setup: $(STAMP)
 
@@ -39,7 +41,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 	$(PY) -m pip install $(TORCH_SPEC)
 	$(PY) -m pip install pytest numpy expecttest build
 	# The detection stack: mmcv 2.1.0 (prebuilt wheel when one is found,
-	# else built from source), then mmengine and mmdet (see README).
+	# else built from source), then mmengine and mmdet (see docs/install.md).
 	bash scripts/install_mmcv.sh $(PY)
 	$(PY) -m pip install "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
 	# Executing the notebooks headless (tests, demo); `make lab` adds JupyterLab.
@@ -49,7 +51,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
@@ -72,7 +74,11 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/bench_op.py
-	$(PY) benchmarks/report.py --update-readme
+	$(PY) benchmarks/report.py --update-docs
+
+# --strict: a broken link between pages, or to a missing heading, fails the build.
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir build/site
 
 figures: setup
 	$(PY) scripts/run_notebooks.py --out build/figures/notebooks -p figures_dir=experiments/figures

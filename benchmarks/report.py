@@ -1,8 +1,9 @@
-"""Render the saved benchmark results (benchmarks/results/bench_op_*.json,
-quick runs excluded) as markdown tables, and optionally write them into the
-README between its `<!-- bench:start -->` / `<!-- bench:end -->` markers.
+"""Render the saved benchmark results (benchmarks/results/bench_op_*.json and
+bench_export_*.json, quick runs excluded) as markdown tables, and optionally
+write them into the docs: docs/kernels.md between its `<!-- bench:start -->` /
+`<!-- bench:end -->` markers, docs/export.md between its export markers.
 
-    python benchmarks/report.py [--update-readme]
+    python benchmarks/report.py [--update-docs]    (--update-readme: the same)
 """
 
 import argparse
@@ -14,7 +15,8 @@ from carafe_lab.readme import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-README = ROOT / "README.md"
+BENCH_PAGE = ROOT / "docs" / "kernels.md"
+EXPORT_PAGE = ROOT / "docs" / "export.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 EXPORT_MARKERS = ("<!-- export:start -->", "<!-- export:end -->")
 
@@ -120,8 +122,11 @@ def dtypes_line(data):
             "multiple of float32's): " + "; ".join(parts) + ".")
 
 
-def update_readme(text, readme=README):
-    return write_section(readme, (START, END), text)
+def update_docs(text, page=BENCH_PAGE):
+    return write_section(page, (START, END), text)
+
+
+update_readme = update_docs  # --update-readme's name for it
 
 
 def load_export_results(folder=RESULTS):
@@ -151,16 +156,18 @@ def render_export(runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", "--update-readme", dest="update_docs",
+                        action="store_true",
+                        help="write the tables into docs/kernels.md and docs/export.md")
     args = parser.parse_args(argv)
     text = render(load_results())
     export = render_export(load_export_results())
     print(text)
     print(export)
-    if args.update_readme:
-        update_readme(text)
-        write_section(README, EXPORT_MARKERS, export)
-        print(f"updated {README.relative_to(ROOT)}")
+    if args.update_docs:
+        update_docs(text)
+        write_section(EXPORT_PAGE, EXPORT_MARKERS, export)
+        print(f"updated {BENCH_PAGE.relative_to(ROOT)} and {EXPORT_PAGE.relative_to(ROOT)}")
     return 0
 
 

@@ -18,7 +18,7 @@ Under it, as in the repository::
     experiments/results/        the summary of the runs (summarize)
     experiments/ablations/      ablation studies (harness)
     data/offline_coco/          the offline shapes dataset (generated on first use)
-    README.md                   the generated tables (only with --update-readme)
+    docs/<page>.md              the generated tables (only with --update-docs)
 
 mmdetection resolves a config's relative ``data_root`` against the working
 directory too, so running from the root keeps the two in agreement.
@@ -71,6 +71,16 @@ def offline_data() -> Path:
 
 def readme() -> Path:
     return root() / "README.md"
+
+
+def docs() -> Path:
+    return root() / "docs"
+
+
+def docs_page(name: str) -> Path:
+    """docs/<name>.md under the lab root: the page a report writes its table
+    into (``--update-docs``)."""
+    return docs() / f"{name}.md"
 
 
 def relative(path) -> str:

@@ -11,8 +11,8 @@ spills), disassembles it with cuobjdump and, for every kernel whose
 demangled name contains --match, prints each innermost loop (a backward
 branch with no loop inside) with its instruction count, loads, multiply-adds
 and instructions per multiply-add (FFMA; DFMA for float64). The loop with
-the fewest instructions per multiply-add is the bounds-test-free one the
-README quotes. Needs nvcc (CUDA_HOME) and cuobjdump (the toolkit's, or the
+the fewest instructions per multiply-add is the bounds-test-free one
+docs/kernels.md quotes. Needs nvcc (CUDA_HOME) and cuobjdump (the toolkit's, or the
 copy that ships with Triton).
 """
 

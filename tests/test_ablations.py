@@ -226,11 +226,11 @@ def test_committed_results_cover_every_study():
         assert [row["label"] for row in r["rows"]] == [label for label, _, _ in STUDIES[key[0]]]
 
 
-def test_readme_ablation_tables_are_the_committed_results():
+def test_docs_ablation_tables_are_the_committed_results():
     from carafe_lab.ablations import report
-    section = read_section(REPO / "README.md", report.README_MARKERS)
+    section = read_section(REPO / "docs" / f"{report.DOCS_PAGE}.md", report.MARKERS)
     assert section.strip() == report.summary_markdown(REPO / "experiments" / "ablations").strip(), \
-        "run `python -m carafe_lab.ablations report --update-readme`"
+        "run `python -m carafe_lab.ablations report --update-docs`"
 
 
 def test_at_bicubic_counts_collapsed_seeds():
@@ -238,7 +238,7 @@ def test_at_bicubic_counts_collapsed_seeds():
     row = {"seeds": [{"psnr": 29.2548, "bicubic_psnr": 29.2547},
                      {"psnr": 30.1, "bicubic_psnr": 29.2547}]}
     assert sr.at_bicubic(row) == 1
-    assert sr.TASK.columns[0][1](row) == "1"  # the README column shows the same count
+    assert sr.TASK.columns[0][1](row) == "1"  # the table's column shows the same count
 
 
 def test_param_groups_slow_only_the_kernel_encoders():

@@ -1,4 +1,4 @@
-"""The saved benchmark results and the README table made from them."""
+"""The saved benchmark results and the docs tables made from them."""
 
 import importlib.util
 import json
@@ -34,11 +34,12 @@ def test_results_are_complete():
             assert "forward_peak_extra_bytes" in row
 
 
-def test_readme_table_is_generated_from_results():
+def test_docs_table_is_generated_from_results():
     report = load_report()
-    section = read_section(ROOT / "README.md", (report.START, report.END))
+    assert report.BENCH_PAGE == ROOT / "docs" / "kernels.md"
+    section = read_section(report.BENCH_PAGE, (report.START, report.END))
     assert section.strip() == report.render(report.load_results()).strip(), (
-        "README benchmark table is stale: run `python benchmarks/report.py --update-readme`")
+        "docs/kernels.md benchmark table is stale: run `python benchmarks/report.py --update-docs`")
 
 
 def test_report_renders_a_run(tmp_path):
@@ -254,8 +255,9 @@ def test_gpu_check_refuses_without_a_gpu(capsys):
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
-def test_readme_export_table_is_generated_from_results():
+def test_docs_export_table_is_generated_from_results():
     report = load_report()
-    section = read_section(ROOT / "README.md", report.EXPORT_MARKERS)
+    assert report.EXPORT_PAGE == ROOT / "docs" / "export.md"
+    section = read_section(report.EXPORT_PAGE, report.EXPORT_MARKERS)
     assert section.strip() == report.render_export(report.load_export_results()).strip(), (
-        "README export table is stale: run `python benchmarks/report.py --update-readme`")
+        "docs/export.md table is stale: run `python benchmarks/report.py --update-docs`")

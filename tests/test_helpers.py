@@ -1,4 +1,4 @@
-"""The small shared helpers: README sections and timing."""
+"""The small shared helpers: generated page sections and timing."""
 
 import pytest
 

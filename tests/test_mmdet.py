@@ -368,13 +368,14 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert json.loads((work_dir / "run.json").read_text())["iter"] == 2
 
 
-def test_readme_results_are_the_committed_summary():
-    """The README's detection table is what summarize makes of the committed runs."""
+def test_docs_results_are_the_committed_summary():
+    """The docs' detection tables are what summarize makes of the committed runs."""
     from carafe_lab.experiments import summarize
     rows = summarize.collect()
     assert rows, "no committed example runs under experiments/runs/"
-    section = read_section(REPO / "README.md", summarize.README_MARKERS)
-    assert section.strip() == summarize.markdown(rows).replace("## ", "#### ").strip()
+    section = read_section(REPO / "docs" / f"{summarize.DOCS_PAGE}.md", summarize.MARKERS)
+    assert section.strip() == summarize.docs_section(rows).strip(), \
+        "run `python -m carafe_lab.experiments summarize --update-docs`"
     committed = (REPO / "experiments" / "results" / "results.md").read_text()
     assert summarize.markdown(rows).strip() in committed
 

@@ -1,5 +1,5 @@
 """python -m carafe_lab.ablations list
-python -m carafe_lab.ablations report [--update-readme]
+python -m carafe_lab.ablations report [--update-docs]
 python -m carafe_lab.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N]
@@ -45,15 +45,15 @@ def main(argv=None):
                         "kept trained models")
     r = sub.add_parser("report", help="summary table of the latest default-setting results")
     r.add_argument("--root", default=None, help="results root (default experiments/ablations)")
-    r.add_argument("--update-readme", action="store_true",
-                   help="write the table between the README's abl markers")
+    r.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
+                   help="write the tables between the abl markers of docs/ablations.md")
     args = parser.parse_args(argv)
     if args.command == "report":
         from . import report
         text = report.summary_markdown(args.root)
         print(text)
-        if args.update_readme:
-            report.update_readme(text)
+        if args.update_docs:
+            report.update_docs(text)
         return 0
     if args.command == "list":
         for study, variants in STUDIES.items():

@@ -1,8 +1,8 @@
 """Reading ablation results back: every results.json under a root, the latest
-run of each (study, task, setting), the README summary table and the
-speed / parameters vs quality trade-off figure.
+run of each (study, task, setting), the summary tables of the docs'
+ablations page and the speed / parameters vs quality trade-off figure.
 
-    python -m carafe_lab.ablations report [--root DIR] [--update-readme]
+    python -m carafe_lab.ablations report [--root DIR] [--update-docs]
 """
 
 import json
@@ -14,7 +14,10 @@ from ..readme import write_section
 from . import paper
 from .harness import task_of
 
-README_MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
+MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
+README_MARKERS = MARKERS  # the name callers of the README writer use
+#: The docs page (docs/<name>.md under the lab root) holding the tables.
+DOCS_PAGE = "ablations"
 
 
 def _warn(message):
@@ -58,7 +61,7 @@ def latest(results, setting="default"):
 
 
 def summary_markdown(root=None):
-    """The README / docs section: the latest default-setting results of each
+    """The docs section: the latest default-setting results of each
     (study, task), each as :func:`carafe_lab.ablations.tables.study_markdown`
     renders it (the same text as the study folder's table.md)."""
     from .tables import study_markdown
@@ -69,8 +72,13 @@ def summary_markdown(root=None):
                      for _, r in sorted(chosen.items()))
 
 
-def update_readme(text, readme=None):
-    write_section(readme or paths.readme(), README_MARKERS, text)
+def update_docs(text, page=None):
+    """Write text between the abl markers of page (default: the lab root's
+    docs/ablations.md)."""
+    write_section(page or paths.docs_page(DOCS_PAGE), MARKERS, text)
+
+
+update_readme = update_docs  # --update-readme's name for it
 
 
 def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):

@@ -1,5 +1,5 @@
 """What a task declares about itself, in one place: the harness, the tables,
-the figures and the README report read it from the task's ``TASK``; nothing
+the figures and the report read it from the task's ``TASK``; nothing
 outside a task module names its metrics or columns."""
 
 from dataclasses import dataclass, field
@@ -13,12 +13,12 @@ class Task:
     variants and is the one compared against the baseline.
     axis: metric -> axis label of a figure (units included); ``{channel}`` is
     filled from the results' ``psnr_channel`` (sr).
-    percent: metrics stored as fractions and shown in percent in the README
-    tables (det AP, as papers and the published column show it).
+    percent: metrics stored as fractions and shown in percent in the tables
+    (det AP, as papers and the published column show it).
     results_keys: entries added to every results.json of this task.
     keeps_run_folders: each training writes a run folder of its own beside the
     results (det: mmengine's logs and checkpoint).
-    columns: extra README columns, (header, cell(row) -> str).
+    columns: extra table columns, (header, cell(row) -> str).
     baseline_note: cell suffix for the baseline row's first metric, or None.
     metric_label: (results, metric) -> column name, or None for the metric's name.
     saves_models: every training is given a folder (runs/<variant>_seed<n>

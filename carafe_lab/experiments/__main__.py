@@ -4,7 +4,7 @@
     train      CONFIG [--work-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch] [--resume]
                [--trust-checkpoint FILE]
     test       CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...] [--trust-checkpoint FILE]
-    summarize  [--runs DIR] [--out DIR] [--update-readme]   tables and plots of every run
+    summarize  [--runs DIR] [--out DIR] [--update-docs]     tables and plots of every run
 
 Distributed (mmengine's launcher, as mmdetection users run it):
     torchrun --nproc_per_node=2 -m carafe_lab.experiments train CONFIG --launcher pytorch
@@ -84,8 +84,8 @@ def main(argv=None):
                        parents=[common])
     p.add_argument("--runs", default=None)
     p.add_argument("--out", default=None)
-    p.add_argument("--update-readme", action="store_true",
-                   help="also write the table into README.md")
+    p.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
+                   help="also write the tables into docs/detection.md")
 
     args = parser.parse_args(argv)
     try:
@@ -129,7 +129,7 @@ def _run(args):
         print(metrics)
     else:
         from .summarize import summarize
-        for path in summarize(args.runs, args.out, readme=args.update_readme):
+        for path in summarize(args.runs, args.out, docs=args.update_docs):
             print(f"wrote {path}")
     return 0
 

@@ -294,24 +294,37 @@ def plot(rows, out_dir):
     return paths
 
 
-README_MARKERS = ("<!-- det:start -->", "<!-- det:end -->")
+MARKERS = ("<!-- det:start -->", "<!-- det:end -->")
+README_MARKERS = MARKERS  # the name callers of the README writer use
+#: The docs page (docs/<name>.md under the lab root) holding the section.
+DOCS_PAGE = "detection"
 
 
-def update_readme(table, readme=None):
-    """Put the results table between the README's det markers."""
-    write_section(readme or lab_paths.readme(), README_MARKERS, table)
+def docs_section(rows):
+    """results.md's tables for the docs page, their headings one level below
+    the page's "## Results"."""
+    return markdown(rows).replace("## ", "### ")
 
 
-def summarize(runs=None, out=None, plots=True, readme=False):
+def update_docs(table, page=None):
+    """Put the results section between the det markers of page (default: the
+    lab root's docs/detection.md)."""
+    write_section(page or lab_paths.docs_page(DOCS_PAGE), MARKERS, table)
+
+
+update_readme = update_docs  # --update-readme's name for it
+
+
+def summarize(runs=None, out=None, plots=True, docs=False, readme=False):
     """Write results.md, results.csv (and plots) for every run, and with
-    readme=True the README's results section; returns the paths written."""
+    docs=True (or readme=True, the same) the docs page's results section;
+    returns the paths written."""
     runs, out = Path(runs or lab_paths.runs()), Path(out or lab_paths.results())
     out.mkdir(parents=True, exist_ok=True)
     rows = collect(runs)
-    table = markdown(rows).replace("## ", "#### ")
     (out / "results.md").write_text("# Detection results\n\n" + markdown(rows))
-    if readme:
-        update_readme(table)
+    if docs or readme:
+        update_docs(docs_section(rows))
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()

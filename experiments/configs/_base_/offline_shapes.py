@@ -4,7 +4,7 @@
 # for training and 200 held out, objects of radius 6 px to a third of the
 # image, on smooth (low-frequency, tinted photograph) backgrounds: the sizes
 # and the budget at which a detector trained from scratch on a 2-core CPU in
-# ~10 minutes learns the task (see README, "Detection"). Paths are relative
+# ~10 minutes learns the task (see docs/detection.md). Paths are relative
 # to the directory the launcher runs in (the repository root).
 # (registered by carafe_lab.experiments.offline_dataset, which the offline model
 # base imports: two bases may not both define custom_imports)
