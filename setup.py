@@ -91,8 +91,14 @@ def _pip_cuda_includes():
 def extensions():
     with_cuda, why = _want_cuda()
     print(f"carafe: building CPU kernels; CUDA kernels: {'yes' if with_cuda else 'no'} ({why})")
-    sources = ["csrc/carafe.cpp", "csrc/cpu/carafe_kernel.cpp"]
-    cxx_flags = ["-O3"]
+    # every CPU kernel file; paths relative to the checkout, as setuptools wants them
+    cpu_sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
+    sources = ["csrc/carafe.cpp"] + [os.path.relpath(p, ROOT) for p in cpu_sources]
+    # -Wno-psabi: GCC notes, in each file that uses the CPU kernels' vector
+    # types (csrc/cpu/vec.h), that such vectors are passed differently with
+    # and without AVX; those helpers are inline and never called from code
+    # compiled with other flags, so the note does not apply.
+    cxx_flags = ["-O3", "-Wno-psabi"]
     link_flags = []
     if sys.platform.startswith("linux"):
         # at::parallel_for is an inline OpenMP loop in the headers: without
