@@ -11,7 +11,8 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    bandwidth floor: the bytes each call must move at the device-to-device
    copy rate measured in the same run;
 4. runs the CUDA cases of the op, property and module tests, then
-   compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
+   compute-sanitizer (SANITIZER_TOOLS: memcheck, racecheck, synccheck) over
+   scripts/gpu_sanitize.py;
 5. profiles our kernels with Nsight Compute (ncu) over
    scripts/gpu_profile.py: per kernel launch, the counters of its standard
    sections (duration, DRAM / L1 / L2 throughput, occupancy, issue slots,
@@ -43,6 +44,11 @@ sys.path.insert(0, str(ROOT))
 PREPARED = ROOT / "build" / "gpu-check"
 SHAPES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
 K, G, S = 5, 1, 2
+# compute-sanitizer's tools, one run each over scripts/gpu_sanitize.py:
+# out-of-bounds and misaligned accesses; shared-memory races; barriers and
+# warp-synchronous calls (__all_sync) whose mask names lanes that do not take
+# part, as a vote in divergent code could.
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
 def sh(cmd, timeout, env=None, log=None, whole=False):
@@ -259,7 +265,7 @@ def main(argv=None):
     pytest_step("pytest_cuda_cases", ["tests/test_ops.py", "tests/test_properties.py",
                                       "tests/test_modules.py", "-k", "cuda"])
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
-    for tool in ("memcheck", "racecheck"):
+    for tool in SANITIZER_TOOLS:
         if not Path(sanitizer).exists():
             steps[f"sanitizer_{tool}"] = {"ok": False, "tail": "compute-sanitizer not found"}
             continue

@@ -266,3 +266,19 @@ def test_benchmark_shape_votes():
     # at the shapes of test_ops' CUDA tests, no forward warp does
     assert warp_votes(2, 40, 13, 17, 5, 1, 2)["forward"][0] == 0
 
+
+def test_sanitizer_workload_reaches_the_interior_loops():
+    """scripts/gpu_sanitize.py, the workload of compute-sanitizer: every k in
+    3, 5, 7 with every s in 1..4 at shapes where each kernel's warps take
+    both loops."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_sanitize",
+                                                  ROOT / "scripts" / "gpu_sanitize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert sorted((k, s) for _, _, _, _, k, _, s in module.INTERIOR_CASES) == K_S
+    for N, C, H, W, k, G, s in module.INTERIOR_CASES:
+        for kernel, (interior, checked) in warp_votes(N, C, H, W, k, G, s).items():
+            assert interior > 0 and checked > 0, (kernel, k, s)
+    assert {name for switch in module.SWITCHES for name in switch} == {
+        "CARAFE_TEST_CUDA_INDEX64", "CARAFE_TEST_CUDA_MAX_BLOCKS"}
