@@ -9,7 +9,9 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    own CUDA op (built from its sources by benchmarks/mmcv_peer), float32,
    float16 and bfloat16, at the FPN shapes of bench_op.py, against the
    bandwidth floor: the bytes each call must move at the device-to-device
-   copy rate measured in the same run;
+   copy rate measured in the same run. Times are GPU times from CUDA events
+   around calls made back to back (carafe_lab.timing.cuda_event_seconds),
+   not synchronised calls, which would add each call's host dispatch;
 4. runs the CUDA cases of the op, property and module tests, then
    compute-sanitizer (SANITIZER_TOOLS: memcheck, racecheck, synccheck) over
    scripts/gpu_sanitize.py;
@@ -109,7 +111,7 @@ def benchmark(quick, log):
 
     import carafe
     from carafe.reference import random_inputs
-    from carafe_lab.timing import median_seconds
+    from carafe_lab.timing import cuda_event_seconds
     peer, peer_error = None, None
     try:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -137,12 +139,12 @@ def benchmark(quick, log):
                     out = fn(fr, mr)
                     torch.autograd.grad(out, (fr, mr), go)
                 with torch.no_grad():
-                    fwd = median_seconds(lambda: fn(f, m), "cuda", 50)
-                both = median_seconds(fwd_bwd, "cuda", 50)
+                    fwd = cuda_event_seconds(lambda: fn(f, m))
+                both = cuda_event_seconds(fwd_bwd)
                 row[name] = {"forward_us": 1e6 * fwd, "forward_backward_us": 1e6 * both}
                 if name == "carafe":
-                    bwd = median_seconds(
-                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S), "cuda", 50)
+                    bwd = cuda_event_seconds(
+                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S))
                     size_b = f.element_size()
                     row[name]["backward_us"] = 1e6 * bwd
                     for what, t, back in (("forward", fwd, False), ("backward", bwd, True)):
@@ -156,6 +158,7 @@ def benchmark(quick, log):
                     row["mmcv"]["forward_backward_us"] / row["carafe"]["forward_backward_us"])
             rows.append(row)
     return {"copy_GBps": bandwidth / 1e9, "k": K, "group_size": G, "scale_factor": S,
+            "timing": "CUDA events around 10 calls back to back; median of 5 rounds",
             "mmcv_peer": peer is not None, "mmcv_peer_error": peer_error, "rows": rows}
 
 
