@@ -18,7 +18,7 @@ measures them in rounds interleaved with the op's own calls.
 
 import statistics
 
-from carafe_lab.timing import median_seconds, seconds
+from carafe_lab.timing import cuda_event_seconds, median_seconds, seconds
 
 
 def useful_gflop(N, C, H, W, k, s, backward=False):
@@ -53,8 +53,12 @@ def _copy_buffers(device, nbytes=None):
 
 def copy_bandwidth(device, nbytes=None, repeat=20):
     """Bytes read + written per second by a copy between two buffers of nbytes
-    (_copy_buffers; median of repeat): the memory ceiling."""
+    (_copy_buffers; median of repeat): the memory ceiling. On CUDA, timed as
+    scripts/gpu_check.py times the kernels it compares with this: CUDA events
+    over rounds of `repeat` copies back to back (cuda_event_seconds)."""
     x, y = _copy_buffers(device, nbytes)
+    if device == "cuda":
+        return 2 * x.nbytes / cuda_event_seconds(lambda: y.copy_(x), repeat, rounds=3)
     return 2 * x.nbytes / median_seconds(lambda: y.copy_(x), device, repeat)
 
 

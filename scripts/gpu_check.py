@@ -9,9 +9,12 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    own CUDA op (built from its sources by benchmarks/mmcv_peer), float32,
    float16 and bfloat16, at the FPN shapes of bench_op.py, against the
    bandwidth floor: the bytes each call must move at the device-to-device
-   copy rate measured in the same run;
+   copy rate measured in the same run. Times are GPU times from CUDA events
+   around calls made back to back (carafe_lab.timing.cuda_event_seconds),
+   not synchronised calls, which would add each call's host dispatch;
 4. runs the CUDA cases of the op, property and module tests, then
-   compute-sanitizer (memcheck, racecheck) over scripts/gpu_sanitize.py;
+   compute-sanitizer (SANITIZER_TOOLS: memcheck, racecheck, synccheck) over
+   scripts/gpu_sanitize.py;
 5. profiles our kernels with Nsight Compute (ncu) over
    scripts/gpu_profile.py: per kernel launch, the counters of its standard
    sections (duration, DRAM / L1 / L2 throughput, occupancy, issue slots,
@@ -43,6 +46,11 @@ sys.path.insert(0, str(ROOT))
 PREPARED = ROOT / "build" / "gpu-check"
 SHAPES = {"2x256x50x76": (2, 256, 50, 76), "2x256x100x152": (2, 256, 100, 152)}
 K, G, S = 5, 1, 2
+# compute-sanitizer's tools, one run each over scripts/gpu_sanitize.py:
+# out-of-bounds and misaligned accesses; shared-memory races; barriers and
+# warp-synchronous calls (__all_sync) whose mask names lanes that do not take
+# part, as a vote in divergent code could.
+SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck")
 
 
 def sh(cmd, timeout, env=None, log=None, whole=False):
@@ -103,7 +111,7 @@ def benchmark(quick, log):
 
     import carafe
     from carafe.reference import random_inputs
-    from carafe_lab.timing import median_seconds
+    from carafe_lab.timing import cuda_event_seconds
     peer, peer_error = None, None
     try:
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -131,12 +139,12 @@ def benchmark(quick, log):
                     out = fn(fr, mr)
                     torch.autograd.grad(out, (fr, mr), go)
                 with torch.no_grad():
-                    fwd = median_seconds(lambda: fn(f, m), "cuda", 50)
-                both = median_seconds(fwd_bwd, "cuda", 50)
+                    fwd = cuda_event_seconds(lambda: fn(f, m))
+                both = cuda_event_seconds(fwd_bwd)
                 row[name] = {"forward_us": 1e6 * fwd, "forward_backward_us": 1e6 * both}
                 if name == "carafe":
-                    bwd = median_seconds(
-                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S), "cuda", 50)
+                    bwd = cuda_event_seconds(
+                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S))
                     size_b = f.element_size()
                     row[name]["backward_us"] = 1e6 * bwd
                     for what, t, back in (("forward", fwd, False), ("backward", bwd, True)):
@@ -150,6 +158,7 @@ def benchmark(quick, log):
                     row["mmcv"]["forward_backward_us"] / row["carafe"]["forward_backward_us"])
             rows.append(row)
     return {"copy_GBps": bandwidth / 1e9, "k": K, "group_size": G, "scale_factor": S,
+            "timing": "CUDA events around 10 calls back to back; median of 5 rounds",
             "mmcv_peer": peer is not None, "mmcv_peer_error": peer_error, "rows": rows}
 
 
@@ -259,7 +268,7 @@ def main(argv=None):
     pytest_step("pytest_cuda_cases", ["tests/test_ops.py", "tests/test_properties.py",
                                       "tests/test_modules.py", "-k", "cuda"])
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
-    for tool in ("memcheck", "racecheck"):
+    for tool in SANITIZER_TOOLS:
         if not Path(sanitizer).exists():
             steps[f"sanitizer_{tool}"] = {"ok": False, "tail": "compute-sanitizer not found"}
             continue

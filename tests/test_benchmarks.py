@@ -180,7 +180,9 @@ def test_gpu_check_accounting_and_summary():
            "mmcv_over_carafe_forward": 2.0, "mmcv_over_carafe_forward_backward": 5.0}
     report = {"machine": {"gpu": "NVIDIA H100", "torch": "2.11.0", "driver": "580"},
               "steps": {"build": {"ok": True, "seconds": 60.0},
-                        "pytest_cuda": {"ok": False, "seconds": 9.0, "counts": {"failed": 1}}},
+                        "pytest_cuda": {"ok": False, "seconds": 9.0, "counts": {"failed": 1}},
+                        **{f"sanitizer_{tool}": {"ok": tool != "synccheck", "seconds": 30.0,
+                                                 "tail": "..."} for tool in gc.SANITIZER_TOOLS}},
               "benchmark": {"copy_GBps": 3000.0, "rows": [row]},
               "ncu_profile": [{"kernel": "void carafe::kernels::carafe_forward_window_kernel"
                                          "<float, int, 5, 2>(const float *, int)",
@@ -188,6 +190,10 @@ def test_gpu_check_accounting_and_summary():
                                            210.0}}]}
     text = gc.summary(report)
     assert "pytest_cuda            FAILED" in text and "3000 GB/s" in text
+    # the warp votes (__all_sync) are checked too, and each tool has its line
+    assert gc.SANITIZER_TOOLS == ("memcheck", "racecheck", "synccheck")
+    assert "sanitizer_memcheck     ok 30.0" in text and "sanitizer_racecheck    ok 30.0" in text
+    assert "sanitizer_synccheck    FAILED 30.0" in text
     assert "mmcv/ours fwd 2.00x, fwd+bwd 5.00x" in text
     assert "ncu carafe_forward_window_kernel<float, int, 5, 2>: time 210 usecond" in text
 

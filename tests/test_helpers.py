@@ -3,7 +3,7 @@
 import pytest
 
 from carafe_lab.readme import read_section, write_section
-from carafe_lab.timing import median_seconds
+from carafe_lab.timing import cuda_event_seconds, median_seconds
 
 MARKERS = ("<!-- x:start -->", "<!-- x:end -->")
 
@@ -22,6 +22,38 @@ def test_median_seconds_warms_up_then_times_each_call():
     calls = []
     seconds = median_seconds(lambda: calls.append(1), "cpu", repeat=5)
     assert len(calls) == 6 and 0 <= seconds < 1
+
+
+def test_cuda_event_seconds_times_back_to_back_calls():
+    """Events around each round of calls, one synchronisation per round, no
+    event inside a round; the median round's milliseconds per call, in
+    seconds. A stand-in event class records the calls on a fake GPU clock
+    that each call of fn advances (rounds of 1, 4 and 2 ms per call)."""
+    log, clock, cost = [], [0.0], iter([1.0] * 3 + [1.0] * 4 + [4.0] * 4 + [2.0] * 4)
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = clock[0]
+            log.append("record")
+
+        def synchronize(self):
+            log.append("sync")
+
+        def elapsed_time(self, end):
+            return end.at - self.at
+
+    def fn():
+        clock[0] += next(cost)
+        log.append("call")
+
+    seconds = cuda_event_seconds(fn, repeat=4, rounds=3, warmup=3, event=Event)
+    assert seconds == pytest.approx(2e-3)  # rounds of 1, 4, 2 ms per call
+    round_ = ["record"] + ["call"] * 4 + ["record", "sync"]
+    assert log == ["call"] * 3 + round_ * 3
 
 
 def test_welch_difference_matches_scipy_and_is_strict_with_few_seeds():

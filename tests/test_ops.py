@@ -2,6 +2,7 @@
 plus gradcheck, opcheck, torch.compile and determinism."""
 
 import itertools
+import json
 import os
 import platform
 import subprocess
@@ -13,6 +14,7 @@ import torch
 import carafe
 from carafe.reference import carafe_reference, misaligned_copy, random_inputs
 from conftest import devices, make_inputs, requires_cuda
+from cuda_paths import warp_votes
 
 # Tolerances against a float64 reference, per dtype (outputs are O(1)).
 TOL = {
@@ -406,13 +408,10 @@ def test_nonfinite_weights_on_taps_outside_the_input_are_skipped(device, dtype, 
     torch.testing.assert_close(gm, gm0, rtol=0, atol=0)
 
 
-@requires_cuda
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 4), (7, 2, 3), (9, 1, 2)])
-def test_cuda_agrees_with_cpu(dtype, k, G, s):
-    features, masks = make_inputs(N=2, C=40, H=13, W=17, k=k, G=G, s=s, dtype=dtype)
-    grad_output = torch.randn(2, 40, 13 * s, 17 * s).to(dtype)
+def assert_cuda_agrees_with_cpu(N, C, H, W, k, G, s, dtype):
+    """Forward and both gradients on the GPU against the CPU op."""
+    features, masks = make_inputs(N=N, C=C, H=H, W=W, k=k, G=G, s=s, dtype=dtype)
+    grad_output = torch.randn(N, C, H * s, W * s).to(dtype)
     cpu = (carafe.carafe(features, masks, k, G, s),
            *torch.ops.carafe.carafe_backward(grad_output, features, masks, k, G, s))
     cuda = (carafe.carafe(features.cuda(), masks.cuda(), k, G, s),
@@ -421,8 +420,121 @@ def test_cuda_agrees_with_cpu(dtype, k, G, s):
     # Both accumulate in float (double for float64), in different orders.
     tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2,
            torch.bfloat16: 5e-2}[dtype]
-    for a, b in zip(cpu, cuda):
-        torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
+    for name, a, b in zip(("output", "grad_features", "grad_masks"), cpu, cuda):
+        torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol, msg=name)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 4), (7, 2, 3), (9, 1, 2)])
+def test_cuda_agrees_with_cpu(dtype, k, G, s):
+    assert_cuda_agrees_with_cpu(2, 40, 13, 17, k, G, s, dtype)
+
+
+# Shapes whose warps lie wholly inside the input, so that the warps' votes
+# send some of them down the kernels' bounds-test-free loops: rows of 80 or
+# 76 columns hold a warp of 32 consecutive columns (or of s outputs per
+# column) between the border columns. At 13x17 above no forward warp does.
+# cuda_paths.warp_votes counts the votes of each kernel (checked against the
+# emulated kernels' own count in test_cuda_emulation.py).
+CUDA_K_S = list(itertools.product([3, 5, 7], [1, 2, 3, 4]))
+
+
+def assert_both_loops_taken(N, C, H, W, k, G, s):
+    for kernel, (interior, checked) in warp_votes(N, C, H, W, k, G, s).items():
+        assert interior > 0 and checked > 0, (kernel, interior, checked)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,s", CUDA_K_S)
+def test_cuda_interior_warps_agree_with_cpu(dtype, k, s):
+    assert_both_loops_taken(1, 32, 24, 80, k, 2, s)
+    assert_cuda_agrees_with_cpu(1, 32, 24, 80, k, 2, s, dtype)
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("k,s", [(3, 1), (5, 2), (7, 2), (7, 3), (3, 4)])
+def test_cuda_interior_warps_larger(dtype, k, s):
+    """A quarter of the benchmark's shape (2x256x50x76 there), two samples,
+    channel chunks of every size."""
+    assert_both_loops_taken(2, 72, 50, 76, k, 3, s)
+    assert_cuda_agrees_with_cpu(2, 72, 50, 76, k, 3, s, dtype)
+
+
+def _set_switches(monkeypatch, switches):
+    for name, value in switches.items():
+        monkeypatch.setenv(name, value)
+
+
+# The test-only launch switches of csrc/cuda/carafe_kernels.cuh
+SWITCHES = {"index64": {"CARAFE_TEST_CUDA_INDEX64": "1"},
+            "max_blocks": {"CARAFE_TEST_CUDA_MAX_BLOCKS": "3"},
+            "both": {"CARAFE_TEST_CUDA_INDEX64": "1", "CARAFE_TEST_CUDA_MAX_BLOCKS": "3"}}
+
+
+@requires_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k,s", CUDA_K_S)
+def test_cuda_64bit_kernels_and_repeating_grid(monkeypatch, dtype, k, s):
+    """The 64-bit index kernels (CARAFE_TEST_CUDA_INDEX64=1) and grids of 3
+    blocks, whose grid-stride loops then repeat (CARAFE_TEST_CUDA_MAX_BLOCKS=3),
+    at a shape where both loops of every kernel run: the same bits as the
+    default launch (32-bit, full grid; compared with the CPU op above), since
+    each result element is summed by one thread in the same order whatever
+    the index width and the grid."""
+    assert_both_loops_taken(1, 32, 24, 80, k, 2, s)
+    f, m, go = random_inputs(1, 32, 24, 80, k, 2, s, dtype=dtype, device="cuda",
+                             with_grad_output=True)
+
+    def run():
+        return (carafe.carafe(f, m, k, 2, s), *torch.ops.carafe.carafe_backward(go, f, m, k, 2, s))
+    default = run()
+    for what, switches in SWITCHES.items():
+        with monkeypatch.context() as patch:
+            _set_switches(patch, switches)
+            for name, a, b in zip(("output", "grad_features", "grad_masks"), run(), default):
+                assert torch.equal(a, b), (what, name)
+
+
+def cuda_kernel_launches(fn, folder):
+    """(name, grid) of each carafe kernel that fn() launches, from the
+    profiler's trace (names demangled, grid as [x, y, z])."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    trace = folder / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    events = json.loads(trace.read_text())["traceEvents"]
+    return [(e["name"], e.get("args", {}).get("grid")) for e in events
+            if str(e.get("cat", "")).lower() == "kernel" and "carafe" in e.get("name", "")]
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_cuda_test_switches_reach_the_launch(monkeypatch, tmp_path):
+    """What the switches change, as the GPU saw it: the kernels' index type
+    and their grids."""
+    f, m, go = random_inputs(1, 32, 24, 80, 5, 1, 2, dtype=torch.float32, device="cuda",
+                             with_grad_output=True)
+
+    def run():
+        carafe.carafe(f, m, 5, 1, 2)
+        torch.ops.carafe.carafe_backward(go, f, m, 5, 1, 2)
+    default = cuda_kernel_launches(run, tmp_path)
+    assert len(default) == 3, default
+    assert all("<float, int, 5, 2>" in name and grid[0] > 3 for name, grid in default), default
+    _set_switches(monkeypatch, SWITCHES["both"])
+    switched = cuda_kernel_launches(run, tmp_path)
+    assert len(switched) == 3, switched
+    assert all("<float, long, 5, 2>" in name and grid == [3, 1, 1] for name, grid in switched), \
+        switched
 
 
 @requires_cuda

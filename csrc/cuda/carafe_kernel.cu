@@ -12,7 +12,9 @@
 // - backward: both gradients are gathers (each thread owns one result
 //   element and sums in a fixed order): deterministic, no atomics;
 // - float16/bfloat16 accumulate in float (at::opmath_type);
-// - 32-bit index arithmetic when every tensor is small enough, else 64-bit;
+// - 32-bit index arithmetic when every tensor is small enough, else 64-bit
+//   (and the grid's size): both as carafe_kernels.cuh chooses them, with its
+//   test-only switches;
 // - the current stream and a device guard; every launch checked.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -42,7 +44,7 @@ struct StreamLaunch {
   template <typename Kernel, typename... Args>
   void operator()(int64_t threads, Kernel kernel, Args... args) const {
     if (threads == 0) return;
-    kernel<<<blocks_for(threads), kThreads, 0, stream>>>(args...);
+    kernel<<<launch_blocks(threads), kThreads, 0, stream>>>(args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
@@ -77,7 +79,7 @@ at::Tensor carafe_forward_cuda(const at::Tensor& features, const at::Tensor& mas
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_forward_cuda",
                                   [&] {
-    dispatch_index_type(fits_int32({f.numel(), m.numel(), out.numel()}), [&](auto index) {
+    dispatch_index_type(use_int32({f.numel(), m.numel(), out.numel()}), [&](auto index) {
       forward_cuda_typed<scalar_t, decltype(index)>(f, m, out, kernel_size, group_size,
                                                     scale_factor, stream);
     });
@@ -99,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(const at::Tensor& grad_o
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(),
                                   "carafe_backward_cuda", [&] {
-    dispatch_index_type(fits_int32({f.numel(), m.numel(), go.numel()}), [&](auto index) {
+    dispatch_index_type(use_int32({f.numel(), m.numel(), go.numel()}), [&](auto index) {
       backward_cuda_typed<scalar_t, decltype(index)>(go, f, m, gf, gm, kernel_size, group_size,
                                                      scale_factor, stream);
     });

@@ -4,7 +4,8 @@
 // (tests/cuda_emulation/): the kernels' index arithmetic and the choice of
 // kernel (launch_forward, launch_grad_masks, launch_grad_features) are then
 // tested on machines without a GPU. Device-only constructs are limited to
-// what that emulation provides (blockIdx, threadIdx, blockDim, gridDim, min).
+// what that emulation provides (blockIdx, threadIdx, blockDim, gridDim, min,
+// and the warp vote of warp_all).
 //
 // Where the time goes (measured on an H100 before these window kernels: the
 // forward at 2x256x100x152, k=5, s=2 took 610 us, 10x its memory floor, and
@@ -29,6 +30,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <type_traits>
 
@@ -64,7 +67,48 @@ inline bool fits_int32(std::initializer_list<int64_t> numels) {
   return true;
 }
 
-// Calls f(int32_t{}) when `narrow` (fits_int32 said so), else f(int64_t{}):
+// Test-only switches of the launch code, read at every launch so that a test
+// can set them for one call (os.environ / monkeypatch.setenv). Without them,
+// a GPU reaches the 64-bit kernels only with a tensor of over 2^30 elements,
+// and repeating grid-stride loops only with over 2^28 threads of work, too
+// large to test every kernel at; with them, small shapes take those paths,
+// on a GPU (carafe_kernel.cu) and under the host emulation
+// (tests/cuda_emulation/) alike, since both call these.
+//   CARAFE_TEST_CUDA_INDEX64=1       64-bit index kernels even where 32 bits fit
+//   CARAFE_TEST_CUDA_MAX_BLOCKS=<n>  grids of at most n blocks (n >= 1)
+// Unset or empty: the normal choice.
+inline const char* test_switch(const char* name) {
+  const char* value = std::getenv(name);
+  return (value != nullptr && value[0] != '\0') ? value : nullptr;
+}
+
+inline bool force_index64() {
+  const char* value = test_switch("CARAFE_TEST_CUDA_INDEX64");
+  if (value == nullptr) return false;
+  TORCH_CHECK(std::strcmp(value, "0") == 0 || std::strcmp(value, "1") == 0,
+              "CARAFE_TEST_CUDA_INDEX64 must be 0 or 1, got '", value, "'");
+  return value[0] == '1';
+}
+
+// The index width of a launch over tensors of these sizes: 32 bits where
+// they fit, unless CARAFE_TEST_CUDA_INDEX64 forces 64.
+inline bool use_int32(std::initializer_list<int64_t> numels) {
+  return fits_int32(numels) && !force_index64();
+}
+
+// The grid of a launch: blocks_for(threads), at most CARAFE_TEST_CUDA_MAX_BLOCKS.
+inline unsigned int launch_blocks(int64_t threads) {
+  const unsigned int blocks = blocks_for(threads);
+  const char* value = test_switch("CARAFE_TEST_CUDA_MAX_BLOCKS");
+  if (value == nullptr) return blocks;
+  char* end = nullptr;
+  const long long cap = std::strtoll(value, &end, 10);
+  TORCH_CHECK(*end == '\0' && cap >= 1,
+              "CARAFE_TEST_CUDA_MAX_BLOCKS must be a whole number >= 1, got '", value, "'");
+  return static_cast<unsigned int>(std::min<long long>(blocks, cap));
+}
+
+// Calls f(int32_t{}) when `narrow` (use_int32 said so), else f(int64_t{}):
 // the index type the kernels are instantiated with.
 template <typename F>
 void dispatch_index_type(bool narrow, F&& f) {
@@ -84,17 +128,33 @@ __device__ __forceinline__ index_t grid_stride() {
   return index_t(gridDim.x) * index_t(blockDim.x);
 }
 
-// Whether p holds for every active thread of the warp (for the thread alone
-// under the host emulation, which runs threads one by one). The kernels
-// choose their bounds-test-free loop with it: a warp whose threads disagree
-// would otherwise run both copies of the loop, one after the other. Border
-// threads are few (6.5% at 2x256x100x152, k = 5) but spread over 29% of the
-// warps (52% at 2x256x50x76), since warps run across row ends.
-__device__ __forceinline__ bool warp_all(bool p) {
+#if !defined(__CUDACC__)
+// The vote of the host emulation (tests/cuda_emulation/), the only host
+// compile of these kernels: it runs a warp's lanes in turn up to each vote,
+// and `item` / 32 tells which lanes vote together (see warp_all).
+bool emulated_warp_all(bool p, int64_t item);
+#endif
+
+// Whether p holds for every active thread of the warp. The kernels choose
+// their bounds-test-free loop with it: a warp whose threads disagree would
+// otherwise run both copies of the loop, one after the other. Border threads
+// are few (6.5% at 2x256x100x152, k = 5) but spread over 29% of the warps
+// (52% at 2x256x50x76), since warps run across row ends. `item` is the
+// calling thread's work item (the grid-stride loop's idx); the GPU ignores
+// it. A warp's lanes hold 32 consecutive items, aligned to 32, in every
+// iteration (blocks of 256 threads, a stride of whole blocks), so item / 32
+// names the warp and the iteration: under the emulation a lane votes with
+// the lanes whose item / 32 is its own.
+template <typename index_t>
+__device__ __forceinline__ bool warp_all(bool p, index_t item) {
 #if defined(__CUDA_ARCH__)
+  (void)item;
   return __all_sync(__activemask(), p);
-#else
+#elif defined(__CUDACC__)
+  (void)item;  // nvcc's host pass parses the device code, never runs it
   return p;
+#else
+  return emulated_warp_all(p, int64_t(item));
 #endif
 }
 
@@ -248,7 +308,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     const scalar_t* plane = features + (n * d.C + c_begin) * HW;
     scalar_t* out = output + (n * d.C + c_begin) * HoWo + at.pix;
-    if (warp_all(at.template interior<K>(d))) {
+    if (warp_all(at.template interior<K>(d), idx)) {
       reassemble<true, K, S>(plane, out, w, at, channels, d, HW, HoWo);
     } else {
       reassemble<false, K, S>(plane, out, w, at, channels, d, HW, HoWo);
@@ -397,7 +457,7 @@ __global__ void __launch_bounds__(kThreads)
       const index_t c_begin = g * d.cpg;
       const scalar_t* go = grad_output + (n * d.C + c_begin) * HoWo + at.pix;
       const scalar_t* plane = features + (n * d.C + c_begin) * HW;
-      if (warp_all(in_bounds(at.cj - R, d.W) && in_bounds(at.cj + R, d.W))) {
+      if (warp_all(in_bounds(at.cj - R, d.W) && in_bounds(at.cj + R, d.W), idx)) {
         correlate_row<true, K, S>(go, plane, acc, at, y, d, HW, HoWo);
       } else {
         correlate_row<false, K, S>(go, plane, acc, at, y, d, HW, HoWo);
@@ -503,7 +563,8 @@ __global__ void __launch_bounds__(kThreads)
       coff[cc] = min(index_t(cc), count - 1) * HoWo;
     }
     if (warp_all(in_bounds(y - r, d.H) && in_bounds(y + r, d.H) && in_bounds(x - r, d.W) &&
-                 in_bounds(x + r, d.W))) {
+                     in_bounds(x + r, d.W),
+                 idx)) {
       gather_adjoint<true, K, S>(go, m, acc, coff, y, x, g, d, HoWo);
     } else {
       gather_adjoint<false, K, S>(go, m, acc, coff, y, x, g, d, HoWo);
