@@ -68,6 +68,9 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
     options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps,
                            cfg["train_images"])
     run_dir = train(config, work_dir=work_dir, cfg_options=options_)
+    if work_dir is not None:  # a study's run: its dump becomes overrides of the study's config
+        from ..experiments.compact import record
+        record(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "run.json").read_text())
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}

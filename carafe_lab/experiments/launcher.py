@@ -5,6 +5,7 @@ run started in the same second gets ``<timestamp>_2``)::
     experiments/runs/<config name>/<YYYYmmdd_HHMMSS>/
         <timestamp>/<timestamp>.log, <timestamp>/vis_data/scalars.json   (mmengine)
         <config name>.py                                                   (dumped config)
+        overrides.json  (its differences from ../config.py, the first run's dump; compact.py)
         epoch_N.pth, last_checkpoint                                       (mmengine)
         env.json, metrics.json, metrics.jsonl, run.json                    (ours)
 
@@ -282,6 +283,10 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
         cfg.resume = True
         cfg.load_from = checkpoint  # mmengine resumes from load_from when resume is set
     _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train())
+    if work_dir is None and _is_main_rank():
+        # a run among this config's runs: keep its config as overrides of theirs
+        from .compact import record
+        record(folder)
     return folder
 
 

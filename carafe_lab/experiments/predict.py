@@ -7,8 +7,8 @@ import numpy as np
 
 
 def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
-    """The model of a run folder written by the launcher: its dumped config
-    and the checkpoint named in last_checkpoint, loaded as weights only (see
+    """The model of a run folder written by the launcher: its config
+    (:func:`carafe_lab.experiments.compact.rebuild`) and the checkpoint named in last_checkpoint, loaded as weights only (see
     carafe_lab.experiments.checkpoints; trusted_checkpoint opts one file out).
     Nothing in run_dir is written."""
     from mmdet.apis import init_detector
@@ -20,13 +20,14 @@ def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     if not pointer.exists():
         raise FileNotFoundError(f"run_dir: {run_dir} has no last_checkpoint (runs committed to "
                                 "the repository keep logs only; train one first)")
-    configs = sorted(run_dir.glob("*.py"))
-    if not configs:
-        raise FileNotFoundError(f"run_dir: no dumped config (*.py) in {run_dir}")
+    from mmengine.config import Config
+
+    from .compact import rebuild
+    config = Config(rebuild(run_dir))  # the dump, or the group's config + overrides
     checkpoint = pointer.read_text().strip()
     with trusting(trusted_checkpoint):
         check_readable(checkpoint)
-        return init_detector(str(configs[0]), checkpoint, device=device)
+        return init_detector(config, checkpoint, device=device)
 
 
 def predict(model, image_paths, score_thr=0.3):

@@ -9,7 +9,6 @@ CARAFE config is compared with its nearest baseline.
 
 import csv
 import json
-import re
 import statistics
 from pathlib import Path
 
@@ -94,12 +93,13 @@ def _scalars(run_dir):
 
 
 def _seed(run_dir):
-    """The run's seed, from the config the launcher dumped into its folder."""
-    for path in sorted(run_dir.glob("*.py")):
-        m = re.search(r"^randomness\s*=\s*dict\([^)]*seed=(\d+)", path.read_text(), re.M)
-        if m:
-            return int(m.group(1))
-    return None
+    """The run's seed, from its config (the dump in its folder, or its
+    group's config with its overrides: compact.rebuild)."""
+    from .compact import rebuild
+    try:
+        return rebuild(run_dir).get("randomness", {}).get("seed")
+    except FileNotFoundError:
+        return None
 
 
 def collect(runs=None, warn=print):

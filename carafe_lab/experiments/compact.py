@@ -1,0 +1,129 @@
+"""Run folders that stay reproducible but lean: one config per group of runs
+and each run's overrides, instead of a full config dump per run.
+
+mmengine dumps the whole config (about 450 lines) into every run folder, and
+its log repeats it. Runs of one study, or of one config, differ only in a
+few entries (seed, upsampler). :func:`record` keeps the first run's config as
+the group's ``config.json`` (the dump as data, which mmengine's Config reads
+as well as a .py file) and writes, for every run, ``overrides.json``: the
+entries where its dump differs from the group's config. The per-run dumps
+and logs stay on disk and are not committed (.gitignore);
+:func:`rebuild` gives a run's full config back, and :func:`record` refuses
+to write overrides that do not rebuild its dump exactly.
+
+    group/config.json          the first run's config, as data
+    group/<run>/overrides.json {"set": {"a.b.c": value, ...}, "delete": ["x.y", ...]}
+"""
+
+import json
+from pathlib import Path
+
+#: The group's config and each run's overrides.
+GROUP_CONFIG = "config.json"
+OVERRIDES = "overrides.json"
+
+
+def _flatten(d, prefix=""):
+    """{dotted key: value} of nested dicts; lists and other values are leaves."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _unflatten(flat):
+    out = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def config_dict(path):
+    """A dumped config file as a plain dict (mmengine's Config, without
+    importing its custom_imports: a dump names modules that may have moved)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(path), import_custom_modules=False)
+    return json.loads(json.dumps(cfg.to_dict(), default=str))
+
+
+def diff(base, run):
+    """The overrides that turn config dict base into run."""
+    fb, fr = _flatten(base), _flatten(run)
+    return {"set": {k: v for k, v in fr.items() if k not in fb or fb[k] != v},
+            "delete": sorted(k for k in fb if k not in fr)}
+
+
+def apply(base, overrides):
+    """base (a config dict) with overrides applied: a new dict."""
+    flat = _flatten(base)
+    for key in overrides.get("delete", []):
+        flat.pop(key, None)
+    flat.update(overrides.get("set", {}))
+    return _unflatten(flat)
+
+
+def dump_of(run_dir):
+    """The config mmengine dumped into run_dir (the one *.py file), or None."""
+    dumps = sorted(Path(run_dir).glob("*.py"))
+    return dumps[0] if len(dumps) == 1 else None
+
+
+def record(run_dir, group_dir=None):
+    """Write run_dir/overrides.json against group_dir/config.json (default:
+    run_dir's parent), making run_dir's config the group's if it has none
+    yet. Raises ValueError when the overrides would not rebuild the
+    dump exactly, or the run has no single dump. Returns the overrides."""
+    run_dir = Path(run_dir)
+    group_dir = Path(group_dir) if group_dir is not None else run_dir.parent
+    dump = dump_of(run_dir)
+    if dump is None:
+        raise ValueError(f"run_dir: expected one dumped config (*.py) in {run_dir}")
+    group_config = group_dir / GROUP_CONFIG
+    run = config_dict(dump)
+    try:  # "x": the first run of the group claims it, even with parallel runs
+        with open(group_config, "x") as fh:
+            fh.write(json.dumps(run, indent=1, sort_keys=True) + "\n")
+    except FileExistsError:
+        pass
+    base = json.loads(group_config.read_text())
+    overrides = diff(base, run)
+    if apply(base, overrides) != run:
+        raise ValueError(f"run_dir: the overrides of {run_dir} do not rebuild its config")
+    (run_dir / OVERRIDES).write_text(json.dumps(overrides, indent=2, sort_keys=True) + "\n")
+    return overrides
+
+
+def rebuild(run_dir, group_dir=None):
+    """A run's full config as a dict: its dump when it is on disk, else the
+    group's config.json with the run's overrides.json applied."""
+    run_dir = Path(run_dir)
+    dump = dump_of(run_dir)
+    if dump is not None:
+        return config_dict(dump)
+    group_dir = Path(group_dir) if group_dir is not None else run_dir.parent
+    overrides = run_dir / OVERRIDES
+    if not overrides.exists() or not (group_dir / GROUP_CONFIG).exists():
+        raise FileNotFoundError(f"run_dir: {run_dir} has neither a dumped config nor "
+                                f"{OVERRIDES} beside a {GROUP_CONFIG} in {group_dir}")
+    return apply(json.loads((group_dir / GROUP_CONFIG).read_text()),
+                 json.loads(overrides.read_text()))
+
+
+def compact(group_dir, runs=None):
+    """:func:`record` for every run folder in group_dir that has a dump
+    (runs: those folders, default every subfolder with an env.json)."""
+    group_dir = Path(group_dir)
+    runs = runs if runs is not None else sorted(p.parent for p in group_dir.glob("*/env.json"))
+    return {Path(r).name: record(r, group_dir) for r in runs if dump_of(r) is not None}
+
+
+__all__ = ["GROUP_CONFIG", "OVERRIDES", "config_dict", "diff", "apply", "dump_of", "record",
+           "rebuild", "compact"]
