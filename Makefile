@@ -8,6 +8,8 @@
 #   make bench   set up, then run the full operator benchmark (writes benchmarks/results/
 #                and its table in docs/kernels.md)
 #   make docs    set up, then build the docs (docs/, mkdocs.yml) strictly into build/site/
+#   make lint    set up, then the pre-commit hooks on the whole tree (ruff lint and format,
+#                clang-format, nbstripout) and mypy on carafe/
 #   make figures set up, then regenerate the README's figures (experiments/figures/) by
 #                executing the notebooks at their defaults with figures_dir pointed there
 #   make wheel-check  build sdist and wheel, install the wheel in a fresh venv, run the
@@ -31,7 +33,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab figures docs clean gpu-check gpu-check-prepare wheel-check
+.PHONY: setup test demo bench lab figures docs lint clean gpu-check gpu-check-prepare wheel-check
 
 setup: $(STAMP)
 
@@ -79,6 +81,10 @@ bench: setup
 # --strict: a broken link between pages, or to a missing heading, fails the build.
 docs: setup
 	$(PY) -m mkdocs build --strict --site-dir build/site
+
+lint: setup
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+	$(PY) -m mypy
 
 figures: setup
 	$(PY) scripts/run_notebooks.py --out build/figures/notebooks -p figures_dir=experiments/figures

@@ -7,7 +7,7 @@ from .modules import CARAFE, CARAFEPack
 from .ops import carafe
 from .reference import carafe_reference, carafe_unfold
 
-__version__ = "0.3.0"
+__version__ = "0.3.0.dev0"
 
 __all__ = [
     "CARAFE",

@@ -38,7 +38,7 @@ ALLOW_MISMATCH = "CARAFE_ALLOW_TORCH_MISMATCH"
 
 
 try:
-    from . import _C  # noqa: F401  (import runs the TORCH_LIBRARY registrations)
+    from . import _C  # type: ignore[attr-defined]  # noqa: F401  (runs the registrations)
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     built = _built_against()
     mismatch = (f" It was compiled against torch {built} and this is torch "

@@ -142,6 +142,8 @@ def export_onnx(model: torch.nn.Module, args: tuple, path=None, *, custom_node: 
         dynamic_shapes=dynamic_image_shapes(args) if dynamic_shapes is None else dynamic_shapes,
         input_names=input_names, output_names=output_names, optimize=optimize,
         verbose=False, **kwargs)
+    if program is None:
+        raise RuntimeError("export_onnx: torch.onnx.export returned no program")
     if path is not None:
         program.save(str(path))
     return program

@@ -244,8 +244,13 @@ def test_test_command_and_summarize(trained_runs, tmp_path):
     # the CARAFE FPN's kernels were scored against the ground truth at the end
     scores = json.loads((run / "kernel_scores.json").read_text())
     level = scores["levels"]["P3->P2"]
-    assert set(level) == {"carafe", "bilinear", "nearest"}
+    assert set(level) == {"carafe", "phase_mean", "permuted", "uniform", "gaussian", "bilinear",
+                          "nearest"}
     assert all(0 <= v["boundary"] <= 1 and v["n_boundary"] > 0 for v in level.values())
+    # ... and against their content-agnostic controls (kernel_report.json)
+    report = json.loads((run / "kernel_report.json").read_text())["levels"]["P3->P2"]
+    assert report["ca"] == report["masses"]["carafe"]["boundary"] - \
+        report["masses"]["phase_mean"]["boundary"]
 
 
 def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):

@@ -37,7 +37,7 @@ from ..modules import CARAFEPack
 UPSAMPLE_TYPE = "carafe_op"
 #: Other upsample types that select our op (names earlier releases wrote
 #: into configs; a package that wrote such configs adds its name here).
-UPSAMPLE_ALIASES = set()
+UPSAMPLE_ALIASES: set = set()
 
 MMENGINE_MODELS.register_module(name="CARAFEOpPack", module=CARAFEPack)
 MMENGINE_MODELS.register_module(name="CARAFELabPack", module=CARAFEPack)
