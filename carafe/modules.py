@@ -8,6 +8,7 @@ initialisation, so a state_dict trained with mmcv/mmdetection loads unchanged.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import require_sizes
 from .ops import carafe
 
 
@@ -19,16 +20,8 @@ class CARAFE(nn.Module):
 
     def __init__(self, kernel_size: int, group_size: int, scale_factor: int):
         super().__init__()
-        for name, value in (("kernel_size", kernel_size), ("group_size", group_size),
-                            ("scale_factor", scale_factor)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"CARAFE: {name} must be an int, got {value!r}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"CARAFE: kernel_size must be an odd integer >= 1, got {kernel_size}")
-        if group_size < 1:
-            raise ValueError(f"CARAFE: group_size must be an integer >= 1, got {group_size}")
-        if scale_factor < 1:
-            raise ValueError(f"CARAFE: scale_factor must be an integer >= 1, got {scale_factor}")
+        require_sizes("CARAFE", odd=("kernel_size",), kernel_size=kernel_size,
+                      group_size=group_size, scale_factor=scale_factor)
         self.kernel_size = kernel_size
         self.group_size = group_size
         self.scale_factor = scale_factor
@@ -65,22 +58,12 @@ class CARAFEPack(nn.Module):
                  encoder_kernel: int = 3, encoder_dilation: int = 1,
                  compressed_channels: int = 64):
         super().__init__()
-        args = dict(channels=channels, scale_factor=scale_factor, up_kernel=up_kernel,
-                    up_group=up_group, encoder_kernel=encoder_kernel,
-                    encoder_dilation=encoder_dilation, compressed_channels=compressed_channels)
-        for name, value in args.items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"CARAFEPack: {name} must be an int, got "
-                                f"{type(value).__name__} {value!r}")
-            if value < 1:
-                raise ValueError(f"CARAFEPack: {name} must be an integer >= 1, got {value}")
-        if up_kernel % 2 == 0:
-            raise ValueError(f"CARAFEPack: up_kernel must be an odd integer >= 1, got {up_kernel}")
-        if encoder_kernel % 2 == 0:
-            raise ValueError("CARAFEPack: encoder_kernel must be an odd integer >= 1, got "
-                             f"{encoder_kernel}")
+        require_sizes("CARAFEPack", odd=("up_kernel", "encoder_kernel"), channels=channels,
+                      scale_factor=scale_factor, up_kernel=up_kernel, up_group=up_group,
+                      encoder_kernel=encoder_kernel, encoder_dilation=encoder_dilation,
+                      compressed_channels=compressed_channels)
         if channels % up_group != 0:
-            raise ValueError(f"CARAFEPack: up_group must be >= 1 and divide channels={channels}, "
+            raise ValueError(f"CARAFEPack: up_group must divide channels={channels}, "
                              f"got {up_group}")
         self.channels = channels
         self.scale_factor = scale_factor
@@ -119,8 +102,19 @@ class CARAFEPack(nn.Module):
         mask = F.softmax(mask, dim=2, dtype=mask.dtype)
         return mask.view(n, mask_c, h, w).contiguous()
 
+    def _check_input(self, x) -> None:
+        # What forward needs: without this, a 3-D input would run through the
+        # convolutions (which take unbatched inputs) and fail in
+        # kernel_normalizer with an unpacking error that names nothing.
+        if not isinstance(x, Tensor):
+            raise TypeError(f"CARAFEPack: x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"CARAFEPack: x must be a 4-D tensor (N, C, H, W) with "
+                             f"C={self.channels}, got shape {list(x.shape)}")
+
     def predict_kernels(self, x: Tensor) -> Tensor:
         """The reassembly kernels for x (N, C, H, W): (N, G*k_up*k_up, s*H, s*W)."""
+        self._check_input(x)
         return self.kernel_normalizer(self.content_encoder(self.channel_compressor(x)))
 
     def feature_reassemble(self, x: Tensor, mask: Tensor) -> Tensor:

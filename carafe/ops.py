@@ -11,88 +11,20 @@ import torch
 from torch import Tensor
 
 from . import _loader
-
-_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_INT64_MAX = 2**63 - 1
-
-
-def _check_forward_args(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
-                        scale_factor: int) -> None:
-    """The checks of check_forward_args() in csrc/carafe.cpp, with the same
-    messages, in the same order (tests compare the two)."""
-    if not (kernel_size >= 1 and kernel_size % 2 == 1):
-        raise ValueError(f"carafe: kernel_size must be an odd integer >= 1, got {kernel_size}")
-    if not group_size >= 1:
-        raise ValueError(f"carafe: group_size must be an integer >= 1, got {group_size}")
-    if not scale_factor >= 1:
-        raise ValueError(f"carafe: scale_factor must be an integer >= 1, got {scale_factor}")
-    if features.dim() != 4:
-        raise ValueError("carafe: features must be a 4-D tensor (N, C, H, W), got shape "
-                         f"{list(features.shape)}")
-    if masks.dim() != 4:
-        raise ValueError("carafe: masks must be a 4-D tensor (N, kernel_size*kernel_size*"
-                         "group_size, H*scale_factor, W*scale_factor), got shape "
-                         f"{list(masks.shape)}")
-    if features.dtype not in _SUPPORTED:
-        raise ValueError("carafe: features must be float16, bfloat16, float32 or float64, got "
-                         f"{features.dtype}")
-    if masks.dtype != features.dtype:
-        raise ValueError(f"carafe: masks must have the dtype of features ({features.dtype}), "
-                         f"got {masks.dtype}")
-    if masks.device != features.device:
-        raise ValueError(f"carafe: masks must be on the device of features ({features.device}), "
-                         f"got {masks.device}")
-    N, C, H, W = features.shape
-    if C % group_size != 0:
-        raise ValueError("carafe: group_size must divide the number of feature channels "
-                         f"C={C}, got group_size={group_size}")
-    # The C++ checks compute these products in int64; both refuse the same sizes.
-    if kernel_size * kernel_size * group_size > _INT64_MAX:
-        raise ValueError("carafe: kernel_size*kernel_size*group_size must fit in int64, got "
-                         f"kernel_size={kernel_size}, group_size={group_size}")
-    if max(H, W) * scale_factor > _INT64_MAX:
-        raise ValueError("carafe: H*scale_factor and W*scale_factor must fit in int64, got "
-                         f"H={H}, W={W}, scale_factor={scale_factor}")
-    mask_channels = kernel_size * kernel_size * group_size
-    if masks.shape[1] != mask_channels:
-        raise ValueError("carafe: masks must have kernel_size*kernel_size*group_size="
-                         f"{mask_channels} channels, got {masks.shape[1]}")
-    if masks.shape[0] != N:
-        raise ValueError(f"carafe: masks must have the batch size of features ({N}), "
-                         f"got {masks.shape[0]}")
-    if masks.shape[2] != H * scale_factor or masks.shape[3] != W * scale_factor:
-        raise ValueError("carafe: masks must have spatial size (H*scale_factor, W*scale_factor)="
-                         f"({H * scale_factor}, {W * scale_factor}), got "
-                         f"({masks.shape[2]}, {masks.shape[3]})")
-
-
-def _check_backward_args(grad_output: Tensor, features: Tensor, masks: Tensor, kernel_size: int,
-                         group_size: int, scale_factor: int) -> None:
-    _check_forward_args(features, masks, kernel_size, group_size, scale_factor)
-    N, C, H, W = features.shape
-    expected = [N, C, H * scale_factor, W * scale_factor]
-    if list(grad_output.shape) != expected:
-        raise ValueError(f"carafe: grad_output must have shape {expected}, got "
-                         f"{list(grad_output.shape)}")
-    if grad_output.dtype != features.dtype:
-        raise ValueError(f"carafe: grad_output must have the dtype of features "
-                         f"({features.dtype}), got {grad_output.dtype}")
-    if grad_output.device != features.device:
-        raise ValueError(f"carafe: grad_output must be on the device of features "
-                         f"({features.device}), got {grad_output.device}")
+from ._checks import INT64_MAX, require_int
 
 
 def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -> None:
     """What the op's schema cannot say clearly: argument kinds, and whether
-    kernels exist for the device the tensors are on."""
+    kernels exist for the device the tensors are on. The values are checked
+    by the op (csrc/carafe.cpp)."""
     for name, value in (("features", features), ("masks", masks)):
         if not isinstance(value, Tensor):
             raise TypeError(f"carafe: {name} must be a torch.Tensor, got {type(value).__name__}")
     for name, value in (("kernel_size", kernel_size), ("group_size", group_size),
                         ("scale_factor", scale_factor)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"carafe: {name} must be an int, got {type(value).__name__} {value!r}")
-        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:  # the schema's int is int64
+        require_int("carafe", name, value)
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:  # the schema's int is int64
             raise ValueError(f"carafe: {name} must fit in int64, got {value}")
     for t in (features, masks):
         dev = t.device.type
@@ -147,17 +79,20 @@ def _autocast_inputs(features: Tensor, masks: Tensor):
     return cast[0], cast[1]
 
 
-# Fake kernels: shapes, dtypes and devices only, with the C++ checks' errors.
+# Fake kernels: shapes, dtypes and devices only. Their argument checks are the
+# kernels' own (carafe::check_args runs the C++ checks on the fake tensors'
+# sizes, symbolic ones included), so both raise the same errors.
 @torch.library.register_fake("carafe::carafe")
 def _carafe_fake(features, masks, kernel_size, group_size, scale_factor):
-    _check_forward_args(features, masks, kernel_size, group_size, scale_factor)
+    torch.ops.carafe.check_args(features, masks, kernel_size, group_size, scale_factor)
     N, C, H, W = features.shape
     return features.new_empty((N, C, H * scale_factor, W * scale_factor))
 
 
 @torch.library.register_fake("carafe::carafe_backward")
 def _carafe_backward_fake(grad_output, features, masks, kernel_size, group_size, scale_factor):
-    _check_backward_args(grad_output, features, masks, kernel_size, group_size, scale_factor)
+    torch.ops.carafe.check_args(features, masks, kernel_size, group_size, scale_factor,
+                                grad_output)
     return features.new_empty(features.shape), masks.new_empty(masks.shape)
 
 

@@ -19,12 +19,13 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    scripts/gpu_profile.py: per kernel launch, the counters of its standard
    sections (duration, DRAM / L1 / L2 throughput, occupancy, issue slots,
    warp states), which a machine without a GPU cannot measure;
-6. writes benchmarks/results/gpu_check_<gpu>.json (and a copy under $OUT
-   when set) after every step, and prints a summary. Each step's failure is
+6. writes benchmarks/results/gpu_check_<gpu>.json after every step (and a
+   copy, with the log, into the output folder given by --out or $OUT, when
+   one is given), and prints a summary. Each step's failure is
    recorded and the later steps still run; the exit status is non-zero if
    any step failed.
 
-    python3 scripts/gpu_check.py [--skip-build] [--quick]
+    python3 scripts/gpu_check.py [--skip-build] [--quick] [--out DIR]
 """
 
 import argparse
@@ -92,8 +93,8 @@ def machine():
             "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
             "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
             "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
-            # the commit as its sender states it wins: a lent GPU machine's
-            # copy of the tree carries a stale git history, if any
+            # the commit as its sender states it wins: a copy of the tree made
+            # for a GPU machine may carry a stale git history, or none
             "git_commit": os.environ.get("CARAFE_GIT_COMMIT") or git_commit(ROOT, short=True)}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
@@ -219,6 +220,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one small benchmark shape")
+    parser.add_argument("--out", default=os.environ.get("OUT") or None,
+                        help="a folder that also receives the report and the log after every "
+                             "step (default: $OUT, when set)")
     args = parser.parse_args(argv)
     import torch
     if not torch.cuda.is_available():
@@ -235,12 +239,13 @@ def main(argv=None):
 
     def save():
         """The report so far, after every step: a run cut off by its time
-        limit still leaves what it measured (under $OUT too when set)."""
+        limit still leaves what it measured (in the output folder too, when
+        one is given)."""
         log.flush()
         out.write_text(json.dumps(report, indent=2) + "\n")
-        if os.environ.get("OUT"):
-            shutil.copy(out, Path(os.environ["OUT"]) / out.name)
-            shutil.copy(PREPARED / "gpu_check.log", Path(os.environ["OUT"]) / "gpu_check.log")
+        if args.out:
+            shutil.copy(out, Path(args.out) / out.name)
+            shutil.copy(PREPARED / "gpu_check.log", Path(args.out) / "gpu_check.log")
 
     if not args.skip_build:
         ok, secs, tail = sh([sys.executable, "setup.py", "build_ext", "--inplace"], 420,

@@ -6,7 +6,7 @@ each checked against the CPU kernel; then, at shapes whose warps lie wholly
 inside the input (rows of 80 columns), every k in 3, 5, 7 with every s in
 1..4, so that the warps' votes (__all_sync) send some of them down the
 bounds-test-free loops, each checked against the CPU kernel too and run
-again with the test-only launch switches of csrc/cuda/carafe_kernels.cuh:
+again with the test-only launch switches of csrc/cuda/grid.cuh:
 the 64-bit index kernels, and grids of 3 blocks whose grid-stride loops
 repeat (the same bits as the default launch)."""
 

@@ -1,8 +1,9 @@
 """Which loop the CUDA kernels' warps take, predicted from the shape alone.
 
-Each window kernel (csrc/cuda/carafe_kernels.cuh) lets a warp run its loop
-without bounds tests when, by a vote (warp_all: __all_sync over the lanes
-still in the grid-stride loop), every lane's window lies inside the input.
+Each window kernel (csrc/cuda/forward_kernels.cuh, backward_kernels.cuh)
+lets a warp run its loop without bounds tests when, by a vote (warp_all:
+__all_sync over the lanes still in the grid-stride loop), every lane's
+window lies inside the input.
 A warp is 32 consecutive work items (idx) of one iteration of the
 grid-stride loop: blocks are 256 threads and the grid stride is a whole
 number of blocks, so the split into warps, and hence the votes, do not

@@ -1,5 +1,7 @@
 """Malformed calls raise a ValueError/TypeError that names the argument and the
-expected value, the same from the C++ kernels and from the fake kernel."""
+expected value. The op's checks are written once, in C++: the kernels run
+them, and the fake kernels through carafe::check_args, so both raise the same
+errors, on meta tensors, on fake tensors and with symbolic sizes."""
 
 import pytest
 import torch
@@ -121,6 +123,69 @@ def test_nothing_is_modified_on_error():
     assert torch.equal(f, f0) and torch.equal(m, m0)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_fake_tensors_raise_the_kernels_errors(case):
+    """Under torch.compile's FakeTensorMode the fake kernel runs the C++
+    checks on fake tensors, which keep their device (cpu, not meta)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    args, message = CASES[case]
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with pytest.raises(ValueError) as info:
+            torch.ops.carafe.carafe(*fake)
+    assert str(info.value).splitlines()[0] == "carafe: " + message
+
+
+def test_fake_tensors_keep_their_devices():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    f, m, k, G, s = good()
+    meta_masks, meta_grad = m.to("meta"), torch.zeros(2, 8, 6, 8, device="meta")
+    with FakeTensorMode() as mode:
+        f, m, meta_masks, meta_grad = map(mode.from_tensor, (f, m, meta_masks, meta_grad))
+        with pytest.raises(ValueError, match=r"masks must be on the device of features "
+                                             r"\(cpu\), got meta"):
+            torch.ops.carafe.carafe(f, meta_masks, k, G, s)
+        with pytest.raises(ValueError, match=r"grad_output must be on the device of features "
+                                             r"\(cpu\), got meta"):
+            torch.ops.carafe.carafe_backward(meta_grad, f, m, k, G, s)
+
+
+def test_symbolic_sizes():
+    """Traced with symbolic sizes (torch.export, dynamic torch.compile), the
+    checks become guards: a good call traces to the op alone (the check op
+    leaves no node), a bad one fails with the kernels' message."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    f, m, k, G, s = good()
+
+    def op(a, b):
+        return torch.ops.carafe.carafe(a, b, k, G, s)
+
+    graph = make_fx(op, tracing_mode="symbolic")(f, m)
+    targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    assert targets == [torch.ops.carafe.carafe.default]
+    with pytest.raises(ValueError, match=r"carafe: masks must have spatial size \(H\*scale_factor, "
+                                         r"W\*scale_factor\)="):
+        make_fx(op, tracing_mode="symbolic")(f, m[:, :, :5])
+    with pytest.raises(ValueError, match="carafe: group_size must divide the number of feature "
+                                         "channels"):
+        make_fx(lambda a, b: torch.ops.carafe.carafe(a, b, k, 3, s),
+                tracing_mode="symbolic")(f, torch.zeros(2, 75, 6, 8))
+
+
+def test_check_op():
+    """carafe::check_args, the checks the fake kernels run: nothing for good
+    arguments, the op's errors otherwise."""
+    f, m, k, G, s = good()
+    assert torch.ops.carafe.check_args(f, m, k, G, s) is None
+    assert torch.ops.carafe.check_args(f, m, k, G, s, torch.zeros(2, 8, 6, 8)) is None
+    with pytest.raises(ValueError, match="carafe: grad_output must have shape"):
+        torch.ops.carafe.check_args(f, m, k, G, s, torch.zeros(2, 8, 6, 7))
+    for args, message in CASES.values():
+        with pytest.raises(ValueError) as info:
+            torch.ops.carafe.check_args(*args)
+        assert str(info.value).splitlines()[0] == "carafe: " + message
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(kernel_size=4, group_size=1, scale_factor=2), "kernel_size"),
     (dict(kernel_size=5, group_size=0, scale_factor=2), "group_size"),
@@ -129,6 +194,28 @@ def test_nothing_is_modified_on_error():
 def test_module_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         carafe.CARAFE(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(kernel_size=4, group_size=1, scale_factor=2), ValueError,
+     "kernel_size must be an odd integer >= 1, got 4"),
+    (dict(kernel_size=-1, group_size=1, scale_factor=2), ValueError,
+     "kernel_size must be an odd integer >= 1, got -1"),
+    (dict(kernel_size=5, group_size=0, scale_factor=2), ValueError,
+     "group_size must be an integer >= 1, got 0"),
+    (dict(kernel_size=5, group_size=1, scale_factor=0), ValueError,
+     "scale_factor must be an integer >= 1, got 0"),
+    (dict(kernel_size=5.0, group_size=1, scale_factor=2), TypeError,
+     "kernel_size must be an int, got float 5.0"),
+    (dict(kernel_size=5, group_size=True, scale_factor=2), TypeError,
+     "group_size must be an int, got bool True"),
+    (dict(kernel_size=5, group_size=1, scale_factor="2"), TypeError,
+     "scale_factor must be an int, got str '2'"),
+])
+def test_module_messages(kwargs, error, message):
+    with pytest.raises(error) as info:
+        carafe.CARAFE(**kwargs)
+    assert str(info.value) == "CARAFE: " + message
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -209,3 +296,25 @@ def test_pack_checks_every_argument(kwargs, error, message):
     with pytest.raises(error) as info:
         carafe.CARAFEPack(**kwargs)
     assert str(info.value).startswith("CARAFEPack: " + message)
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 5), (1, 2, 8, 6, 5), (2, 4, 6, 5), (8,)])
+def test_pack_input_shape(shape):
+    pack = carafe.CARAFEPack(8, 2)
+    with pytest.raises(ValueError) as info:
+        pack(torch.zeros(shape))
+    assert str(info.value) == ("CARAFEPack: x must be a 4-D tensor (N, C, H, W) with C=8, got "
+                               f"shape {list(shape)}")
+    with pytest.raises(ValueError, match="CARAFEPack: x must be a 4-D tensor"):
+        pack.predict_kernels(torch.zeros(shape))
+
+
+def test_pack_input_type():
+    with pytest.raises(TypeError, match="CARAFEPack: x must be a torch.Tensor, got list"):
+        carafe.CARAFEPack(8, 2)([[1.0]])
+
+
+def test_pack_up_group_must_divide_channels():
+    with pytest.raises(ValueError) as info:
+        carafe.CARAFEPack(8, 2, up_group=3)
+    assert str(info.value) == "CARAFEPack: up_group must divide channels=8, got 3"

@@ -471,7 +471,7 @@ def _set_switches(monkeypatch, switches):
         monkeypatch.setenv(name, value)
 
 
-# The test-only launch switches of csrc/cuda/carafe_kernels.cuh
+# The test-only launch switches of csrc/cuda/grid.cuh
 SWITCHES = {"index64": {"CARAFE_TEST_CUDA_INDEX64": "1"},
             "max_blocks": {"CARAFE_TEST_CUDA_MAX_BLOCKS": "3"},
             "both": {"CARAFE_TEST_CUDA_INDEX64": "1", "CARAFE_TEST_CUDA_MAX_BLOCKS": "3"}}

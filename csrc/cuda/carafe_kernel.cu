@@ -7,14 +7,15 @@
 //   outputs are coalesced;
 // - forward: a thread loads the k*k weights of its outputs once into
 //   registers and reuses them over kChannelsPerThread channels of its group;
-//   for s = 2 a thread computes the two outputs that share a window (see
-//   carafe_kernels.cuh for the kernels and how one is chosen);
+//   for s = 2 a thread computes the two outputs that share a window (the
+//   kernels: forward_kernels.cuh, backward_kernels.cuh; how one is chosen:
+//   carafe_kernels.cuh);
 // - backward: both gradients are gathers (each thread owns one result
 //   element and sums in a fixed order): deterministic, no atomics;
 // - float16/bfloat16 accumulate in float (at::opmath_type);
 // - 32-bit index arithmetic when every tensor is small enough, else 64-bit
-//   (and the grid's size): both as carafe_kernels.cuh chooses them, with its
-//   test-only switches;
+//   (and the grid's size): both as grid.cuh chooses them, with its test-only
+//   switches;
 // - the current stream and a device guard; every launch checked.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
