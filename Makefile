@@ -53,7 +53,7 @@ $(VENV)/.deps-installed: scripts/install_mmcv.sh
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs,lint]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed

@@ -49,9 +49,11 @@ def _write_build_info():
     compiled kernels work only with that torch (C++ ABI); carafe/_loader.py
     compares it with the torch that imports them and says so when they differ."""
     with open(os.path.join(ROOT, "carafe", "_build_info.py"), "w") as fh:
-        fh.write('"""Written by setup.py at build time; not tracked by git."""\n'
-                 f"TORCH_VERSION = {torch.__version__!r}\n"
-                 f"TORCH_CUDA = {torch.version.cuda!r}\n")
+        fh.write(
+            '"""Written by setup.py at build time; not tracked by git."""\n'
+            f"TORCH_VERSION = {torch.__version__!r}\n"
+            f"TORCH_CUDA = {torch.version.cuda!r}\n"
+        )
 
 
 _write_build_info()

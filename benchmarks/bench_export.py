@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_op import QUICK_SIZES, SIZES, machine, write_result
 
 import carafe
-from bench_op import QUICK_SIZES, SIZES, machine, write_result
 from carafe.export import export_onnx
 from carafe.reference import random_inputs
 from carafe_lab.timing import median_seconds
@@ -52,17 +52,28 @@ def cases(quick):
         from mmengine.config import Config
 
         from carafe.mmdet.export import RawDetector  # (registers the plugin too)
+
         register_all_modules()
-        config = (Path(__file__).resolve().parent.parent / "experiments" / "configs"
-                  / "faster-rcnn_r18_fpn-carafe_offline.py")
+        config = (
+            Path(__file__).resolve().parent.parent
+            / "experiments"
+            / "configs"
+            / "faster-rcnn_r18_fpn-carafe_offline.py"
+        )
         torch.manual_seed(0)
         detector = MODELS.build(Config.fromfile(str(config)).model)
         detector.init_weights()
         raw = RawDetector(detector.eval()).eval()
         side = 128 if quick else 256
         image = torch.rand(2, 3, side, side) * 255
-        out.append((f"Faster R-CNN R18 CARAFE-FPN to RPN outputs 2x3x{side}x{side}", raw,
-                    (image,), (image,)))
+        out.append(
+            (
+                f"Faster R-CNN R18 CARAFE-FPN to RPN outputs 2x3x{side}x{side}",
+                raw,
+                (image,),
+                (image,),
+            )
+        )
     except ImportError as e:
         print(f"detector skipped (mmdet stack not installed: {e})")
     return out
@@ -70,6 +81,7 @@ def cases(quick):
 
 def bench(name, model, example, inputs, repeat, threads, folder):
     import onnxruntime as ort
+
     path = Path(folder) / "model.onnx"
     t0 = time.perf_counter()
     export_onnx(model, example, path)
@@ -86,12 +98,19 @@ def bench(name, model, example, inputs, repeat, threads, folder):
     got = session.run(None, feeds)
     onnx_seconds = median_seconds(lambda: session.run(None, feeds), "cpu", repeat)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(got, expected))
-    row = {"model": name, "pytorch_eager_ms": 1e3 * eager, "onnxruntime_ms": 1e3 * onnx_seconds,
-           "onnxruntime_over_eager": onnx_seconds / eager, "max_abs_diff": diff,
-           "export_seconds": export_seconds}
-    print(f"{name:>58}: eager {row['pytorch_eager_ms']:8.2f} ms, ONNX Runtime "
-          f"{row['onnxruntime_ms']:8.2f} ms ({row['onnxruntime_over_eager']:.2f}x), "
-          f"max |diff| {diff:.1e}")
+    row = {
+        "model": name,
+        "pytorch_eager_ms": 1e3 * eager,
+        "onnxruntime_ms": 1e3 * onnx_seconds,
+        "onnxruntime_over_eager": onnx_seconds / eager,
+        "max_abs_diff": diff,
+        "export_seconds": export_seconds,
+    }
+    print(
+        f"{name:>58}: eager {row['pytorch_eager_ms']:8.2f} ms, ONNX Runtime "
+        f"{row['onnxruntime_ms']:8.2f} ms ({row['onnxruntime_over_eager']:.2f}x), "
+        f"max |diff| {diff:.1e}"
+    )
     return row
 
 
@@ -102,6 +121,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     import onnxruntime as ort
+
     info = machine("cpu")
     info["onnxruntime"] = ort.__version__
     threads = torch.get_num_threads()
@@ -109,9 +129,16 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for name, model, example, inputs in cases(args.quick):
             rows.append(bench(name, model, example, inputs, args.repeat, threads, folder))
-    result = {"machine": info, "threads": threads, "quick": args.quick, "k": K,
-              "group_size": G, "scale_factor": S, "results": rows,
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    result = {
+        "machine": info,
+        "threads": threads,
+        "quick": args.quick,
+        "k": K,
+        "group_size": G,
+        "scale_factor": S,
+        "results": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     write_result(result, "bench_export_cpu", info, args.quick, args.out)
     return 0
 

@@ -120,12 +120,14 @@ def methods(device):
         # compiled once per input shape; the warm-up call of every timing
         # pays the compilation
         "compiled": torch.compile(lambda f, m: carafe_reference(f, m, K, G, S), dynamic=False),
-        "bilinear": lambda f, m: F.interpolate(f, scale_factor=S, mode="bilinear",
-                                               align_corners=False),
+        "bilinear": lambda f, m: F.interpolate(
+            f, scale_factor=S, mode="bilinear", align_corners=False
+        ),
     }
     if device == "cuda":
         try:
             from mmcv.ops import carafe as mmcv_carafe
+
             out["mmcv"] = lambda f, m: mmcv_carafe(f, m, K, G, S)
         except Exception as e:  # noqa: BLE001 - any import failure means "not available"
             print(f"mmcv CARAFE not available ({type(e).__name__}: {e}); skipping it")
@@ -169,14 +171,20 @@ def time_methods(device, sizes, repeat):
             forward, forward_backward = _calls(fn, f, m, grad_out)
             # The slow baselines need fewer repeats to give a stable median.
             reps = repeat if name in ("carafe", "bilinear", "compiled") else max(3, repeat // 4)
-            rows.append({
-                "size": size_name, "method": name,
-                "forward_ms": 1e3 * median_seconds(forward, device, reps),
-                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
-                "output_bytes": grad_out.numel() * grad_out.element_size(),
-            })
-            print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
-                  f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms", flush=True)
+            rows.append(
+                {
+                    "size": size_name,
+                    "method": name,
+                    "forward_ms": 1e3 * median_seconds(forward, device, reps),
+                    "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
+                    "output_bytes": grad_out.numel() * grad_out.element_size(),
+                }
+            )
+            print(
+                f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
+                f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -194,10 +202,13 @@ def probe_memory(device, sizes, rows):
             row = next(r for r in rows if r["size"] == size_name and r["method"] == name)
             row["forward_peak_extra_bytes"] = peak_extra_bytes(forward, device)
             row["forward_backward_peak_extra_bytes"] = peak_extra_bytes(forward_backward, device)
-            print(f"  {size_name:>14} {name:>8}: peak extra fwd "
-                  f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB, fwd+bwd "
-                  f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
-                  f"(output {row['output_bytes'] / 2**20:.1f} MiB)", flush=True)
+            print(
+                f"  {size_name:>14} {name:>8}: peak extra fwd "
+                f"{row['forward_peak_extra_bytes'] / 2**20:8.1f} MiB, fwd+bwd "
+                f"{row['forward_backward_peak_extra_bytes'] / 2**20:8.1f} MiB "
+                f"(output {row['output_bytes'] / 2**20:.1f} MiB)",
+                flush=True,
+            )
 
 
 def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
@@ -214,14 +225,19 @@ def run_with_reused_memory(device, sizes, repeat, names=("carafe", "compiled")):
             if name not in names:
                 continue
             forward, forward_backward = _calls(fn, f, m, grad_out)
-            rows.append({
-                "size": size_name, "method": name,
-                "forward_ms": 1e3 * median_seconds(forward, device, repeat),
-                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, repeat),
-            })
-            print(f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
-                  f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms (freed memory reused)",
-                  flush=True)
+            rows.append(
+                {
+                    "size": size_name,
+                    "method": name,
+                    "forward_ms": 1e3 * median_seconds(forward, device, repeat),
+                    "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, repeat),
+                }
+            )
+            print(
+                f"  {size_name:>14} {name:>8}: fwd {rows[-1]['forward_ms']:9.2f} ms, "
+                f"fwd+bwd {rows[-1]['forward_backward_ms']:9.2f} ms (freed memory reused)",
+                flush=True,
+            )
     return rows
 
 
@@ -230,8 +246,10 @@ def roofline(device, sizes, heading):
     rounds interleaved with the ceilings' measurements
     (carafe_lab.roofline.paired_shares); the FLOP shares also under their old
     keys."""
-    print(f"Roofline rounds ({heading}; each a matrix multiply, a copy, a carafe call; "
-          "medians over rounds):")
+    print(
+        f"Roofline rounds ({heading}; each a matrix multiply, a copy, a carafe call; "
+        "medians over rounds):"
+    )
     out = {}
     carafe_fn = methods(device)["carafe"]
     for size_name, shape in sizes.items():
@@ -240,17 +258,24 @@ def roofline(device, sizes, heading):
         fwd_bytes = floor_bytes(*shape, K, G, S, 4, backward=False)
         both_bytes = fwd_bytes + floor_bytes(*shape, K, G, S, 4, backward=True)
         fwd = paired_shares(forward, useful_gflop(*shape, K, S), fwd_bytes, device)
-        both = paired_shares(forward_backward, useful_gflop(*shape, K, S, backward=True),
-                             both_bytes, device)
-        out[size_name] = {"forward_pct_of_sgemm": fwd["pct_of_sgemm"],
-                          "forward_backward_pct_of_sgemm": both["pct_of_sgemm"],
-                          "forward": fwd, "forward_backward": both}
+        both = paired_shares(
+            forward_backward, useful_gflop(*shape, K, S, backward=True), both_bytes, device
+        )
+        out[size_name] = {
+            "forward_pct_of_sgemm": fwd["pct_of_sgemm"],
+            "forward_backward_pct_of_sgemm": both["pct_of_sgemm"],
+            "forward": fwd,
+            "forward_backward": both,
+        }
         for what, x in (("forward", fwd), ("forward_backward", both)):
-            print(f"  {size_name:>14} {what:>16}: {x['ms']:8.2f} ms; floors compute "
-                  f"{x['compute_floor_ms']:6.2f} ms (at {x['sgemm_gflops']:.0f} GFLOP/s), memory "
-                  f"{x['memory_floor_ms']:6.2f} ms (at {x['copy_GBps']:.1f} GB/s; "
-                  f"{x['bound']}-bound); {x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
-                  f"{x['pct_of_roofline']:5.1f}% of the roofline", flush=True)
+            print(
+                f"  {size_name:>14} {what:>16}: {x['ms']:8.2f} ms; floors compute "
+                f"{x['compute_floor_ms']:6.2f} ms (at {x['sgemm_gflops']:.0f} GFLOP/s), memory "
+                f"{x['memory_floor_ms']:6.2f} ms (at {x['copy_GBps']:.1f} GB/s; "
+                f"{x['bound']}-bound); {x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
+                f"{x['pct_of_roofline']:5.1f}% of the roofline",
+                flush=True,
+            )
     return out
 
 
@@ -270,8 +295,9 @@ def time_dtypes(device, sizes, rounds, peer=True):
     for size_name, shape in sizes.items():
         calls = {}
         for dtype in DTYPES:
-            f, m, grad_out = random_inputs(*shape, K, G, S, device=device, dtype=dtype,
-                                           with_grad_output=True)
+            f, m, grad_out = random_inputs(
+                *shape, K, G, S, device=device, dtype=dtype, with_grad_output=True
+            )
             calls[dtype] = _calls(carafe_fn, f, m, grad_out)
             for call in calls[dtype]:
                 call()  # warm-up
@@ -283,29 +309,40 @@ def time_dtypes(device, sizes, rounds, peer=True):
         res = out[size_name] = {}
         for dtype in DTYPES:
             name = str(dtype).removeprefix("torch.")
-            res[name] = {f"{what}_ms": 1e3 * statistics.median(times[(dtype, what)])
-                         for what in ("forward", "forward_backward")}
-        for name, row in res.items():
+            res[name] = {
+                f"{what}_ms": 1e3 * statistics.median(times[(dtype, what)])
+                for what in ("forward", "forward_backward")
+            }
+        for row in res.values():
             for what in ("forward", "forward_backward"):
                 row[f"{what}_vs_float32"] = row[f"{what}_ms"] / res["float32"][f"{what}_ms"]
         if peer:
-            f, m, grad_out = random_inputs(*shape, K, G, S, device=device, dtype=torch.bfloat16,
-                                           with_grad_output=True)
+            f, m, grad_out = random_inputs(
+                *shape, K, G, S, device=device, dtype=torch.bfloat16, with_grad_output=True
+            )
             forward, forward_backward = _calls(compiled, f, m, grad_out)
             reps = max(3, rounds // 3)
             row = res["compiled_bfloat16"] = {
                 "forward_ms": 1e3 * median_seconds(forward, device, reps),
-                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps)}
+                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
+            }
             for what in ("forward", "forward_backward"):
-                row[f"{what}_vs_carafe_bfloat16"] = row[f"{what}_ms"] / res["bfloat16"][f"{what}_ms"]
+                row[f"{what}_vs_carafe_bfloat16"] = (
+                    row[f"{what}_ms"] / res["bfloat16"][f"{what}_ms"]
+                )
         for name, row in res.items():
-            extra = (f"; {row['forward_vs_carafe_bfloat16']:.1f}x / "
-                     f"{row['forward_backward_vs_carafe_bfloat16']:.1f}x carafe bfloat16's time"
-                     if name == "compiled_bfloat16" else
-                     f"; {row['forward_vs_float32']:.2f}x / {row['forward_backward_vs_float32']:.2f}x "
-                     "float32's time")
-            print(f"  {size_name:>14} {name:>17}: fwd {row['forward_ms']:9.2f} ms, fwd+bwd "
-                  f"{row['forward_backward_ms']:9.2f} ms{extra}", flush=True)
+            extra = (
+                f"; {row['forward_vs_carafe_bfloat16']:.1f}x / "
+                f"{row['forward_backward_vs_carafe_bfloat16']:.1f}x carafe bfloat16's time"
+                if name == "compiled_bfloat16"
+                else f"; {row['forward_vs_float32']:.2f}x / "
+                f"{row['forward_backward_vs_float32']:.2f}x float32's time"
+            )
+            print(
+                f"  {size_name:>14} {name:>17}: fwd {row['forward_ms']:9.2f} ms, fwd+bwd "
+                f"{row['forward_backward_ms']:9.2f} ms{extra}",
+                flush=True,
+            )
     return out
 
 
@@ -321,15 +358,17 @@ def ratios(rows):
             "forward_backward_time": row["forward_backward_ms"] / ours["forward_backward_ms"],
         }
         if "forward_peak_extra_bytes" in row:  # timings-only rows have no memory probe
-            r["forward_peak_memory"] = (row["forward_peak_extra_bytes"]
-                                        / max(1, ours["forward_peak_extra_bytes"]))
+            r["forward_peak_memory"] = row["forward_peak_extra_bytes"] / max(
+                1, ours["forward_peak_extra_bytes"]
+            )
     return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="CARAFE op benchmark")
-    parser.add_argument("--device", choices=["cpu", "cuda"],
-                        default="cuda" if carafe.cuda_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cuda" if carafe.cuda_available() else "cpu"
+    )
     parser.add_argument("--quick", action="store_true", help="one small size (a smoke run)")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/...)")
@@ -338,41 +377,59 @@ def main(argv=None):
         parser.error("--device cuda needs a GPU and carafe's CUDA kernels")
     info = machine(args.device)
     sizes = QUICK_SIZES if args.quick else SIZES
-    print(f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
-          f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}")
+    print(
+        f"CARAFE benchmark on {args.device}: {info.get('gpu', info['cpu'])}, "
+        f"{info['torch_threads']} threads, torch {info['torch']}; k={K}, G={G}, s={S}"
+    )
     rows = time_methods(args.device, sizes, args.repeat)
     # The roofline (CPU): carafe's calls interleaved with the ceilings'
     # measurements, round by round, with the allocator of the timings.
     roof = roofline(args.device, sizes, "default allocator") if args.device == "cpu" else None
     dtypes = None
     if args.device == "cpu":  # on the GPU, scripts/gpu_check.py times the dtypes, with mmcv
-        print("Dtypes (carafe, in rounds" + ("" if args.quick else
-                                             "; and the compiled peer in bfloat16") + "):")
+        print(
+            "Dtypes (carafe, in rounds"
+            + ("" if args.quick else "; and the compiled peer in bfloat16")
+            + "):"
+        )
         dtypes = time_dtypes(args.device, sizes, args.repeat, peer=not args.quick)
     probe_memory(args.device, sizes, rows)
     reused = run_with_reused_memory(args.device, sizes, args.repeat)
-    result = {"machine": info, "device": args.device, "k": K, "group_size": G,
-              "scale_factor": S, "quick": args.quick, "results": rows, "ratios": ratios(rows),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    result = {
+        "machine": info,
+        "device": args.device,
+        "k": K,
+        "group_size": G,
+        "scale_factor": S,
+        "quick": args.quick,
+        "results": rows,
+        "ratios": ratios(rows),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     if dtypes:
         result["dtypes"] = dtypes
     if roof:
         result["roofline"] = roof
         result["roofline_method"] = (
             "medians over rounds of (float32 2048x2048 matrix multiply, 256 MiB copy, one "
-            "carafe call), shares computed per round")
+            "carafe call), shares computed per round"
+        )
     if reused:
         result["reused_memory"] = {
             "how": "glibc mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB (freed memory kept "
-                   "for reuse, as jemalloc and TCMalloc do)",
-            "results": reused, "ratios": ratios(reused),
-            "roofline": roofline(args.device, sizes, "freed memory kept for reuse")}
+            "for reuse, as jemalloc and TCMalloc do)",
+            "results": reused,
+            "ratios": ratios(reused),
+            "roofline": roofline(args.device, sizes, "freed memory kept for reuse"),
+        }
     print("\nRatios (other / carafe; > 1 means carafe is faster or smaller):")
     for size, by_method in result["ratios"].items():
         for name, r in by_method.items():
-            print(f"  {size:>14} {name:>8}: fwd {r['forward_time']:7.1f}x, fwd+bwd "
-                  f"{r['forward_backward_time']:7.1f}x, fwd peak memory "
-                  f"{r['forward_peak_memory']:7.1f}x")
+            print(
+                f"  {size:>14} {name:>8}: fwd {r['forward_time']:7.1f}x, fwd+bwd "
+                f"{r['forward_backward_time']:7.1f}x, fwd peak memory "
+                f"{r['forward_peak_memory']:7.1f}x"
+            )
     write_result(result, f"bench_op_{args.device}", info, args.quick, args.out)
     return 0
 

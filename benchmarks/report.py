@@ -38,21 +38,33 @@ def render(runs):
     parts = []
     for path, data in runs:
         m = data["machine"]
-        where = (f"{m['gpu']} (CUDA {m.get('cuda')})" if data["device"] == "cuda"
-                 else f"{m['cpu']}, {m['torch_threads']} threads")
-        parts.append(f"**{data['device'].upper()}: {where}**, torch {m['torch']}, "
-                     f"k={data['k']}, G={data['group_size']}, s={data['scale_factor']} "
-                     f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n")
-        parts.append("| input -> x2 | method | forward ms | fwd+bwd ms | fwd+bwd speed-up "
-                     "of carafe | forward peak extra MiB (output MiB) |")
+        where = (
+            f"{m['gpu']} (CUDA {m.get('cuda')})"
+            if data["device"] == "cuda"
+            else f"{m['cpu']}, {m['torch_threads']} threads"
+        )
+        parts.append(
+            f"**{data['device'].upper()}: {where}**, torch {m['torch']}, "
+            f"k={data['k']}, G={data['group_size']}, s={data['scale_factor']} "
+            f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
+        )
+        parts.append(
+            "| input -> x2 | method | forward ms | fwd+bwd ms | fwd+bwd speed-up "
+            "of carafe | forward peak extra MiB (output MiB) |"
+        )
         parts.append("|---|---|---:|---:|---:|---:|")
         for row in data["results"]:
             ratio = data["ratios"].get(row["size"], {}).get(row["method"])
-            speedup = "1.0x" if row["method"] == "carafe" else (
-                f"{ratio['forward_backward_time']:.1f}x" if ratio else "")
-            parts.append(f"| {row['size']} | {row['method']} | {row['forward_ms']:.2f} | "
-                         f"{row['forward_backward_ms']:.2f} | {speedup} | "
-                         f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |")
+            speedup = (
+                "1.0x"
+                if row["method"] == "carafe"
+                else (f"{ratio['forward_backward_time']:.1f}x" if ratio else "")
+            )
+            parts.append(
+                f"| {row['size']} | {row['method']} | {row['forward_ms']:.2f} | "
+                f"{row['forward_backward_ms']:.2f} | {speedup} | "
+                f"{mib(row['forward_peak_extra_bytes'])} ({mib(row['output_bytes'])}) |"
+            )
         if data.get("roofline"):
             parts.append("")
             parts.append(roofline_line(data))
@@ -67,21 +79,27 @@ def render(runs):
 
 
 def _shares(x):
-    return (f"{x['ms']:.2f} ms, {x['pct_of_sgemm']:.0f}% of the compute ceiling "
-            f"({x['sgemm_gflops']:.0f} GFLOP/s), {x['pct_of_roofline']:.0f}% of the roofline "
-            f"({x['bound']}-bound; copy {x['copy_GBps']:.1f} GB/s)")
+    return (
+        f"{x['ms']:.2f} ms, {x['pct_of_sgemm']:.0f}% of the compute ceiling "
+        f"({x['sgemm_gflops']:.0f} GFLOP/s), {x['pct_of_roofline']:.0f}% of the roofline "
+        f"({x['bound']}-bound; copy {x['copy_GBps']:.1f} GB/s)"
+    )
 
 
 def roofline_line(data):
     """One sentence: carafe on the roofline measured in rounds (bench_op.py)."""
-    return ("Roofline of this run, in rounds interleaved with carafe's calls (a float32 "
-            "2048x2048 matrix multiply for the compute ceiling, a 256 MiB copy, read + write, "
-            "for the memory ceiling, one carafe call; its FLOP 2k² per output element, 3x that "
-            "forward+backward; its floor the larger of FLOP at the first and the bytes it must "
-            "move at the second; medians over rounds): "
-            + "; ".join(f"{size}: forward {_shares(r['forward'])}, fwd+bwd "
-                        f"{_shares(r['forward_backward'])}"
-                        for size, r in data["roofline"].items()) + ".")
+    return (
+        "Roofline of this run, in rounds interleaved with carafe's calls (a float32 "
+        "2048x2048 matrix multiply for the compute ceiling, a 256 MiB copy, read + write, "
+        "for the memory ceiling, one carafe call; its FLOP 2k² per output element, 3x that "
+        "forward+backward; its floor the larger of FLOP at the first and the bytes it must "
+        "move at the second; medians over rounds): "
+        + "; ".join(
+            f"{size}: forward {_shares(r['forward'])}, fwd+bwd {_shares(r['forward_backward'])}"
+            for size, r in data["roofline"].items()
+        )
+        + "."
+    )
 
 
 def reused_memory_line(data):
@@ -95,13 +113,21 @@ def reused_memory_line(data):
         parts.append(
             f"{size}: carafe forward {row['forward_ms']:.2f} ms, fwd+bwd "
             f"{row['forward_backward_ms']:.2f} ms"
-            + (f" (torch.compile peer {peer['forward_time']:.1f}x / "
-               f"{peer['forward_backward_time']:.1f}x slower)" if peer else "")
+            + (
+                f" (torch.compile peer {peer['forward_time']:.1f}x / "
+                f"{peer['forward_backward_time']:.1f}x slower)"
+                if peer
+                else ""
+            )
             + f"; in rounds, forward {_shares(r['forward'])}, fwd+bwd "
-            f"{_shares(r['forward_backward'])}")
-    return ("Timed again in the same run with freed memory kept for reuse (" + reused["how"]
-            + "), so that a fresh output is not a fresh mapping whose pages the kernel zeroes "
-            "on first write: " + "; ".join(parts) + ".")
+            f"{_shares(r['forward_backward'])}"
+        )
+    return (
+        "Timed again in the same run with freed memory kept for reuse ("
+        + reused["how"]
+        + "), so that a fresh output is not a fresh mapping whose pages the kernel zeroes "
+        "on first write: " + "; ".join(parts) + "."
+    )
 
 
 def dtypes_line(data):
@@ -112,14 +138,23 @@ def dtypes_line(data):
         each = ", ".join(
             f"{name} {row['forward_ms']:.2f} / {row['forward_backward_ms']:.2f} ms "
             f"({row['forward_vs_float32']:.2f}x / {row['forward_backward_vs_float32']:.2f}x)"
-            for name, row in res.items() if name != "compiled_bfloat16")
+            for name, row in res.items()
+            if name != "compiled_bfloat16"
+        )
         peer = res.get("compiled_bfloat16")
-        parts.append(f"{size}: {each}" + (
-            f"; torch.compile peer in bfloat16 {peer['forward_vs_carafe_bfloat16']:.1f}x / "
-            f"{peer['forward_backward_vs_carafe_bfloat16']:.1f}x slower than carafe's bfloat16"
-            if peer else ""))
-    return ("Per dtype, forward / fwd+bwd, in rounds that call each dtype in turn (times as a "
-            "multiple of float32's): " + "; ".join(parts) + ".")
+        parts.append(
+            f"{size}: {each}"
+            + (
+                f"; torch.compile peer in bfloat16 {peer['forward_vs_carafe_bfloat16']:.1f}x / "
+                f"{peer['forward_backward_vs_carafe_bfloat16']:.1f}x slower than carafe's bfloat16"
+                if peer
+                else ""
+            )
+        )
+    return (
+        "Per dtype, forward / fwd+bwd, in rounds that call each dtype in turn (times as a "
+        "multiple of float32's): " + "; ".join(parts) + "."
+    )
 
 
 def update_docs(text, page=BENCH_PAGE):
@@ -130,9 +165,11 @@ update_readme = update_docs  # --update-readme's name for it
 
 
 def load_export_results(folder=RESULTS):
-    return [(path, json.loads(path.read_text()))
-            for path in sorted(folder.glob("bench_export_*.json"))
-            if not json.loads(path.read_text()).get("quick")]
+    return [
+        (path, json.loads(path.read_text()))
+        for path in sorted(folder.glob("bench_export_*.json"))
+        if not json.loads(path.read_text()).get("quick")
+    ]
 
 
 def render_export(runs):
@@ -140,25 +177,35 @@ def render_export(runs):
     parts = []
     for path, data in runs:
         m = data["machine"]
-        parts.append(f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']}, "
-                     f"ONNX Runtime {m.get('onnxruntime', '?')} "
-                     f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n")
-        parts.append("| model | PyTorch eager (our CPU op) ms | ONNX Runtime ms | "
-                     "ONNX Runtime / eager | max abs difference |")
+        parts.append(
+            f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']}, "
+            f"ONNX Runtime {m.get('onnxruntime', '?')} "
+            f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
+        )
+        parts.append(
+            "| model | PyTorch eager (our CPU op) ms | ONNX Runtime ms | "
+            "ONNX Runtime / eager | max abs difference |"
+        )
         parts.append("|---|---:|---:|---:|---:|")
         for r in data["results"]:
-            parts.append(f"| {r['model']} | {r['pytorch_eager_ms']:.2f} | "
-                         f"{r['onnxruntime_ms']:.2f} | {r['onnxruntime_over_eager']:.2f}x | "
-                         f"{r['max_abs_diff']:.1e} |")
+            parts.append(
+                f"| {r['model']} | {r['pytorch_eager_ms']:.2f} | "
+                f"{r['onnxruntime_ms']:.2f} | {r['onnxruntime_over_eager']:.2f}x | "
+                f"{r['max_abs_diff']:.1e} |"
+            )
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update-docs", "--update-readme", dest="update_docs",
-                        action="store_true",
-                        help="write the tables into docs/kernels.md and docs/export.md")
+    parser.add_argument(
+        "--update-docs",
+        "--update-readme",
+        dest="update_docs",
+        action="store_true",
+        help="write the tables into docs/kernels.md and docs/export.md",
+    )
     args = parser.parse_args(argv)
     text = render(load_results())
     export = render_export(load_export_results())

@@ -41,35 +41,48 @@ try:
     from . import _C  # type: ignore[attr-defined]  # noqa: F401  (runs the registrations)
 except ImportError as e:  # pragma: no cover - exercised only on a broken install
     built = _built_against()
-    mismatch = (f" It was compiled against torch {built} and this is torch "
-                f"{torch.__version__}: the compiled kernels work only with the torch they were "
-                "built against; rebuild." if built and _release(built) !=
-                _release(torch.__version__) else "")
-    raise ImportError(f"carafe: the compiled extension carafe._C could not be loaded ({e})."
-                      f"{mismatch} To " + _BUILD_HINT) from e
+    mismatch = (
+        f" It was compiled against torch {built} and this is torch "
+        f"{torch.__version__}: the compiled kernels work only with the torch they were "
+        "built against; rebuild."
+        if built and _release(built) != _release(torch.__version__)
+        else ""
+    )
+    raise ImportError(
+        f"carafe: the compiled extension carafe._C could not be loaded ({e})."
+        f"{mismatch} To " + _BUILD_HINT
+    ) from e
 
 _built = _built_against()
 if _built and _abi(_built) != _abi(torch.__version__):
     import os
-    message = (f"carafe: the compiled kernels were built against torch {_built}, but torch "
-               f"{torch.__version__} is imported; the C++ ABI differs between minor releases "
-               "(crashes or wrong results): " + _BUILD_HINT)
+
+    message = (
+        f"carafe: the compiled kernels were built against torch {_built}, but torch "
+        f"{torch.__version__} is imported; the C++ ABI differs between minor releases "
+        "(crashes or wrong results): " + _BUILD_HINT
+    )
     if os.environ.get(ALLOW_MISMATCH) != "1":
         raise ImportError(message + f" (or set {ALLOW_MISMATCH}=1 to import them anyway)")
     import warnings
+
     warnings.warn(message, RuntimeWarning, stacklevel=2)
 elif _built and _release(_built) != _release(torch.__version__):
     import warnings
-    warnings.warn(f"carafe: the compiled kernels were built against torch {_built}, and torch "
-                  f"{torch.__version__} (same minor release) is imported; rebuild if anything "
-                  "misbehaves: " + _BUILD_HINT, RuntimeWarning, stacklevel=2)
+
+    warnings.warn(
+        f"carafe: the compiled kernels were built against torch {_built}, and torch "
+        f"{torch.__version__} (same minor release) is imported; rebuild if anything "
+        "misbehaves: " + _BUILD_HINT,
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def has_kernel(device_type: str) -> bool:
     """Whether kernels for `device_type` ("cpu", "cuda") were compiled in."""
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "carafe::carafe", key)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("carafe::carafe", key)
 
 
 def cuda_available() -> bool:

@@ -39,14 +39,20 @@ def _standard_ops(features, masks, kernel_size: int, group_size: int, scale_fact
     """carafe::carafe in standard ONNX operators (traced by the exporter:
     the Python loops unroll into k*k Slice/Mul/Add groups)."""
     from onnxscript import opset18 as op
+
     k, G, s = kernel_size, group_size, scale_factor
     r = k // 2
     padded = op.Pad(features, op.Constant(value_ints=[0, 0, r, r, 0, 0, r, r]))
     if s > 1:
         # nearest with floor on asymmetric coordinates repeats each pixel s times
-        up = op.Resize(padded, None, op.Constant(value_floats=[1.0, 1.0, float(s), float(s)]),
-                       mode="nearest", coordinate_transformation_mode="asymmetric",
-                       nearest_mode="floor")
+        up = op.Resize(
+            padded,
+            None,
+            op.Constant(value_floats=[1.0, 1.0, float(s), float(s)]),
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        )
     else:
         up = padded
     n = op.Shape(features, start=0, end=1)
@@ -65,8 +71,9 @@ def _standard_ops(features, masks, kernel_size: int, group_size: int, scale_fact
             starts = op.Constant(value_ints=[s * ky, s * kx])
             window = op.Reshape(op.Slice(up, starts, op.Add(starts, out_hw), spatial), grouped)
             t = ky * k + kx
-            weight = op.Slice(m, op.Constant(value_ints=[t]), op.Constant(value_ints=[t + 1]),
-                              tap_axis)
+            weight = op.Slice(
+                m, op.Constant(value_ints=[t]), op.Constant(value_ints=[t + 1]), tap_axis
+            )
             term = op.Mul(window, weight)
             out = term if out is None else op.Add(out, term)
     return op.Reshape(out, op.Concat(n, c, out_hw, axis=0))
@@ -78,22 +85,38 @@ def _custom_node():
     here (two float inputs of one type, one output, three attributes)."""
     import onnxscript
     from onnx.defs import OpSchema
+
     schema = OpSchema(
-        "MMCVCARAFE", CUSTOM_DOMAIN, 1,
-        inputs=[OpSchema.FormalParameter("features", "T"),
-                OpSchema.FormalParameter("masks", "T")],
+        "MMCVCARAFE",
+        CUSTOM_DOMAIN,
+        1,
+        inputs=[OpSchema.FormalParameter("features", "T"), OpSchema.FormalParameter("masks", "T")],
         outputs=[OpSchema.FormalParameter("output", "T")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)",
-                                 "tensor(double)"], "float tensors")],
-        attributes=[OpSchema.Attribute("kernel_size", OpSchema.AttrType.INT, "k"),
-                    OpSchema.Attribute("group_size", OpSchema.AttrType.INT, "G"),
-                    OpSchema.Attribute("scale_factor", OpSchema.AttrType.FLOAT, "s")])
-    node = onnxscript.values.Op(onnxscript.values.Opset(CUSTOM_DOMAIN, 1), "MMCVCARAFE",
-                                op_schema=schema)
+        type_constraints=[
+            (
+                "T",
+                ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"],
+                "float tensors",
+            )
+        ],
+        attributes=[
+            OpSchema.Attribute("kernel_size", OpSchema.AttrType.INT, "k"),
+            OpSchema.Attribute("group_size", OpSchema.AttrType.INT, "G"),
+            OpSchema.Attribute("scale_factor", OpSchema.AttrType.FLOAT, "s"),
+        ],
+    )
+    node = onnxscript.values.Op(
+        onnxscript.values.Opset(CUSTOM_DOMAIN, 1), "MMCVCARAFE", op_schema=schema
+    )
 
     def mmcv_carafe(features, masks, kernel_size: int, group_size: int, scale_factor: int):
-        return node(features, masks, kernel_size=kernel_size, group_size=group_size,
-                    scale_factor=float(scale_factor))
+        return node(
+            features,
+            masks,
+            kernel_size=kernel_size,
+            group_size=group_size,
+            scale_factor=float(scale_factor),
+        )
 
     return mmcv_carafe
 
@@ -109,13 +132,24 @@ def dynamic_image_shapes(args) -> tuple:
     tensor argument marked dynamic (Dim.AUTO: the exporter keeps them
     symbolic unless the model pins them), other arguments static."""
     auto = torch.export.Dim.AUTO
-    return tuple({0: auto, 2: auto, 3: auto} if isinstance(a, torch.Tensor) and a.dim() == 4
-                 else None for a in args)
+    return tuple(
+        {0: auto, 2: auto, 3: auto} if isinstance(a, torch.Tensor) and a.dim() == 4 else None
+        for a in args
+    )
 
 
-def export_onnx(model: torch.nn.Module, args: tuple, path=None, *, custom_node: bool = False,
-                dynamic_shapes=None, input_names=None, output_names=None, optimize: bool = True,
-                **kwargs):
+def export_onnx(
+    model: torch.nn.Module,
+    args: tuple,
+    path=None,
+    *,
+    custom_node: bool = False,
+    dynamic_shapes=None,
+    input_names=None,
+    output_names=None,
+    optimize: bool = True,
+    **kwargs,
+):
     """Export model(*args) to ONNX with the CARAFE op translated (see the
     module docstring); writes path if given; returns the ONNXProgram.
 
@@ -129,19 +163,28 @@ def export_onnx(model: torch.nn.Module, args: tuple, path=None, *, custom_node: 
             so give examples with batch >= 2 and height, width >= 2.
     """
     if not isinstance(args, tuple):
-        raise TypeError(f"export_onnx: args must be a tuple of example inputs, got "
-                        f"{type(args).__name__}")
+        raise TypeError(
+            f"export_onnx: args must be a tuple of example inputs, got {type(args).__name__}"
+        )
     try:
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise ImportError("export_onnx needs the onnx and onnxscript packages: "
-                          "pip install 'carafe-lab[export]'") from e
+        raise ImportError(
+            "export_onnx needs the onnx and onnxscript packages: pip install 'carafe-lab[export]'"
+        ) from e
     program = torch.onnx.export(
-        model, args, dynamo=True, opset_version=OPSET,
+        model,
+        args,
+        dynamo=True,
+        opset_version=OPSET,
         custom_translation_table=onnx_translation(custom_node),
         dynamic_shapes=dynamic_image_shapes(args) if dynamic_shapes is None else dynamic_shapes,
-        input_names=input_names, output_names=output_names, optimize=optimize,
-        verbose=False, **kwargs)
+        input_names=input_names,
+        output_names=output_names,
+        optimize=optimize,
+        verbose=False,
+        **kwargs,
+    )
     if program is None:
         raise RuntimeError("export_onnx: torch.onnx.export returned no program")
     if path is not None:

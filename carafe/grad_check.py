@@ -17,8 +17,9 @@ from carafe.reference import carafe_reference, random_inputs
 
 
 def _inputs(N, C, H, W, k, G, s, dtype, device, seed=0):
-    return random_inputs(N, C, H, W, k, G, s, dtype=dtype, device=device, seed=seed,
-                         requires_grad=True)
+    return random_inputs(
+        N, C, H, W, k, G, s, dtype=dtype, device=device, seed=seed, requires_grad=True
+    )
 
 
 def _time(fn, repeat=5):
@@ -40,9 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller timing problem")
     args = parser.parse_args(argv)
     devices = ["cpu"] + (["cuda"] if carafe.cuda_available() else [])
-    print(f"carafe {carafe.__version__}, torch {torch.__version__}; devices: {', '.join(devices)}"
-          f" (CUDA kernels built: {carafe.has_kernel('cuda')}, GPU visible: "
-          f"{torch.cuda.is_available()})")
+    print(
+        f"carafe {carafe.__version__}, torch {torch.__version__}; devices: {', '.join(devices)}"
+        f" (CUDA kernels built: {carafe.has_kernel('cuda')}, GPU visible: "
+        f"{torch.cuda.is_available()})"
+    )
     failures = 0
     for device in devices:
         # Small maps: gradgradcheck builds dense Jacobians over every mask entry.
@@ -59,20 +62,26 @@ def main(argv=None) -> int:
         ff, mm = f.detach().double().requires_grad_(), m.detach().double().requires_grad_()
         ref = carafe_reference(ff, mm, 5, 2, 2)
         ref.backward(torch.ones_like(ref))
-        errs = [(out.double() - ref).abs().max().item(),
-                (f.grad.double() - ff.grad).abs().max().item(),
-                (m.grad.double() - mm.grad).abs().max().item()]
+        errs = [
+            (out.double() - ref).abs().max().item(),
+            (f.grad.double() - ff.grad).abs().max().item(),
+            (m.grad.double() - mm.grad).abs().max().item(),
+        ]
         ok = max(errs) < 1e-4
         failures += not ok
-        print(f"[{device}] float32 vs reference: max |diff| output {errs[0]:.2e}, "
-              f"grad_features {errs[1]:.2e}, grad_masks {errs[2]:.2e}: {ok}")
+        print(
+            f"[{device}] float32 vs reference: max |diff| output {errs[0]:.2e}, "
+            f"grad_features {errs[1]:.2e}, grad_masks {errs[2]:.2e}: {ok}"
+        )
         shape = (2, 64, 24, 32) if args.quick else (2, 256, 50, 76)
         f, m = _inputs(*shape, 5, 1, 2, torch.float32, device)
         with torch.no_grad():
             ours = _time(lambda: carafe.carafe(f, m, 5, 1, 2))
             spec = _time(lambda: carafe_reference(f, m, 5, 1, 2), repeat=2)
-        print(f"[{device}] forward {tuple(shape)} x2, k=5: carafe {ours * 1e3:.2f} ms, "
-              f"reference {spec * 1e3:.2f} ms ({spec / ours:.1f}x)")
+        print(
+            f"[{device}] forward {tuple(shape)} x2, k=5: carafe {ours * 1e3:.2f} ms, "
+            f"reference {spec * 1e3:.2f} ms ({spec / ours:.1f}x)"
+        )
     print("all checks passed" if failures == 0 else f"{failures} check(s) FAILED")
     return 0 if failures == 0 else 1
 

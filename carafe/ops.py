@@ -21,8 +21,11 @@ def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -
     for name, value in (("features", features), ("masks", masks)):
         if not isinstance(value, Tensor):
             raise TypeError(f"carafe: {name} must be a torch.Tensor, got {type(value).__name__}")
-    for name, value in (("kernel_size", kernel_size), ("group_size", group_size),
-                        ("scale_factor", scale_factor)):
+    for name, value in (
+        ("kernel_size", kernel_size),
+        ("group_size", group_size),
+        ("scale_factor", scale_factor),
+    ):
         require_int("carafe", name, value)
         if not -INT64_MAX - 1 <= value <= INT64_MAX:  # the schema's int is int64
             raise ValueError(f"carafe: {name} must fit in int64, got {value}")
@@ -32,14 +35,17 @@ def _check_python_args(features, masks, kernel_size, group_size, scale_factor) -
             raise RuntimeError(
                 "carafe: the tensors are on CUDA but this build of carafe has no CUDA kernels; "
                 "rebuild on a machine with nvcc (FORCE_CUDA=1 make setup, or "
-                "FORCE_CUDA=1 pip install --no-build-isolation -e .)")
+                "FORCE_CUDA=1 pip install --no-build-isolation -e .)"
+            )
         if dev not in ("cpu", "cuda", "meta"):
-            raise RuntimeError(f"carafe: no kernel for device type {dev!r}; carafe runs on "
-                               "cpu and cuda")
+            raise RuntimeError(
+                f"carafe: no kernel for device type {dev!r}; carafe runs on cpu and cuda"
+            )
 
 
-def carafe(features: Tensor, masks: Tensor, kernel_size: int, group_size: int,
-           scale_factor: int) -> Tensor:
+def carafe(
+    features: Tensor, masks: Tensor, kernel_size: int, group_size: int, scale_factor: int
+) -> Tensor:
     """Content-Aware ReAssembly of FEatures (arXiv 1905.02188); a drop-in for
     ``mmcv.ops.carafe`` (same arguments, same result).
 
@@ -74,8 +80,10 @@ def _autocast_inputs(features: Tensor, masks: Tensor):
     if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
         return features, masks
     dtype = torch.get_autocast_dtype(device_type)
-    cast = [t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
-            for t in (features, masks)]
+    cast = [
+        t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in (features, masks)
+    ]
     return cast[0], cast[1]
 
 
@@ -91,8 +99,7 @@ def _carafe_fake(features, masks, kernel_size, group_size, scale_factor):
 
 @torch.library.register_fake("carafe::carafe_backward")
 def _carafe_backward_fake(grad_output, features, masks, kernel_size, group_size, scale_factor):
-    torch.ops.carafe.check_args(features, masks, kernel_size, group_size, scale_factor,
-                                grad_output)
+    torch.ops.carafe.check_args(features, masks, kernel_size, group_size, scale_factor, grad_output)
     return features.new_empty(features.shape), masks.new_empty(masks.shape)
 
 
@@ -106,7 +113,8 @@ def _setup_forward(ctx, inputs, output):
 def _forward_backward(ctx, grad_output):
     features, masks = ctx.saved_tensors
     grad_features, grad_masks = torch.ops.carafe.carafe_backward(
-        grad_output, features, masks, *ctx.args)
+        grad_output, features, masks, *ctx.args
+    )
     return grad_features, grad_masks, None, None, None
 
 
@@ -139,5 +147,6 @@ def _backward_backward(ctx, gg_features, gg_masks):
     return d_grad_output, d_features, d_masks, None, None, None
 
 
-torch.library.register_autograd("carafe::carafe_backward", _backward_backward,
-                                setup_context=_setup_backward)
+torch.library.register_autograd(
+    "carafe::carafe_backward", _backward_backward, setup_context=_setup_backward
+)

@@ -24,8 +24,13 @@ def _shapes(features, masks, kernel_size, group_size, scale_factor):
     return N, C, H, W, k, G, s, H * s, W * s
 
 
-def carafe_reference(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
-                     group_size: int, scale_factor: int) -> torch.Tensor:
+def carafe_reference(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    kernel_size: int,
+    group_size: int,
+    scale_factor: int,
+) -> torch.Tensor:
     """The spec: one shifted, nearest-upsampled copy of the input per tap.
 
     Args:
@@ -44,7 +49,7 @@ def carafe_reference(features: torch.Tensor, masks: torch.Tensor, kernel_size: i
     for ky in range(k):
         for kx in range(k):
             # window[n, c, i, j] = features[n, c, i + ky - r, j + kx - r] (zero outside)
-            window = padded[:, :, ky:ky + H, kx:kx + W]
+            window = padded[:, :, ky : ky + H, kx : kx + W]
             up = window.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
             # Taps outside the input are skipped, weight and all, so that a
             # non-finite weight there (0 * inf = NaN) cannot reach the output.
@@ -55,8 +60,13 @@ def carafe_reference(features: torch.Tensor, masks: torch.Tensor, kernel_size: i
     return out.reshape(N, C, Ho, Wo)
 
 
-def carafe_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
-                  group_size: int, scale_factor: int) -> torch.Tensor:
+def carafe_unfold(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    kernel_size: int,
+    group_size: int,
+    scale_factor: int,
+) -> torch.Tensor:
     """The common pure-PyTorch re-implementation (the benchmarks' baseline):
     nearest-upsample the input, gather every k x k window with a dilated
     ``F.unfold`` (a k*k-times expanded tensor), weight and sum.
@@ -73,9 +83,21 @@ def carafe_unfold(features: torch.Tensor, masks: torch.Tensor, kernel_size: int,
     return (cols * masks.view(N, G, 1, k * k, Ho, Wo)).sum(dim=3).view(N, C, Ho, Wo)
 
 
-def random_inputs(N, C, H, W, kernel_size=5, group_size=1, scale_factor=2,
-                  dtype=torch.float32, device="cpu", normalized=True, seed=0,
-                  requires_grad=False, with_grad_output=False):
+def random_inputs(
+    N,
+    C,
+    H,
+    W,
+    kernel_size=5,
+    group_size=1,
+    scale_factor=2,
+    dtype=torch.float32,
+    device="cpu",
+    normalized=True,
+    seed=0,
+    requires_grad=False,
+    with_grad_output=False,
+):
     """Reproducible test and benchmark inputs, drawn in float64 on the CPU from
     one seeded generator (the same values on every device and dtype):
     features (N, C, H, W) ~ N(0, 1); masks (N, k*k*G, s*H, s*W), softmax-

@@ -21,12 +21,20 @@ def git_commit(folder, short=False):
     tracked files differ from it (as `git describe --dirty` marks it: the
     result then came from code no commit holds), or None outside a checkout."""
     try:
-        head = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
-                              cwd=folder, check=True, capture_output=True,
-                              text=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                 cwd=folder, check=True, capture_output=True,
-                                 text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return head + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -39,14 +47,25 @@ def describe(device="cpu", commit_of=None, short_commit=False) -> dict:
     import torch
 
     import carafe
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "carafe": carafe.__version__, "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "command": " ".join(sys.argv)}
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "carafe": carafe.__version__,
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "command": " ".join(sys.argv),
+    }
     if str(device).startswith("cuda"):
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, capability=f"{props.major}.{props.minor}")
+        info.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            capability=f"{props.major}.{props.minor}",
+        )
     if commit_of is not None:
         info["git_commit"] = git_commit(commit_of, short_commit)
     return info

@@ -56,6 +56,7 @@ def recording_phase_means(modules):
             sums[i] = s if sums[i] is None else sums[i] + s
             counts[i] += n
             return masks
+
         return predict
 
     originals = [m.__dict__.get("predict_kernels") for m in modules]
@@ -65,9 +66,11 @@ def recording_phase_means(modules):
     def means():
         if any(c == 0 for c in counts):
             raise ValueError("recording_phase_means: a module never ran inside the block")
-        return [(s / c).float().view(m.up_group, m.up_kernel ** 2, m.scale_factor,
-                                     m.scale_factor)
-                for s, c, m in zip(sums, counts, modules)]
+        return [
+            (s / c).float().view(m.up_group, m.up_kernel**2, m.scale_factor, m.scale_factor)
+            for s, c, m in zip(sums, counts, modules)
+        ]
+
     try:
         yield means
     finally:
@@ -80,18 +83,24 @@ def swapped_kernels(modules, phase_kernels):
     per-phase kernels phase_kernels[i] (G, k*k, s, s) tiled over its output
     grid, whatever its input (see :func:`carafe_lab.upsamplers.tile_phase_kernels`)."""
     if len(modules) != len(phase_kernels):
-        raise ValueError(f"phase_kernels: expected one per module ({len(modules)}), "
-                         f"got {len(phase_kernels)}")
+        raise ValueError(
+            f"phase_kernels: expected one per module ({len(modules)}), got {len(phase_kernels)}"
+        )
     for m, k in zip(modules, phase_kernels):
-        expected = (m.up_group, m.up_kernel ** 2, m.scale_factor, m.scale_factor)
+        expected = (m.up_group, m.up_kernel**2, m.scale_factor, m.scale_factor)
         if tuple(k.shape) != expected:
-            raise ValueError(f"phase_kernels: expected shape {expected} for {type(m).__name__}, "
-                             f"got {tuple(k.shape)}")
+            raise ValueError(
+                f"phase_kernels: expected shape {expected} for {type(m).__name__}, "
+                f"got {tuple(k.shape)}"
+            )
     originals = [m.__dict__.get("predict_kernels") for m in modules]
     for m, k in zip(modules, phase_kernels):
+
         def predict(x, k=k):
-            return tile_phase_kernels(k.to(device=x.device, dtype=x.dtype), x.shape[0],
-                                      x.shape[-2], x.shape[-1])
+            return tile_phase_kernels(
+                k.to(device=x.device, dtype=x.dtype), x.shape[0], x.shape[-2], x.shape[-1]
+            )
+
         m.predict_kernels = predict
     try:
         yield
@@ -126,5 +135,10 @@ def phase_means_of(model, batches, forward=None):
         model.train(was_training)
 
 
-__all__ = ["carafe_modules", "phase_sums", "recording_phase_means", "swapped_kernels",
-           "phase_means_of"]
+__all__ = [
+    "carafe_modules",
+    "phase_sums",
+    "recording_phase_means",
+    "swapped_kernels",
+    "phase_means_of",
+]

@@ -10,7 +10,7 @@ def read_section(page: Path, markers) -> str:
     """The text between markers (start, end) in page."""
     start, end = markers
     content = Path(page).read_text()
-    return content[content.index(start) + len(start):content.index(end)]
+    return content[content.index(start) + len(start) : content.index(end)]
 
 
 def write_section(page: Path, markers, text: str) -> str:

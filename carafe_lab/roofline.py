@@ -69,10 +69,13 @@ def shares(gflop, nbytes, t, gflops, bytes_per_s):
     compute_ms = 1e3 * gflop / gflops
     memory_ms = 1e3 * nbytes / bytes_per_s
     floor_ms = max(compute_ms, memory_ms)
-    return {"compute_floor_ms": compute_ms, "memory_floor_ms": memory_ms,
-            "bound": "memory" if memory_ms > compute_ms else "compute",
-            "pct_of_sgemm": 100 * compute_ms / (1e3 * t),
-            "pct_of_roofline": 100 * floor_ms / (1e3 * t)}
+    return {
+        "compute_floor_ms": compute_ms,
+        "memory_floor_ms": memory_ms,
+        "bound": "memory" if memory_ms > compute_ms else "compute",
+        "pct_of_sgemm": 100 * compute_ms / (1e3 * t),
+        "pct_of_roofline": 100 * floor_ms / (1e3 * t),
+    }
 
 
 def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes=None):
@@ -102,8 +105,9 @@ def paired_shares(fn, gflop, nbytes, device, rounds=11, sgemm_n=2048, copy_bytes
         r = shares(gflop, nbytes, t_fn, gflops, bytes_per_s)
         r.update(sgemm_gflops=gflops, copy_GBps=bytes_per_s / 1e9, ms=1e3 * t_fn)
         per_round.append(r)
-    out = {key: statistics.median(r[key] for r in per_round)
-           for key in per_round[0] if key != "bound"}
+    out = {
+        key: statistics.median(r[key] for r in per_round) for key in per_round[0] if key != "bound"
+    }
     out["bound"] = "memory" if out["memory_floor_ms"] > out["compute_floor_ms"] else "compute"
     out["rounds"] = rounds
     return out

@@ -20,12 +20,13 @@ def welch_p(a, b):
     the one-sample t-test of the other side. Both spreads zero: 0.0 when the
     means differ, 1.0 when they are equal."""
     from scipy import stats
+
     va, vb = a[1] ** 2 / a[2], b[1] ** 2 / b[2]
     se = math.sqrt(va + vb)
     diff = a[0] - b[0]
     if se == 0:
         return 0.0 if diff != 0 else 1.0
-    df = (va + vb) ** 2 / sum(v ** 2 / (n - 1) for v, n in ((va, a[2]), (vb, b[2])) if v > 0)
+    df = (va + vb) ** 2 / sum(v**2 / (n - 1) for v, n in ((va, a[2]), (vb, b[2])) if v > 0)
     return float(2 * stats.t.sf(abs(diff) / se, df))
 
 
@@ -43,12 +44,14 @@ def difference(a, b):
 
 # --- confidence intervals and corrected comparisons (scipy.stats) -------------
 
+
 def mean_ci(values, confidence=0.95):
     """(mean, low, high): the t-interval of the mean of values over seeds;
     low and high are NaN with fewer than two values."""
     import statistics
 
     from scipy import stats
+
     values = [float(v) for v in values]
     if not values:
         raise ValueError("values: expected at least one value, got none")
@@ -57,8 +60,7 @@ def mean_ci(values, confidence=0.95):
         return mean, math.nan, math.nan
     if len(set(values)) == 1:
         return mean, mean, mean
-    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean,
-                                 scale=stats.sem(values))
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
     return mean, float(low), float(high)
 
 
@@ -73,12 +75,14 @@ def compare_seeds(a, b, paired=False, confidence=0.95):
     import statistics
 
     from scipy import stats
+
     a, b = [float(v) for v in a], [float(v) for v in b]
     if len(a) < 2 or len(b) < 2:
         return None
     if paired and len(a) != len(b):
-        raise ValueError(f"paired: expected as many values on both sides, got {len(a)} and "
-                         f"{len(b)}")
+        raise ValueError(
+            f"paired: expected as many values on both sides, got {len(a)} and {len(b)}"
+        )
     diff = statistics.mean(a) - statistics.mean(b)
     out = {"diff": diff, "n_a": len(a), "n_b": len(b), "test": "paired t" if paired else "Welch"}
     spread = [x - y for x, y in zip(a, b)] if paired else a + b

@@ -39,8 +39,9 @@ class Bilinear(Nearest):
     """Bilinear interpolation, align_corners=False (no parameters)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(
+            x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False
+        )
 
 
 class Deconv(nn.Module):
@@ -58,7 +59,7 @@ class Deconv(nn.Module):
 
     def flops_per_pixel(self) -> int:
         # each input pixel scatters a k x k patch of C x C weights
-        return 2 * self.channels * self.channels * self.kernel_size ** 2
+        return 2 * self.channels * self.channels * self.kernel_size**2
 
 
 class PixelShuffle(nn.Module):
@@ -67,14 +68,15 @@ class PixelShuffle(nn.Module):
     def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
         super().__init__()
         self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
-        self.conv = nn.Conv2d(channels, channels * scale_factor ** 2, kernel_size,
-                              padding=kernel_size // 2)
+        self.conv = nn.Conv2d(
+            channels, channels * scale_factor**2, kernel_size, padding=kernel_size // 2
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return F.pixel_shuffle(self.conv(x), self.scale_factor)
 
     def flops_per_pixel(self) -> int:
-        return 2 * self.channels * self.channels * self.scale_factor ** 2 * self.kernel_size ** 2
+        return 2 * self.channels * self.channels * self.scale_factor**2 * self.kernel_size**2
 
 
 class SpatialAttention(nn.Module):
@@ -87,8 +89,7 @@ class SpatialAttention(nn.Module):
     def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
         super().__init__()
         self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
-        self.attention = nn.Conv2d(channels, scale_factor ** 2, kernel_size,
-                                   padding=kernel_size // 2)
+        self.attention = nn.Conv2d(channels, scale_factor**2, kernel_size, padding=kernel_size // 2)
         nn.init.zeros_(self.attention.weight)
         nn.init.zeros_(self.attention.bias)  # 2 * sigmoid(0) = 1: starts as nearest
 
@@ -97,7 +98,7 @@ class SpatialAttention(nn.Module):
         return F.interpolate(x, scale_factor=self.scale_factor, mode="nearest") * weights
 
     def flops_per_pixel(self) -> int:
-        return 2 * self.channels * self.scale_factor ** 2 * self.kernel_size ** 2
+        return 2 * self.channels * self.scale_factor**2 * self.kernel_size**2
 
 
 def _sample_with_offsets(x: Tensor, offsets: Tensor, scale_factor: int, groups: int) -> Tensor:
@@ -117,8 +118,13 @@ def _sample_with_offsets(x: Tensor, offsets: Tensor, scale_factor: int, groups: 
     # grid_sample's normalised coordinates (align_corners=False)
     grid = torch.stack([(2 * px + 1) / W - 1, (2 * py + 1) / H - 1], dim=-1)
     grid = grid.view(N * groups, Ho, Wo, 2)
-    out = F.grid_sample(x.reshape(N * groups, C // groups, H, W), grid, mode="bilinear",
-                        padding_mode="border", align_corners=False)
+    out = F.grid_sample(
+        x.reshape(N * groups, C // groups, H, W),
+        grid,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
     return out.view(N, C, Ho, Wo)
 
 
@@ -130,8 +136,9 @@ class GUM(nn.Module):
     def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3):
         super().__init__()
         self.channels, self.scale_factor, self.kernel_size = channels, scale_factor, kernel_size
-        self.offset = nn.Conv2d(channels, 2 * scale_factor ** 2, kernel_size,
-                                padding=kernel_size // 2)
+        self.offset = nn.Conv2d(
+            channels, 2 * scale_factor**2, kernel_size, padding=kernel_size // 2
+        )
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 
@@ -140,7 +147,7 @@ class GUM(nn.Module):
         return _sample_with_offsets(x, offsets, self.scale_factor, 1)
 
     def flops_per_pixel(self) -> int:
-        return 2 * self.channels * 2 * self.scale_factor ** 2 * self.kernel_size ** 2
+        return 2 * self.channels * 2 * self.scale_factor**2 * self.kernel_size**2
 
 
 class DySample(nn.Module):
@@ -155,7 +162,7 @@ class DySample(nn.Module):
         if channels % groups != 0:
             raise ValueError(f"DySample: groups={groups} must divide channels={channels}")
         self.channels, self.scale_factor, self.groups = channels, scale_factor, groups
-        self.offset = nn.Conv2d(channels, 2 * groups * scale_factor ** 2, 1)
+        self.offset = nn.Conv2d(channels, 2 * groups * scale_factor**2, 1)
         nn.init.normal_(self.offset.weight, std=0.001)
         nn.init.zeros_(self.offset.bias)
 
@@ -169,7 +176,7 @@ class DySample(nn.Module):
         return _sample_with_offsets(x, offsets, s, g)
 
     def flops_per_pixel(self) -> int:
-        return 2 * self.channels * 2 * self.groups * self.scale_factor ** 2
+        return 2 * self.channels * 2 * self.groups * self.scale_factor**2
 
 
 class CARAFEUpsampler(CARAFEPack):
@@ -177,12 +184,13 @@ class CARAFEUpsampler(CARAFEPack):
     constructor shape; options: up_kernel, up_group, encoder_kernel,
     encoder_dilation, compressed_channels, normalizer."""
 
-    def __init__(self, channels: int, scale_factor: int, normalizer: str = "softmax",
-                 **options):
+    def __init__(self, channels: int, scale_factor: int, normalizer: str = "softmax", **options):
         super().__init__(channels, scale_factor, **options)
         if normalizer not in NORMALIZERS:
-            raise ValueError(f"CARAFEUpsampler: normalizer must be one of {sorted(NORMALIZERS)}, "
-                             f"got {normalizer!r}")
+            raise ValueError(
+                f"CARAFEUpsampler: normalizer must be one of {sorted(NORMALIZERS)}, "
+                f"got {normalizer!r}"
+            )
         self.normalizer = normalizer
 
     def kernel_normalizer(self, mask: Tensor) -> Tensor:
@@ -190,17 +198,18 @@ class CARAFEUpsampler(CARAFEPack):
             return super().kernel_normalizer(mask)
         mask = F.pixel_shuffle(mask, self.scale_factor)
         n, c, h, w = mask.shape
-        mask = torch.sigmoid(mask.view(n, c // self.up_kernel ** 2, -1, h, w))
+        mask = torch.sigmoid(mask.view(n, c // self.up_kernel**2, -1, h, w))
         if self.normalizer == "sigmoid_normalized":
             mask = mask / mask.sum(dim=2, keepdim=True)
         return mask.reshape(n, c, h, w).contiguous()
 
     def flops_per_pixel(self) -> int:
-        s2, k2 = self.scale_factor ** 2, self.up_kernel ** 2
-        return 2 * (self.channels * self.compressed_channels
-                    + self.encoder_kernel ** 2 * s2 * k2 * self.up_group
-                    * self.compressed_channels
-                    + s2 * k2 * self.channels)
+        s2, k2 = self.scale_factor**2, self.up_kernel**2
+        return 2 * (
+            self.channels * self.compressed_channels
+            + self.encoder_kernel**2 * s2 * k2 * self.up_group * self.compressed_channels
+            + s2 * k2 * self.channels
+        )
 
 
 def carafe_parameter_count(channels: int, scale_factor: int, **options) -> int:
@@ -221,15 +230,20 @@ class StaticCARAFE(nn.Module):
     def __init__(self, channels: int, scale_factor: int, up_kernel: int = 5, up_group: int = 1):
         super().__init__()
         if up_kernel < 1 or up_kernel % 2 == 0:
-            raise ValueError(f"StaticCARAFE: up_kernel must be an odd integer >= 1, got {up_kernel}")
+            raise ValueError(
+                f"StaticCARAFE: up_kernel must be an odd integer >= 1, got {up_kernel}"
+            )
         if up_group < 1 or channels % up_group:
-            raise ValueError(f"StaticCARAFE: up_group must be >= 1 and divide "
-                             f"channels={channels}, got {up_group}")
+            raise ValueError(
+                f"StaticCARAFE: up_group must be >= 1 and divide "
+                f"channels={channels}, got {up_group}"
+            )
         self.channels, self.scale_factor = channels, scale_factor
         self.up_kernel, self.up_group = up_kernel, up_group
         #: (G, k*k, s, s) logits: group, tap, phase row, phase column
-        self.kernel_logits = nn.Parameter(torch.zeros(up_group, up_kernel ** 2, scale_factor,
-                                                      scale_factor))
+        self.kernel_logits = nn.Parameter(
+            torch.zeros(up_group, up_kernel**2, scale_factor, scale_factor)
+        )
 
     def phase_kernels(self) -> Tensor:
         """The kernels, (G, k*k, s, s), each summing to one over its k*k taps."""
@@ -242,11 +256,13 @@ class StaticCARAFE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         from carafe import carafe
-        return carafe(x, self.predict_kernels(x).to(x.dtype), self.up_kernel, self.up_group,
-                      self.scale_factor)
+
+        return carafe(
+            x, self.predict_kernels(x).to(x.dtype), self.up_kernel, self.up_group, self.scale_factor
+        )
 
     def flops_per_pixel(self) -> int:
-        return 2 * self.scale_factor ** 2 * self.up_kernel ** 2 * self.channels
+        return 2 * self.scale_factor**2 * self.up_kernel**2 * self.channels
 
 
 def tile_phase_kernels(phase_kernels: Tensor, batch: int, height: int, width: int) -> Tensor:
@@ -268,17 +284,18 @@ class NearestConv(nn.Module):
 
     forward(x (N, C, H, W)) -> (N, C, s*H, s*W)."""
 
-    def __init__(self, channels: int, scale_factor: int, kernel_size: int = 3,
-                 hidden=None, match=None):
+    def __init__(
+        self, channels: int, scale_factor: int, kernel_size: int = 3, hidden=None, match=None
+    ):
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"NearestConv: kernel_size must be an odd integer >= 1, "
-                             f"got {kernel_size}")
+            raise ValueError(
+                f"NearestConv: kernel_size must be an odd integer >= 1, got {kernel_size}"
+            )
         if hidden is None:
             target = carafe_parameter_count(channels, scale_factor, **(match or {}))
             # k*k*C*M + M (first conv) + M*C + C (second conv) = target
-            hidden = max(1, round((target - channels) / (kernel_size ** 2 * channels + channels
-                                                         + 1)))
+            hidden = max(1, round((target - channels) / (kernel_size**2 * channels + channels + 1)))
         self.channels, self.scale_factor = channels, scale_factor
         self.kernel_size, self.hidden = kernel_size, hidden
         self.expand = nn.Conv2d(channels, hidden, kernel_size, padding=kernel_size // 2)
@@ -292,8 +309,11 @@ class NearestConv(nn.Module):
 
     def flops_per_pixel(self) -> int:
         # per input pixel: s*s output pixels, each through both convs
-        return 2 * self.scale_factor ** 2 * (self.kernel_size ** 2 * self.channels * self.hidden
-                                             + self.hidden * self.channels)
+        return (
+            2
+            * self.scale_factor**2
+            * (self.kernel_size**2 * self.channels * self.hidden + self.hidden * self.channels)
+        )
 
 
 #: The paper's kernel normalisers (ablation, Table 8): sigmoid,
@@ -332,6 +352,7 @@ def measured_flops_per_pixel(module: nn.Module, channels: int, size: int = 8) ->
     (1, C, size, size) input, with our op's reassembly counted as 2*C*k*k per
     output pixel: the check of flops_per_pixel()."""
     from torch.utils.flop_counter import FlopCounterMode
+
     x = torch.randn(1, channels, size, size)
     with FlopCounterMode(display=False) as counter:
         module(x)
@@ -339,9 +360,16 @@ def measured_flops_per_pixel(module: nn.Module, channels: int, size: int = 8) ->
     for sub in module.modules():
         if isinstance(sub, (CARAFEPack, StaticCARAFE)):
             s = sub.scale_factor
-            total += 2 * channels * sub.up_kernel ** 2 * (size * s) ** 2
-    return total / size ** 2
+            total += 2 * channels * sub.up_kernel**2 * (size * s) ** 2
+    return total / size**2
 
 
-__all__ = ["UPSAMPLERS", "NORMALIZERS", "build_upsampler", "count_parameters",
-           "carafe_parameter_count", "tile_phase_kernels", "measured_flops_per_pixel"] + [c.__name__ for c in UPSAMPLERS.values()]
+__all__ = [
+    "UPSAMPLERS",
+    "NORMALIZERS",
+    "build_upsampler",
+    "count_parameters",
+    "carafe_parameter_count",
+    "tile_phase_kernels",
+    "measured_flops_per_pixel",
+] + [c.__name__ for c in UPSAMPLERS.values()]

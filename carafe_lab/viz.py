@@ -106,8 +106,9 @@ def nearest_masks(height: int, width: int, scale: int, k: int = 3) -> Tensor:
 ALIGNMENTS = ("centre", "block")
 
 
-def segment_fractions(labels: Tensor, stride: int, num_segments: int = None,
-                      alignment: str = "centre") -> Tensor:
+def segment_fractions(
+    labels: Tensor, stride: int, num_segments: int = None, alignment: str = "centre"
+) -> Tensor:
     """Share of each feature pixel's t x t footprint (t = stride, placed as
     ``alignment`` says) that each segment covers: labels (N, H*t, W*t) int ->
     (N, S, H, W) float summing to one over S (S = num_segments, default
@@ -115,8 +116,10 @@ def segment_fractions(labels: Tensor, stride: int, num_segments: int = None,
     if labels.dim() != 3:
         raise ValueError(f"labels: expected (N, H, W), got shape {tuple(labels.shape)}")
     if labels.shape[-2] % stride or labels.shape[-1] % stride:
-        raise ValueError(f"labels: height and width must be divisible by stride={stride}, "
-                         f"got {tuple(labels.shape[-2:])}")
+        raise ValueError(
+            f"labels: height and width must be divisible by stride={stride}, "
+            f"got {tuple(labels.shape[-2:])}"
+        )
     if alignment not in ALIGNMENTS:
         raise ValueError(f"alignment: expected one of {ALIGNMENTS}, got {alignment!r}")
     S = int(labels.max()) + 1 if num_segments is None else num_segments
@@ -130,8 +133,9 @@ def segment_fractions(labels: Tensor, stride: int, num_segments: int = None,
     return F.avg_pool2d(one_hot, stride)
 
 
-def same_segment_mass(kernels: Tensor, labels: Tensor, scale: int,
-                      alignment: str = "centre") -> Tensor:
+def same_segment_mass(
+    kernels: Tensor, labels: Tensor, scale: int, alignment: str = "centre"
+) -> Tensor:
     """Content-awareness with ground truth: for every output pixel, the share
     of its kernel's weight drawn from source pixels of its own segment.
 
@@ -149,21 +153,31 @@ def same_segment_mass(kernels: Tensor, labels: Tensor, scale: int,
     and count as another segment. Kernels are normalised to sum to one first
     (see :func:`kernel_entropy`). Returns (N, G, s*H, s*W) in [0, 1]."""
     if kernels.dim() != 6:
-        raise ValueError(f"kernels: expected (N, G, k, k, Ho, Wo), got shape {tuple(kernels.shape)}")
+        raise ValueError(
+            f"kernels: expected (N, G, k, k, Ho, Wo), got shape {tuple(kernels.shape)}"
+        )
     N, G, k, _, Ho, Wo = kernels.shape
     if Ho % scale or Wo % scale:
         raise ValueError(f"kernels: output size {Ho}x{Wo} is not a multiple of scale={scale}")
-    if labels.dim() != 3 or labels.shape[0] != N or labels.shape[-2] % Ho or labels.shape[-1] % Wo \
-            or labels.shape[-2] // Ho != labels.shape[-1] // Wo:
-        raise ValueError(f"labels: expected ({N}, t*{Ho}, t*{Wo}) for an integer t >= 1, "
-                         f"got shape {tuple(labels.shape)}")
-    same = tap_same_fractions(labels, k, (Ho, Wo), scale, alignment)        # (N, k*k, Ho, Wo)
+    if (
+        labels.dim() != 3
+        or labels.shape[0] != N
+        or labels.shape[-2] % Ho
+        or labels.shape[-1] % Wo
+        or labels.shape[-2] // Ho != labels.shape[-1] // Wo
+    ):
+        raise ValueError(
+            f"labels: expected ({N}, t*{Ho}, t*{Wo}) for an integer t >= 1, "
+            f"got shape {tuple(labels.shape)}"
+        )
+    same = tap_same_fractions(labels, k, (Ho, Wo), scale, alignment)  # (N, k*k, Ho, Wo)
     p = _probabilities(kernels.float().reshape(N, G, k, k, Ho, Wo)).reshape(N, G, k * k, Ho, Wo)
     return (p * same[:, None].to(p.device)).sum(2)
 
 
-def tap_same_fractions(labels: Tensor, k: int, out_size, scale: int,
-                       alignment: str = "centre") -> Tensor:
+def tap_same_fractions(
+    labels: Tensor, k: int, out_size, scale: int, alignment: str = "centre"
+) -> Tensor:
     """For every output pixel of an (Ho, Wo) grid and every tap of its k x k
     window, the share of the tap's source pixel in the output pixel's own
     segment (see :func:`same_segment_mass`): labels (N, t*Ho, t*Wo) ->
@@ -172,8 +186,8 @@ def tap_same_fractions(labels: Tensor, k: int, out_size, scale: int,
     N = labels.shape[0]
     t = labels.shape[-2] // Ho
     S = int(labels.max()) + 1
-    own = segment_fractions(labels, t, S, alignment).argmax(1)            # (N, Ho, Wo)
-    frac = segment_fractions(labels, t * scale, S, alignment)               # (N, S, H, W)
+    own = segment_fractions(labels, t, S, alignment).argmax(1)  # (N, Ho, Wo)
+    frac = segment_fractions(labels, t * scale, S, alignment)  # (N, S, H, W)
     H, W = Ho // scale, Wo // scale
     # fraction of each tap's source pixel in each segment: (N, S, k*k, H, W)
     taps = F.unfold(frac, k, padding=k // 2).view(N, S, k * k, H, W)
@@ -202,8 +216,14 @@ def boundary_band(labels: Tensor, out_size, width: int = 1, alignment: str = "ce
     return band[:, 0] > 0
 
 
-def content_awareness(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
-                      margin: int = None, alignment: str = "centre") -> dict:
+def content_awareness(
+    kernels: Tensor,
+    labels: Tensor,
+    scale: int,
+    width: int = 1,
+    margin: int = None,
+    alignment: str = "centre",
+) -> dict:
     """Same-segment mass (:func:`same_segment_mass`) averaged over the output
     pixels in the boundary band (:func:`boundary_band`) and over the rest
     (interior), leaving out ``margin`` output pixels at the image border
@@ -212,10 +232,10 @@ def content_awareness(kernels: Tensor, labels: Tensor, scale: int, width: int = 
     are over all groups and images."""
     N, G, k, _, Ho, Wo = kernels.shape
     margin = scale * (k // 2) if margin is None else margin
-    mass = same_segment_mass(kernels, labels, scale, alignment)             # (N, G, Ho, Wo)
+    mass = same_segment_mass(kernels, labels, scale, alignment)  # (N, G, Ho, Wo)
     band = boundary_band(labels, (Ho, Wo), width, alignment).to(mass.device)
     valid = torch.zeros_like(band)
-    valid[:, margin:Ho - margin, margin:Wo - margin] = True
+    valid[:, margin : Ho - margin, margin : Wo - margin] = True
     out = {}
     for name, where in (("boundary", band & valid), ("interior", ~band & valid)):
         n = int(where.sum())
@@ -234,17 +254,22 @@ def fixed_kernels(name: str, batch: int, height: int, width: int, scale: int, k:
     return m.view(1, 1, k, k, height * scale, width * scale).expand(batch, -1, -1, -1, -1, -1)
 
 
-def content_awareness_vs_fixed(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
-                               alignment: str = "centre") -> dict:
+def content_awareness_vs_fixed(
+    kernels: Tensor, labels: Tensor, scale: int, width: int = 1, alignment: str = "centre"
+) -> dict:
     """:func:`content_awareness` of learned kernels (N, G, k, k, s*H, s*W) and
     of nearest's and bilinear's equivalent kernels on the same grid:
     {"carafe" | "bilinear" | "nearest": {...}}."""
     N, _, k, _, Ho, Wo = kernels.shape
-    kinds = {"carafe": kernels.cpu(),
-             "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
-             "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k)}
-    return {name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
-            for name, kern in kinds.items()}
+    kinds = {
+        "carafe": kernels.cpu(),
+        "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
+        "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k),
+    }
+    return {
+        name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
+        for name, kern in kinds.items()
+    }
 
 
 # --- content-agnostic controls ----------------------------------------------
@@ -252,6 +277,7 @@ def content_awareness_vs_fixed(kernels: Tensor, labels: Tensor, scale: int, widt
 # or merely because it is wide; the controls below share the learned kernels'
 # support (and, for the phase mean and the permutations, their geometry) but
 # not their dependence on the content.
+
 
 def phase_mean_kernels(kernels: Tensor, scale: int) -> Tensor:
     """Each kernel replaced by the mean of the kernels of its sub-pixel phase
@@ -286,7 +312,7 @@ def gaussian_kernel(k: int, sigma: float) -> Tensor:
     """An isotropic Gaussian over the k x k taps, centred on the source pixel,
     summing to one: (k, k) float64."""
     o = torch.arange(k, dtype=torch.float64) - k // 2
-    w = torch.exp(-(o[:, None] ** 2 + o[None, :] ** 2) / (2 * sigma ** 2))
+    w = torch.exp(-(o[:, None] ** 2 + o[None, :] ** 2) / (2 * sigma**2))
     return w / w.sum()
 
 
@@ -300,6 +326,7 @@ def entropy_matched_sigma(k: int, entropy: float) -> float:
     def h(sigma):
         w = gaussian_kernel(k, sigma)
         return float(-(w * w.clamp_min(1e-300).log()).sum())
+
     if entropy >= h(1e6) - 1e-9:
         return math.inf
     lo, hi = 1e-3, 1e6
@@ -318,7 +345,7 @@ def weight_by_distance(phase_kernels) -> dict:
     half an input pixel from its source pixel)."""
     w = torch.as_tensor(phase_kernels, dtype=torch.float64)
     G, kk, s, _ = w.shape
-    k = int(round(kk ** 0.5))
+    k = int(round(kk**0.5))
     o = torch.arange(k) - k // 2
     d = torch.maximum(o.abs()[:, None], o.abs()[None, :]).flatten()
     per = w.permute(1, 0, 2, 3).reshape(kk, -1)
@@ -336,12 +363,19 @@ def _valid_mask(shape, scale, k, margin=None):
     N, Ho, Wo = shape
     margin = scale * (k // 2) if margin is None else margin
     valid = torch.zeros(N, Ho, Wo, dtype=torch.bool)
-    valid[:, margin:Ho - margin, margin:Wo - margin] = True
+    valid[:, margin : Ho - margin, margin : Wo - margin] = True
     return valid
 
 
-def direction_cosines(kernels: Tensor, twin: Tensor, labels: Tensor, scale: int, where: Tensor,
-                      alignment: str = "centre", min_norm: float = 0.05) -> dict:
+def direction_cosines(
+    kernels: Tensor,
+    twin: Tensor,
+    labels: Tensor,
+    scale: int,
+    where: Tensor,
+    alignment: str = "centre",
+    min_norm: float = 0.05,
+) -> dict:
     """Whether kernels pull towards their pixel's own segment. For every
     output pixel in ``where`` (N, Ho, Wo), d is the direction into the own
     segment within the window (the own-segment share of each tap times its
@@ -355,8 +389,8 @@ def direction_cosines(kernels: Tensor, twin: Tensor, labels: Tensor, scale: int,
     o = torch.arange(k, dtype=torch.float64) - k // 2
     dy = (same.view(N, k, k, Ho, Wo) * o.view(1, k, 1, 1, 1)).sum((1, 2))
     dx = (same.view(N, k, k, Ho, Wo) * o.view(1, 1, k, 1, 1)).sum((1, 2))
-    d = torch.stack([dy, dx], 1)[:, None]                                   # (N, 1, 2, Ho, Wo)
-    com = kernel_center_of_mass(kernels.double().cpu())                      # (N, G, 2, Ho, Wo)
+    d = torch.stack([dy, dx], 1)[:, None]  # (N, 1, 2, Ho, Wo)
+    com = kernel_center_of_mass(kernels.double().cpu())  # (N, G, 2, Ho, Wo)
     com_twin = kernel_center_of_mass(twin.double().cpu())
     out = {}
     for name, v in (("learned", com), ("twin", com_twin), ("shift", com - com_twin)):
@@ -368,8 +402,15 @@ def direction_cosines(kernels: Tensor, twin: Tensor, labels: Tensor, scale: int,
     return out
 
 
-def kernel_report(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
-                  alignment: str = "centre", permutations: int = 3, seed: int = 0) -> dict:
+def kernel_report(
+    kernels: Tensor,
+    labels: Tensor,
+    scale: int,
+    width: int = 1,
+    alignment: str = "centre",
+    permutations: int = 3,
+    seed: int = 0,
+) -> dict:
     """The learned kernels (N, G, k, k, s*H, s*W) of one upsampling step
     scored against their controls on images with segments labels
     (N, t*s*H, t*s*W). Returns:
@@ -393,8 +434,10 @@ def kernel_report(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
     N, G, k, _, Ho, Wo = kernels.shape
     valid = _valid_mask((N, Ho, Wo), scale, k)
     if not valid.any():
-        raise ValueError(f"kernels: an output grid of {Ho}x{Wo} leaves no pixel inside the "
-                         f"border margin of {scale * (k // 2)} (windows reaching the padding)")
+        raise ValueError(
+            f"kernels: an output grid of {Ho}x{Wo} leaves no pixel inside the "
+            f"border margin of {scale * (k // 2)} (windows reaching the padding)"
+        )
     probs = _probabilities(kernels)
     entropy = float(kernel_entropy(kernels).permute(1, 0, 2, 3)[:, valid].mean())
     one_hot = float((probs.amax(dim=(2, 3)).permute(1, 0, 2, 3)[:, valid] > 0.9).double().mean())
@@ -402,33 +445,50 @@ def kernel_report(kernels: Tensor, labels: Tensor, scale: int, width: int = 1,
     uniform = torch.full((k, k), 1.0 / (k * k), dtype=torch.float64)
     twin = phase_mean_kernels(probs, scale)
     gen = torch.Generator().manual_seed(seed)
-    kinds = {"carafe": probs, "phase_mean": twin,
-             "uniform": constant_kernels(uniform, probs),
-             "gaussian": constant_kernels(uniform if math.isinf(sigma)
-                                          else gaussian_kernel(k, sigma), probs),
-             "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
-             "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k)}
-    masses = {name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
-              for name, kern in kinds.items()}
-    perms = [content_awareness(permuted_kernels(probs, scale, gen), labels, scale, width=width,
-                               alignment=alignment) for _ in range(permutations)]
-    masses["permuted"] = {part: sum(p[part] for p in perms) / len(perms)
-                          for part in ("boundary", "interior")}
-    masses["permuted"].update({f"n_{part}": perms[0][f"n_{part}"]
-                               for part in ("boundary", "interior")})
+    kinds = {
+        "carafe": probs,
+        "phase_mean": twin,
+        "uniform": constant_kernels(uniform, probs),
+        "gaussian": constant_kernels(
+            uniform if math.isinf(sigma) else gaussian_kernel(k, sigma), probs
+        ),
+        "bilinear": fixed_kernels("bilinear", N, Ho // scale, Wo // scale, scale, k),
+        "nearest": fixed_kernels("nearest", N, Ho // scale, Wo // scale, scale, k),
+    }
+    masses = {
+        name: content_awareness(kern, labels, scale, width=width, alignment=alignment)
+        for name, kern in kinds.items()
+    }
+    perms = [
+        content_awareness(
+            permuted_kernels(probs, scale, gen), labels, scale, width=width, alignment=alignment
+        )
+        for _ in range(permutations)
+    ]
+    masses["permuted"] = {
+        part: sum(p[part] for p in perms) / len(perms) for part in ("boundary", "interior")
+    }
+    masses["permuted"].update(
+        {f"n_{part}": perms[0][f"n_{part}"] for part in ("boundary", "interior")}
+    )
     band = boundary_band(labels, (Ho, Wo), width, alignment) & valid
     k2 = k * k
-    centre = twin.reshape(N, G, k2, Ho, Wo)[0, :, k2 // 2].reshape(G, Ho // scale, scale,
-                                                                    Wo // scale, scale)
-    return {"masses": masses,
-            "ca": masses["carafe"]["boundary"] - masses["phase_mean"]["boundary"],
-            "ca_permuted": masses["carafe"]["boundary"] - masses["permuted"]["boundary"],
-            "direction": direction_cosines(probs, twin, labels, scale, band, alignment),
-            "entropy": entropy, "one_hot_share": one_hot,
-            "gaussian_sigma": None if math.isinf(sigma) else sigma,
-            "centre_share": float(centre.mean()),
-            "phase_mean_kernels": twin[0, :, :, :, :scale, :scale].reshape(G, k2, scale, scale)
-            .tolist()}
+    centre = twin.reshape(N, G, k2, Ho, Wo)[0, :, k2 // 2].reshape(
+        G, Ho // scale, scale, Wo // scale, scale
+    )
+    return {
+        "masses": masses,
+        "ca": masses["carafe"]["boundary"] - masses["phase_mean"]["boundary"],
+        "ca_permuted": masses["carafe"]["boundary"] - masses["permuted"]["boundary"],
+        "direction": direction_cosines(probs, twin, labels, scale, band, alignment),
+        "entropy": entropy,
+        "one_hot_share": one_hot,
+        "gaussian_sigma": None if math.isinf(sigma) else sigma,
+        "centre_share": float(centre.mean()),
+        "phase_mean_kernels": twin[0, :, :, :, :scale, :scale]
+        .reshape(G, k2, scale, scale)
+        .tolist(),
+    }
 
 
 def aggregate_scores(runs) -> dict:
@@ -439,13 +499,19 @@ def aggregate_scores(runs) -> dict:
     "boundary_std", "interior_mean", "interior_std", "n"}}}. Levels with a
     non-finite score in any run are left out."""
     import statistics
+
     runs = list(runs)
     if not runs:
         raise ValueError("runs: expected at least one run's scores, got none")
 
     def finite(level):  # a grid too small to score has NaN means (older runs wrote them)
-        return all(math.isfinite(r[level][kind][part]) for r in runs if level in r
-                   for kind in r[level] for part in ("boundary", "interior"))
+        return all(
+            math.isfinite(r[level][kind][part])
+            for r in runs
+            if level in r
+            for kind in r[level]
+            for part in ("boundary", "interior")
+        )
 
     out = {}
     for level in [lv for lv in runs[0] if finite(lv)]:
@@ -462,23 +528,29 @@ def aggregate_scores(runs) -> dict:
 
 def scores_markdown(aggregated: dict) -> str:
     """A markdown table of :func:`aggregate_scores`' output."""
-    lines = ["| step | kernels | same-segment mass, boundary | interior | seeds |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        "| step | kernels | same-segment mass, boundary | interior | seeds |",
+        "|---|---|---:|---:|---:|",
+    ]
     for level, kinds in aggregated.items():
         for kind, r in kinds.items():
-            lines.append(f"| {level} | {kind} | {r['boundary_mean']:.3f} ± {r['boundary_std']:.3f} "
-                         f"| {r['interior_mean']:.3f} ± {r['interior_std']:.3f} | {r['n']} |")
+            lines.append(
+                f"| {level} | {kind} | {r['boundary_mean']:.3f} ± {r['boundary_std']:.3f} "
+                f"| {r['interior_mean']:.3f} ± {r['interior_std']:.3f} | {r['n']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def difference(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
-               part: str = "boundary"):
+def difference(
+    aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear", part: str = "boundary"
+):
     """(mean_a - mean_b, p, verdict) at a level of :func:`aggregate_scores`'
     output: p is Welch's two-sided t-test over the seeds
     (:func:`carafe_lab.stats.welch_p`; a fixed kernel's score, with no spread,
     counts as a constant); verdict is "higher" or "lower" when p < 0.05,
     "indistinguishable" when not, "one run" when a has a single run (p NaN)."""
     from .stats import ALPHA, welch_p
+
     ra, rb = aggregated[level][a], aggregated[level][b]
     diff = ra[f"{part}_mean"] - rb[f"{part}_mean"]
     if ra["n"] < 2:
@@ -489,19 +561,25 @@ def difference(aggregated: dict, level: str, a: str = "carafe", b: str = "biline
     return diff, p, "indistinguishable"
 
 
-def compare(aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear",
-            part: str = "boundary") -> str:
+def compare(
+    aggregated: dict, level: str, a: str = "carafe", b: str = "bilinear", part: str = "boundary"
+) -> str:
     """One sentence comparing kernels a and b at a level, computed from the
     numbers (see :func:`difference`)."""
     ra, rb = aggregated[level][a], aggregated[level][b]
     diff, p, verdict = difference(aggregated, level, a, b, part)
-    words = {"higher": "higher than", "lower": "lower than",
-             "indistinguishable": "not distinguishable from",
-             "one run": "(one run: no spread to judge by) beside"}[verdict]
+    words = {
+        "higher": "higher than",
+        "lower": "lower than",
+        "indistinguishable": "not distinguishable from",
+        "one run": "(one run: no spread to judge by) beside",
+    }[verdict]
     test = "" if verdict == "one run" else f", Welch's t-test over the seeds p = {p:.2g}"
-    return (f"{level}: {a}'s {part} same-segment mass {ra[f'{part}_mean']:.3f} ± "
-            f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {words} {b}'s "
-            f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}{test})")
+    return (
+        f"{level}: {a}'s {part} same-segment mass {ra[f'{part}_mean']:.3f} ± "
+        f"{ra[f'{part}_std']:.3f} (n={ra['n']}) is {words} {b}'s "
+        f"{rb[f'{part}_mean']:.3f} (difference {diff:+.3f}{test})"
+    )
 
 
 def edge_and_flat_locations(image: Tensor, scale: int, n: int = 2, margin: int = 4):
@@ -511,7 +589,7 @@ def edge_and_flat_locations(image: Tensor, scale: int, n: int = 2, margin: int =
     gray = image.float().mean(0, keepdim=True)[None]
     gy = gray[..., 1:, :-1] - gray[..., :-1, :-1]
     gx = gray[..., :-1, 1:] - gray[..., :-1, :-1]
-    mag = (gy ** 2 + gx ** 2).sqrt()[0, 0]
+    mag = (gy**2 + gx**2).sqrt()[0, 0]
     mag = F.avg_pool2d(mag[None, None], 3, 1, 1)[0, 0]  # favour edges over single-pixel noise
     H, W = mag.shape
 
@@ -542,8 +620,16 @@ def _show(ax, image):
     ax.set_yticks([])
 
 
-def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: int = 0,
-                 titles=None, reference=None, reference_name="bilinear"):
+def plot_kernels(
+    image: Tensor,
+    kernels: Tensor,
+    locations,
+    scale: int,
+    group: int = 0,
+    titles=None,
+    reference=None,
+    reference_name="bilinear",
+):
     """For each output location, the k x k kernel drawn over the input
     neighbourhood it mixes (top row), and a reference's weights over the
     same pixels (bottom row): bilinear's fixed weights, or the kernels
@@ -557,14 +643,16 @@ def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: i
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
     if kernels.dim() == 6:
         kernels = kernels[0]
     if reference is not None and reference.dim() == 6:
         reference = reference[0]
     k = kernels.shape[1]
     r = k // 2
-    fig, axes = plt.subplots(2, len(locations) + 1, figsize=(2.4 * (len(locations) + 1), 5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(locations) + 1, figsize=(2.4 * (len(locations) + 1), 5), squeeze=False
+    )
     _show(axes[0, 0], image)
     axes[0, 0].set_title("input")
     axes[1, 0].axis("off")
@@ -572,23 +660,35 @@ def plot_kernels(image: Tensor, kernels: Tensor, locations, scale: int, group: i
     padded = F.pad(image.float(), (r, r, r, r))
     for j, (p, q) in enumerate(locations):
         y, x = source_pixel(p, q, scale)
-        axes[0, 0].add_patch(Rectangle((x - r - 0.5, y - r - 0.5), k, k, fill=False, lw=1.2,
-                                       color=f"C{j}"))
+        axes[0, 0].add_patch(
+            Rectangle((x - r - 0.5, y - r - 0.5), k, k, fill=False, lw=1.2, color=f"C{j}")
+        )
         axes[0, 0].text(x + r + 1, y, str(j + 1), color=f"C{j}", fontsize=8, va="center")
-        patch = padded[:, y:y + k, x:x + k]  # the neighbourhood, zero outside the image
-        ref = (bilinear_kernel(p, q, scale, k) if reference is None
-               else reference[group, :, :, p, q].cpu()).float()
-        for row, weights, name in ((0, kernels[group, :, :, p, q].float().cpu(), "CARAFE"),
-                                   (1, ref, reference_name)):
+        patch = padded[:, y : y + k, x : x + k]  # the neighbourhood, zero outside the image
+        ref = (
+            bilinear_kernel(p, q, scale, k)
+            if reference is None
+            else reference[group, :, :, p, q].cpu()
+        ).float()
+        for row, weights, name in (
+            (0, kernels[group, :, :, p, q].float().cpu(), "CARAFE"),
+            (1, ref, reference_name),
+        ):
             ax = axes[row, j + 1]
             _show(ax, patch)
-            ax.imshow(weights.numpy(), cmap="magma", alpha=0.55, vmin=0, vmax=max(float(weights.max()),
-                                                                        1e-6))
-            for (a, b), w in zip(torch.cartesian_prod(torch.arange(k), torch.arange(k)).tolist(),
-                                 weights.flatten().tolist()):
+            ax.imshow(
+                weights.numpy(),
+                cmap="magma",
+                alpha=0.55,
+                vmin=0,
+                vmax=max(float(weights.max()), 1e-6),
+            )
+            for (a, b), w in zip(
+                torch.cartesian_prod(torch.arange(k), torch.arange(k)).tolist(),
+                weights.flatten().tolist(),
+            ):
                 if w >= 0.05:
-                    ax.text(b, a, f"{w:.2f}", ha="center", va="center", fontsize=6,
-                            color="white")
+                    ax.text(b, a, f"{w:.2f}", ha="center", va="center", fontsize=6, color="white")
             label = titles[j] if titles else f"({p}, {q})"
             ax.set_title(f"{j + 1}: {name} {label}" if row == 0 else name, fontsize=8)
     fig.tight_layout()
@@ -601,6 +701,7 @@ def plot_kernel_maps(image: Tensor, kernels: Tensor, scale: int, group: int = 0,
     (where kernels pull from) over its magnitude. Shapes as in plot_kernels.
     Returns the Figure."""
     import matplotlib.pyplot as plt
+
     if kernels.dim() == 6:
         kernels = kernels[0]
     kg = kernels[group].float().cpu()
@@ -619,9 +720,16 @@ def plot_kernel_maps(image: Tensor, kernels: Tensor, scale: int, group: int = 0,
     step = step or max(1, max(Ho, Wo) // 24)
     ys, xs = torch.meshgrid(torch.arange(0, Ho, step), torch.arange(0, Wo, step), indexing="ij")
     # angles="xy" on an image (y down): v = +dy points where the kernel pulls from
-    axes[2].quiver(xs.numpy(), ys.numpy(), com[1, ::step, ::step].numpy(),
-                   com[0, ::step, ::step].numpy(), color="cyan",
-                   angles="xy", scale_units="xy", scale=2.0 / step)
+    axes[2].quiver(
+        xs.numpy(),
+        ys.numpy(),
+        com[1, ::step, ::step].numpy(),
+        com[0, ::step, ::step].numpy(),
+        color="cyan",
+        angles="xy",
+        scale_units="xy",
+        scale=2.0 / step,
+    )
     axes[2].set_title("kernel centre of mass (input px; arrows: direction)")
     fig.colorbar(im, ax=axes[2], fraction=0.046)
     for ax in axes[1:]:
@@ -636,6 +744,7 @@ def plot_mass_maps(image: Tensor, labels: Tensor, maps: dict, title: str = ""):
     (Ho, Wo) in maps, the same-segment mass per output pixel (1: all of the
     kernel's weight from the pixel's own segment). Returns the Figure."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2 + len(maps), figsize=(3.1 * (2 + len(maps)), 3.3))
     _show(axes[0], image)
     axes[0].set_title("image")
@@ -655,11 +764,35 @@ def plot_mass_maps(image: Tensor, labels: Tensor, maps: dict, title: str = ""):
     return fig
 
 
-__all__ = ["reassembly_kernels", "kernel_entropy", "kernel_center_of_mass", "source_pixel",
-           "bilinear_kernel", "bilinear_masks", "nearest_masks", "segment_fractions",
-           "same_segment_mass", "boundary_band", "content_awareness", "fixed_kernels",
-           "content_awareness_vs_fixed", "tap_same_fractions", "phase_mean_kernels",
-           "permuted_kernels", "gaussian_kernel", "entropy_matched_sigma", "constant_kernels",
-           "direction_cosines", "kernel_report", "weight_by_distance",
-           "aggregate_scores", "scores_markdown", "difference", "compare", "plot_mass_maps", "edge_and_flat_locations", "plot_kernels",
-           "plot_kernel_maps"]
+__all__ = [
+    "reassembly_kernels",
+    "kernel_entropy",
+    "kernel_center_of_mass",
+    "source_pixel",
+    "bilinear_kernel",
+    "bilinear_masks",
+    "nearest_masks",
+    "segment_fractions",
+    "same_segment_mass",
+    "boundary_band",
+    "content_awareness",
+    "fixed_kernels",
+    "content_awareness_vs_fixed",
+    "tap_same_fractions",
+    "phase_mean_kernels",
+    "permuted_kernels",
+    "gaussian_kernel",
+    "entropy_matched_sigma",
+    "constant_kernels",
+    "direction_cosines",
+    "kernel_report",
+    "weight_by_distance",
+    "aggregate_scores",
+    "scores_markdown",
+    "difference",
+    "compare",
+    "plot_mass_maps",
+    "edge_and_flat_locations",
+    "plot_kernels",
+    "plot_kernel_maps",
+]

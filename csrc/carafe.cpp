@@ -24,8 +24,8 @@ extern "C" {
 // registrations below; the module itself is empty, so no pybind11 is needed.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "CARAFE operator kernels (registered in torch.ops.carafe)",
-      -1, nullptr};
+      PyModuleDef_HEAD_INIT, "_C", "CARAFE operator kernels (registered in torch.ops.carafe)", -1,
+      nullptr};
   return PyModule_Create(&module_def);
 }
 }
@@ -37,19 +37,32 @@ namespace {
 // that messages name dtypes as the caller's Python code does.
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kHalf: return "torch.float16";
-    case at::kBFloat16: return "torch.bfloat16";
-    case at::kFloat: return "torch.float32";
-    case at::kDouble: return "torch.float64";
-    case at::kByte: return "torch.uint8";
-    case at::kChar: return "torch.int8";
-    case at::kShort: return "torch.int16";
-    case at::kInt: return "torch.int32";
-    case at::kLong: return "torch.int64";
-    case at::kBool: return "torch.bool";
-    case at::kComplexFloat: return "torch.complex64";
-    case at::kComplexDouble: return "torch.complex128";
-    default: return std::string("torch.") + c10::toString(t);
+    case at::kHalf:
+      return "torch.float16";
+    case at::kBFloat16:
+      return "torch.bfloat16";
+    case at::kFloat:
+      return "torch.float32";
+    case at::kDouble:
+      return "torch.float64";
+    case at::kByte:
+      return "torch.uint8";
+    case at::kChar:
+      return "torch.int8";
+    case at::kShort:
+      return "torch.int16";
+    case at::kInt:
+      return "torch.int32";
+    case at::kLong:
+      return "torch.int64";
+    case at::kBool:
+      return "torch.bool";
+    case at::kComplexFloat:
+      return "torch.complex64";
+    case at::kComplexDouble:
+      return "torch.complex128";
+    default:
+      return std::string("torch.") + c10::toString(t);
   }
 }
 
@@ -87,8 +100,8 @@ bool product_fits(const c10::SymInt& size, int64_t factor) {
 
 // Sizes are read as SymInts (sym_size), so that the same code serves the
 // kernels and, through carafe::check_args, the fake kernels.
-void check_forward_args(const at::Tensor& features, const at::Tensor& masks,
-                        int64_t kernel_size, int64_t group_size, int64_t scale_factor) {
+void check_forward_args(const at::Tensor& features, const at::Tensor& masks, int64_t kernel_size,
+                        int64_t group_size, int64_t scale_factor) {
   TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
                     "carafe: kernel_size must be an odd integer >= 1, got ", kernel_size);
   TORCH_CHECK_VALUE(group_size >= 1, "carafe: group_size must be an integer >= 1, got ",
@@ -107,8 +120,7 @@ void check_forward_args(const at::Tensor& features, const at::Tensor& masks,
                     dtype_name(features.scalar_type()));
   TORCH_CHECK_VALUE(masks.scalar_type() == features.scalar_type(),
                     "carafe: masks must have the dtype of features (",
-                    dtype_name(features.scalar_type()), "), got ",
-                    dtype_name(masks.scalar_type()));
+                    dtype_name(features.scalar_type()), "), got ", dtype_name(masks.scalar_type()));
   TORCH_CHECK_VALUE(masks.device() == features.device(),
                     "carafe: masks must be on the device of features (", features.device().str(),
                     "), got ", masks.device().str());
@@ -124,7 +136,8 @@ void check_forward_args(const at::Tensor& features, const at::Tensor& masks,
   TORCH_CHECK_VALUE(!__builtin_mul_overflow(kernel_size, kernel_size, &kk) &&
                         !__builtin_mul_overflow(kk, group_size, &mask_channels),
                     "carafe: kernel_size*kernel_size*group_size must fit in int64, got "
-                    "kernel_size=", kernel_size, ", group_size=", group_size);
+                    "kernel_size=",
+                    kernel_size, ", group_size=", group_size);
   TORCH_CHECK_VALUE(product_fits(H, scale_factor) && product_fits(W, scale_factor),
                     "carafe: H*scale_factor and W*scale_factor must fit in int64, got H=", H,
                     ", W=", W, ", scale_factor=", scale_factor);
@@ -136,8 +149,8 @@ void check_forward_args(const at::Tensor& features, const at::Tensor& masks,
                     "carafe: masks must have the batch size of features (", N, "), got ",
                     masks.sym_size(0));
   TORCH_CHECK_VALUE(holds(masks.sym_size(2).sym_eq(Ho)) && holds(masks.sym_size(3).sym_eq(Wo)),
-                    "carafe: masks must have spatial size (H*scale_factor, W*scale_factor)=(",
-                    Ho, ", ", Wo, "), got (", masks.sym_size(2), ", ", masks.sym_size(3), ")");
+                    "carafe: masks must have spatial size (H*scale_factor, W*scale_factor)=(", Ho,
+                    ", ", Wo, "), got (", masks.sym_size(2), ", ", masks.sym_size(3), ")");
 }
 
 void check_backward_args(const at::Tensor& grad_output, const at::Tensor& features,

@@ -21,7 +21,9 @@ namespace carafe {
 
 // Radius of a (2r+1)-wide reassembly window.
 template <typename I>
-CARAFE_HD I kernel_radius(I kernel_size) { return kernel_size / 2; }
+CARAFE_HD I kernel_radius(I kernel_size) {
+  return kernel_size / 2;
+}
 
 // Output coordinate -> the input coordinate it is centred on (nearest source).
 template <typename I>
@@ -74,8 +76,8 @@ struct Dims {
 template <typename I>
 inline Dims<I> make_dims(int64_t N, int64_t C, int64_t H, int64_t W, int64_t k, int64_t G,
                          int64_t s) {
-  return Dims<I>{I(N),     I(C),     I(H),     I(W),     I(k),     I(G),
-                 I(s),     I(H * s), I(W * s), I(k * k), I(C / G), I(k * k * G)};
+  return Dims<I>{I(N), I(C),     I(H),     I(W),     I(k),     I(G),
+                 I(s), I(H * s), I(W * s), I(k * k), I(C / G), I(k * k * G)};
 }
 
 }  // namespace carafe

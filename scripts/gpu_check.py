@@ -59,8 +59,14 @@ def sh(cmd, timeout, env=None, log=None, whole=False):
     when `whole`)."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
         ok, text = proc.returncode == 0, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as e:
         ok, text = False, f"timed out after {timeout} s\n{(e.stdout or '')}{(e.stderr or '')}"
@@ -78,10 +84,23 @@ def install_wheels(log):
     wheels = sorted((PREPARED / "wheels").glob("*.whl"))
     site = PREPARED / "site"
     if wheels:
-        sh([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-            "--target", str(site), *map(str, wheels)], 120, log=log)
-    return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(site),
-                                           os.environ.get("PYTHONPATH", "")])}
+        sh(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--target",
+                str(site),
+                *map(str, wheels),
+            ],
+            120,
+            log=log,
+        )
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 def machine():
@@ -89,17 +108,25 @@ def machine():
 
     # not describe(): it imports carafe, which fails before the kernels are built
     from carafe_lab.environment import git_commit
-    info = {"python": sys.version.split()[0], "torch": torch.__version__,
-            "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0),
-            "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-            "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
-            # the commit as its sender states it wins: a copy of the tree made
-            # for a GPU machine may carry a stale git history, or none
-            "git_commit": os.environ.get("CARAFE_GIT_COMMIT") or git_commit(ROOT, short=True)}
+
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+        "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
+        # the commit as its sender states it wins: a copy of the tree made
+        # for a GPU machine may carry a stale git history, or none
+        "git_commit": os.environ.get("CARAFE_GIT_COMMIT") or git_commit(ROOT, short=True),
+    }
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=30).stdout.strip()
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
         info["driver"], info["memory"] = [s.strip() for s in out.split(",")][:2]
     except (OSError, ValueError, subprocess.TimeoutExpired):
         pass
@@ -109,26 +136,29 @@ def machine():
 def benchmark(quick, log):
     import torch
 
-
     import carafe
     from carafe.reference import random_inputs
     from carafe_lab.timing import cuda_event_seconds
+
     peer, peer_error = None, None
     try:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from mmcv_peer.build import load
+
         peer = load()
     except Exception as e:  # noqa: BLE001 (the benchmark runs without its peer)
         peer_error = f"{type(e).__name__}: {e}"
         log.write(f"\nmmcv peer unavailable: {peer_error}\n")
     from carafe_lab.roofline import copy_bandwidth, floor_bytes
+
     bandwidth = copy_bandwidth("cuda", 2**30, 20)
     rows = []
     shapes = {"2x64x25x38": (2, 64, 25, 38)} if quick else SHAPES
     for size, (N, C, H, W) in shapes.items():
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            f, m, go = random_inputs(N, C, H, W, K, G, S, dtype=dtype, device="cuda",
-                                     with_grad_output=True)
+            f, m, go = random_inputs(
+                N, C, H, W, K, G, S, dtype=dtype, device="cuda", with_grad_output=True
+            )
             impls = {"carafe": lambda a, b: carafe.carafe(a, b, K, G, S)}
             if peer is not None and dtype != torch.bfloat16:  # mmcv: float and half only
                 impls["mmcv"] = lambda a, b: peer(a, b, K, G, S)
@@ -139,13 +169,15 @@ def benchmark(quick, log):
                 def fwd_bwd():
                     out = fn(fr, mr)
                     torch.autograd.grad(out, (fr, mr), go)
+
                 with torch.no_grad():
                     fwd = cuda_event_seconds(lambda: fn(f, m))
                 both = cuda_event_seconds(fwd_bwd)
                 row[name] = {"forward_us": 1e6 * fwd, "forward_backward_us": 1e6 * both}
                 if name == "carafe":
                     bwd = cuda_event_seconds(
-                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S))
+                        lambda: torch.ops.carafe.carafe_backward(go, f, m, K, G, S)
+                    )
                     size_b = f.element_size()
                     row[name]["backward_us"] = 1e6 * bwd
                     for what, t, back in (("forward", fwd, False), ("backward", bwd, True)):
@@ -153,19 +185,34 @@ def benchmark(quick, log):
                         row[name][f"{what}_GBps"] = moved / t / 1e9
                         row[name][f"{what}_pct_of_copy"] = 100 * moved / t / bandwidth
             if "mmcv" in row:
-                row["mmcv_over_carafe_forward"] = (row["mmcv"]["forward_us"]
-                                                   / row["carafe"]["forward_us"])
+                row["mmcv_over_carafe_forward"] = (
+                    row["mmcv"]["forward_us"] / row["carafe"]["forward_us"]
+                )
                 row["mmcv_over_carafe_forward_backward"] = (
-                    row["mmcv"]["forward_backward_us"] / row["carafe"]["forward_backward_us"])
+                    row["mmcv"]["forward_backward_us"] / row["carafe"]["forward_backward_us"]
+                )
             rows.append(row)
-    return {"copy_GBps": bandwidth / 1e9, "k": K, "group_size": G, "scale_factor": S,
-            "timing": "CUDA events around 10 calls back to back; median of 5 rounds",
-            "mmcv_peer": peer is not None, "mmcv_peer_error": peer_error, "rows": rows}
+    return {
+        "copy_GBps": bandwidth / 1e9,
+        "k": K,
+        "group_size": G,
+        "scale_factor": S,
+        "timing": "CUDA events around 10 calls back to back; median of 5 rounds",
+        "mmcv_peer": peer is not None,
+        "mmcv_peer_error": peer_error,
+        "rows": rows,
+    }
 
 
 # Nsight Compute sections recorded per kernel launch (standard section names).
-NCU_SECTIONS = ("SpeedOfLight", "LaunchStats", "Occupancy", "SchedulerStats", "WarpStateStats",
-                "MemoryWorkloadAnalysis")
+NCU_SECTIONS = (
+    "SpeedOfLight",
+    "LaunchStats",
+    "Occupancy",
+    "SchedulerStats",
+    "WarpStateStats",
+    "MemoryWorkloadAnalysis",
+)
 
 
 def parse_ncu_csv(text):
@@ -178,9 +225,15 @@ def parse_ncu_csv(text):
     for rec in csv.DictReader(io.StringIO("\n".join(rows))):
         if not rec.get("Metric Name") or rec.get("ID") is None:
             continue
-        entry = launches.setdefault(rec["ID"], {
-            "kernel": rec.get("Kernel Name", "?"), "grid": rec.get("Grid Size"),
-            "block": rec.get("Block Size"), "metrics": {}})
+        entry = launches.setdefault(
+            rec["ID"],
+            {
+                "kernel": rec.get("Kernel Name", "?"),
+                "grid": rec.get("Grid Size"),
+                "block": rec.get("Block Size"),
+                "metrics": {},
+            },
+        )
         unit = f" [{rec['Metric Unit']}]" if rec.get("Metric Unit") else ""
         value = (rec.get("Metric Value") or "").replace(",", "")
         try:
@@ -198,10 +251,25 @@ def profile(env, log):
         return {"ok": False, "tail": "ncu not found"}, None
     sections = [arg for name in NCU_SECTIONS for arg in ("--section", name)]
     # --clock-control none: measure the card as it runs, its clocks left alone
-    ok, secs, text = sh([ncu, "--clock-control", "none", "--kernel-name", "regex:carafe_",
-                         "--csv", "--page", "details", *sections,
-                         sys.executable, "scripts/gpu_profile.py"], 240, env=env, log=log,
-                        whole=True)
+    ok, secs, text = sh(
+        [
+            ncu,
+            "--clock-control",
+            "none",
+            "--kernel-name",
+            "regex:carafe_",
+            "--csv",
+            "--page",
+            "details",
+            *sections,
+            sys.executable,
+            "scripts/gpu_profile.py",
+        ],
+        240,
+        env=env,
+        log=log,
+        whole=True,
+    )
     launches = parse_ncu_csv(text) if ok else None
     step = {"ok": ok and bool(launches), "seconds": secs}
     if not step["ok"]:
@@ -220,11 +288,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--quick", action="store_true", help="one small benchmark shape")
-    parser.add_argument("--out", default=os.environ.get("OUT") or None,
-                        help="a folder that also receives the report and the log after every "
-                             "step (default: $OUT, when set)")
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or None,
+        help="a folder that also receives the report and the log after every "
+        "step (default: $OUT, when set)",
+    )
     args = parser.parse_args(argv)
     import torch
+
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU visible to torch; nothing to check", file=sys.stderr)
         return 2
@@ -248,17 +320,32 @@ def main(argv=None):
             shutil.copy(PREPARED / "gpu_check.log", Path(args.out) / "gpu_check.log")
 
     if not args.skip_build:
-        ok, secs, tail = sh([sys.executable, "setup.py", "build_ext", "--inplace"], 420,
-                            env={"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": info["capability"],
-                                 "MAX_JOBS": str(os.cpu_count() or 8)}, log=log)
+        ok, secs, tail = sh(
+            [sys.executable, "setup.py", "build_ext", "--inplace"],
+            420,
+            env={
+                "FORCE_CUDA": "1",
+                "TORCH_CUDA_ARCH_LIST": info["capability"],
+                "MAX_JOBS": str(os.cpu_count() or 8),
+            },
+            log=log,
+        )
         steps["build"] = {"ok": ok, "seconds": secs, **({} if ok else {"tail": tail})}
         save()
 
     def pytest_step(name, targets):
-        ok, secs, tail = sh([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             *targets], 300, env=env, log=log)
-        steps[name] = {"ok": ok, "seconds": secs, "counts": pytest_counts(tail),
-                       **({} if ok else {"tail": tail})}
+        ok, secs, tail = sh(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
+            300,
+            env=env,
+            log=log,
+        )
+        steps[name] = {
+            "ok": ok,
+            "seconds": secs,
+            "counts": pytest_counts(tail),
+            **({} if ok else {"tail": tail}),
+        }
         save()
 
     # The CUDA tests, then the benchmark (the numbers the targets are about),
@@ -270,15 +357,29 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001 (recorded; the report is still written)
         steps["benchmark"] = {"ok": False, "tail": f"{type(e).__name__}: {e}"}
     save()
-    pytest_step("pytest_cuda_cases", ["tests/test_ops.py", "tests/test_properties.py",
-                                      "tests/test_modules.py", "-k", "cuda"])
+    pytest_step(
+        "pytest_cuda_cases",
+        ["tests/test_ops.py", "tests/test_properties.py", "tests/test_modules.py", "-k", "cuda"],
+    )
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     for tool in SANITIZER_TOOLS:
         if not Path(sanitizer).exists():
             steps[f"sanitizer_{tool}"] = {"ok": False, "tail": "compute-sanitizer not found"}
             continue
-        ok, secs, tail = sh([sanitizer, "--tool", tool, "--error-exitcode", "1",
-                             sys.executable, "scripts/gpu_sanitize.py"], 240, env=env, log=log)
+        ok, secs, tail = sh(
+            [
+                sanitizer,
+                "--tool",
+                tool,
+                "--error-exitcode",
+                "1",
+                sys.executable,
+                "scripts/gpu_sanitize.py",
+            ],
+            240,
+            env=env,
+            log=log,
+        )
         steps[f"sanitizer_{tool}"] = {"ok": ok, "seconds": secs, "tail": tail}
         save()
     steps["ncu_profile"], report["ncu_profile"] = profile(env, log)
@@ -289,27 +390,36 @@ def main(argv=None):
 
 
 def summary(report):
-    lines = [f"gpu-check on {report['machine']['gpu']} (torch {report['machine']['torch']}, "
-             f"driver {report['machine'].get('driver', '?')})"]
+    lines = [
+        f"gpu-check on {report['machine']['gpu']} (torch {report['machine']['torch']}, "
+        f"driver {report['machine'].get('driver', '?')})"
+    ]
     for name, step in report["steps"].items():
         extra = f" {step['counts']}" if "counts" in step else ""
-        lines.append(f"  {name:<22} {'ok' if step.get('ok') else 'FAILED'}"
-                     f" {step.get('seconds', '')}{extra}")
+        lines.append(
+            f"  {name:<22} {'ok' if step.get('ok') else 'FAILED'} {step.get('seconds', '')}{extra}"
+        )
     bench = report.get("benchmark")
     if bench:
         lines.append(f"  copy bandwidth {bench['copy_GBps']:.0f} GB/s (read + write)")
         for r in bench["rows"]:
             c = r["carafe"]
-            line = (f"  {r['size']:>14} {r['dtype']:>8}: fwd {c['forward_us']:8.1f} us "
-                    f"({c['forward_pct_of_copy']:4.0f}% of copy), bwd {c['backward_us']:8.1f} us "
-                    f"({c['backward_pct_of_copy']:4.0f}%), fwd+bwd {c['forward_backward_us']:8.1f} us")
+            line = (
+                f"  {r['size']:>14} {r['dtype']:>8}: fwd {c['forward_us']:8.1f} us "
+                f"({c['forward_pct_of_copy']:4.0f}% of copy), bwd {c['backward_us']:8.1f} us "
+                f"({c['backward_pct_of_copy']:4.0f}%), fwd+bwd {c['forward_backward_us']:8.1f} us"
+            )
             if "mmcv" in r:
-                line += (f"; mmcv/ours fwd {r['mmcv_over_carafe_forward']:.2f}x, fwd+bwd "
-                         f"{r['mmcv_over_carafe_forward_backward']:.2f}x")
+                line += (
+                    f"; mmcv/ours fwd {r['mmcv_over_carafe_forward']:.2f}x, fwd+bwd "
+                    f"{r['mmcv_over_carafe_forward_backward']:.2f}x"
+                )
             lines.append(line)
     for launch in report.get("ncu_profile") or []:
-        lines.append(f"  ncu {short_kernel_name(launch['kernel'])}: " + ", ".join(
-            f"{label} {value}" for label, value in ncu_highlights(launch["metrics"])))
+        lines.append(
+            f"  ncu {short_kernel_name(launch['kernel'])}: "
+            + ", ".join(f"{label} {value}" for label, value in ncu_highlights(launch["metrics"]))
+        )
     return "\n".join(lines)
 
 
@@ -329,11 +439,16 @@ def short_kernel_name(name):
 # The ncu counters the summary shows, by metric name (whatever section ncu
 # files them under; the unit, in brackets after the name, is shown as ncu
 # gave it).
-NCU_HIGHLIGHTS = (("time", "Duration"), ("DRAM", "DRAM Throughput"),
-                  ("memory", "Memory Throughput"), ("SM", "Compute (SM) Throughput"),
-                  ("regs", "Registers Per Thread"), ("occupancy", "Achieved Occupancy"),
-                  ("issued/cycle", "Issued Warp Per Scheduler"),
-                  ("cycles/issue", "Warp Cycles Per Issued Instruction"))
+NCU_HIGHLIGHTS = (
+    ("time", "Duration"),
+    ("DRAM", "DRAM Throughput"),
+    ("memory", "Memory Throughput"),
+    ("SM", "Compute (SM) Throughput"),
+    ("regs", "Registers Per Thread"),
+    ("occupancy", "Achieved Occupancy"),
+    ("issued/cycle", "Issued Warp Per Scheduler"),
+    ("cycles/issue", "Warp Cycles Per Issued Instruction"),
+)
 
 
 def ncu_highlights(metrics):
@@ -343,7 +458,7 @@ def ncu_highlights(metrics):
         for name, value in metrics.items():
             bare = name.split(": ", 1)[-1]
             if bare == metric or bare.startswith(metric + " ["):
-                unit = bare[len(metric) + 2:-1] if bare != metric else ""
+                unit = bare[len(metric) + 2 : -1] if bare != metric else ""
                 shown = f"{value:.4g}" if isinstance(value, float) else str(value)
                 found.append((label, f"{shown}{'' if unit in ('', '%') else ' '}{unit}"))
                 break

@@ -25,8 +25,7 @@ def main():
     from carafe.reference import random_inputs
 
     for dtype in (torch.float32, torch.float16):
-        f, m, go = random_inputs(*SHAPE, K, G, S, dtype=dtype, device="cuda",
-                                 with_grad_output=True)
+        f, m, go = random_inputs(*SHAPE, K, G, S, dtype=dtype, device="cuda", with_grad_output=True)
         carafe.carafe(f, m, K, G, S)
         torch.ops.carafe.carafe_backward(go, f, m, K, G, S)
     torch.cuda.synchronize()

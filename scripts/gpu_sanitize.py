@@ -18,11 +18,18 @@ import torch
 import carafe
 from carafe.reference import misaligned_copy, random_inputs
 
-CASES = [(1, 4, 3, 5, 1, 1, 2), (2, 8, 5, 7, 3, 2, 2), (1, 6, 4, 3, 5, 3, 3), (2, 4, 2, 9, 7, 1, 4),
-         (1, 8, 1, 1, 5, 4, 2), (1, 2, 6, 33, 3, 1, 1)]
+CASES = [
+    (1, 4, 3, 5, 1, 1, 2),
+    (2, 8, 5, 7, 3, 2, 2),
+    (1, 6, 4, 3, 5, 3, 3),
+    (2, 4, 2, 9, 7, 1, 4),
+    (1, 8, 1, 1, 5, 4, 2),
+    (1, 2, 6, 33, 3, 1, 1),
+]
 # (N, C, H, W, k, G, s): tests/cuda_paths.py counts their warps' votes
-INTERIOR_CASES = [(1, 32, 24, 80, k, 1 + (k + s) % 2, s)
-                  for k, s in itertools.product((3, 5, 7), (1, 2, 3, 4))]
+INTERIOR_CASES = [
+    (1, 32, 24, 80, k, 1 + (k + s) % 2, s) for k, s in itertools.product((3, 5, 7), (1, 2, 3, 4))
+]
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 SWITCHES = ({"CARAFE_TEST_CUDA_INDEX64": "1"}, {"CARAFE_TEST_CUDA_MAX_BLOCKS": "3"})
 
@@ -67,9 +74,11 @@ def main():
                         del os.environ[name]
                 for a, b in zip(results, default):
                     assert torch.equal(a, b), (switch, k, s, dtype)
-    print(f"sanitize workload: {len(CASES) * len(DTYPES)} edge cases and "
-          f"{len(INTERIOR_CASES) * len(DTYPES)} interior cases (each also with "
-          f"{len(SWITCHES)} launch switches) agree with the CPU kernel")
+    print(
+        f"sanitize workload: {len(CASES) * len(DTYPES)} edge cases and "
+        f"{len(INTERIOR_CASES) * len(DTYPES)} interior cases (each also with "
+        f"{len(SWITCHES)} launch switches) agree with the CPU kernel"
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def parse_value(text):
 def chosen_parameters(path, params):
     """Those of params that the notebook declares in its parameters cell."""
     import papermill
+
     declared = papermill.inspect_notebook(str(path))
     return {k: v for k, v in params.items() if k in declared}
 
@@ -41,14 +42,23 @@ def execute(path, out_dir, params=None, timeout=1800):
     """papermill.execute_notebook of path with the parameters it declares;
     returns the executed copy's path (written even when a cell fails)."""
     import papermill
+
     path = Path(path)
     out = Path(out_dir) / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
-    chosen = {k: str(v) if isinstance(v, Path) else v
-              for k, v in chosen_parameters(path, params or {}).items()}
-    papermill.execute_notebook(str(path), str(out), parameters=chosen, cwd=str(path.parent),
-                               kernel_name="python3", progress_bar=False,
-                               execution_timeout=timeout)
+    chosen = {
+        k: str(v) if isinstance(v, Path) else v
+        for k, v in chosen_parameters(path, params or {}).items()
+    }
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters=chosen,
+        cwd=str(path.parent),
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=timeout,
+    )
     return out
 
 
@@ -66,6 +76,7 @@ def main(argv=None):
         params[name] = parse_value(value)
     paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
     from papermill.exceptions import PapermillExecutionError
+
     for path in paths:
         start = time.perf_counter()
         print(f"executing {path.name} ...", flush=True)

@@ -37,8 +37,10 @@ def tool(name):
     candidates = [found, os.path.join(home, "bin", name)]
     try:
         import triton
-        candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia",
-                                       "bin", name))
+
+        candidates.append(
+            os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+        )
     except ImportError:
         pass
     for path in candidates:
@@ -53,6 +55,7 @@ def include_dirs():
     import sysconfig
 
     from torch.utils.cpp_extension import include_paths
+
     dirs = include_paths(device_type="cpu") + [sysconfig.get_paths()["include"]]
     for entry in sys.path:
         dirs += glob.glob(os.path.join(entry, "nvidia", "cu*", "include"))
@@ -61,10 +64,21 @@ def include_dirs():
 
 def compile_kernels(src_root, arch, out):
     """nvcc -> an object file; returns ptxas's report text."""
-    cmd = [tool("nvcc"), "-O3", "-std=c++20", f"-arch={arch}", "-Xptxas", "-v", "-c",
-           str(src_root / "csrc" / "cuda" / "carafe_kernel.cu"), "-o", str(out),
-           f"-I{src_root / 'csrc'}", "-DTORCH_EXTENSION_NAME=sass_report",
-           *[f"-I{d}" for d in include_dirs()]]
+    cmd = [
+        tool("nvcc"),
+        "-O3",
+        "-std=c++20",
+        f"-arch={arch}",
+        "-Xptxas",
+        "-v",
+        "-c",
+        str(src_root / "csrc" / "cuda" / "carafe_kernel.cu"),
+        "-o",
+        str(out),
+        f"-I{src_root / 'csrc'}",
+        "-DTORCH_EXTENSION_NAME=sass_report",
+        *[f"-I{d}" for d in include_dirs()],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"sass_report: nvcc failed:\n{proc.stderr[-3000:]}")
@@ -72,10 +86,12 @@ def compile_kernels(src_root, arch, out):
 
 
 def demangle(names):
-    out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True,
-                         text=True).stdout.splitlines()
-    return [re.sub(r"\(.*", "", n).replace("carafe::kernels::", "").replace("c10::", "")
-            for n in out]
+    out = subprocess.run(
+        ["c++filt"], input="\n".join(names), capture_output=True, text=True
+    ).stdout.splitlines()
+    return [
+        re.sub(r"\(.*", "", n).replace("carafe::kernels::", "").replace("c10::", "") for n in out
+    ]
 
 
 def resources(ptxas_text):
@@ -104,26 +120,34 @@ def innermost_loops(sass):
         target = re.search(r"0x([0-9a-f]+)", text) if op == "BRA" else None
         if target and int(target.group(1), 16) < addr:
             loops.append((int(target.group(1), 16), addr))
-    inner = [(a, b) for a, b in loops
-             if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
-    return [collections.Counter(op.split(".")[0] for x, op, _ in ins if a <= x <= b)
-            for a, b in inner]
+    inner = [
+        (a, b)
+        for a, b in loops
+        if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)
+    ]
+    return [
+        collections.Counter(op.split(".")[0] for x, op, _ in ins if a <= x <= b) for a, b in inner
+    ]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="sm_90")
     parser.add_argument("--rev", help="a git revision whose csrc/ to compile (default: the tree)")
-    parser.add_argument("--match", default="float, int, 5",
-                        help="substring of the demangled kernel names to report")
+    parser.add_argument(
+        "--match", default="float, int, 5", help="substring of the demangled kernel names to report"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         src_root = ROOT
         if args.rev:
             src_root = Path(tmp) / "src"
             src_root.mkdir()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "csrc"],
-                                     capture_output=True, check=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.rev, "csrc"],
+                capture_output=True,
+                check=True,
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(src_root)], input=archive, check=True)
         obj = Path(tmp) / "kernels.o"
         res = resources(compile_kernels(src_root, args.arch, obj))
@@ -135,15 +159,17 @@ def main(argv=None):
                 continue
             regs, spill = res[name]
             print(f"\n{pretty}: {regs} registers, {spill} bytes spilled")
-            sass = subprocess.run([cuobjdump, "-sass", "-fun", name, str(obj)],
-                                  capture_output=True, text=True).stdout
+            sass = subprocess.run(
+                [cuobjdump, "-sass", "-fun", name, str(obj)], capture_output=True, text=True
+            ).stdout
             for ops in innermost_loops(sass):
                 total = sum(ops.values())
                 fma = ops["FFMA"] + ops["DFMA"]
                 per = f"{total / fma:.2f} per multiply-add" if fma else "no multiply-adds"
-                print(f"  loop: {total} instructions, {ops['LDG']} loads, {fma} multiply-adds "
-                      f"({per}); most used: "
-                      + ", ".join(f"{op} {n}" for op, n in ops.most_common(6)))
+                print(
+                    f"  loop: {total} instructions, {ops['LDG']} loads, {fma} multiply-adds "
+                    f"({per}); most used: " + ", ".join(f"{op} {n}" for op, n in ops.most_common(6))
+                )
     return 0
 
 

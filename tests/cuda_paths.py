@@ -77,8 +77,7 @@ def warp_votes(N, C, H, W, k, G, s, aligned=True):
     else:
         chunks = -(-cpg // CHANNELS_PER_THREAD)
         cols = W if S else Wo
-        col, p, _chunk, _g, _n = _split(np.arange(N * G * chunks * Ho * cols), cols, Ho,
-                                        chunks, G)
+        col, p, _chunk, _g, _n = _split(np.arange(N * G * chunks * Ho * cols), cols, Ho, chunks, G)
         ci, cj = p // s, (col if S else col // s)
         out["forward"] = _votes(_inside(ci, R, H - R) & _inside(cj, R, W - R))
 

@@ -11,21 +11,23 @@ import pytest
 pytest.importorskip("skimage", reason="the sr task needs scikit-image's photographs")
 pytest.importorskip("matplotlib", reason="figures need matplotlib")
 
+from pathlib import Path  # noqa: E402
+
 import torch  # noqa: E402
 
-from carafe_lab.readme import read_section  # noqa: E402
 from carafe_lab.ablations import harness, paper, report, seg  # noqa: E402
-from carafe_lab.upsamplers import UPSAMPLERS  # noqa: E402
 from carafe_lab.ablations.studies import STUDIES, STUDY_TASKS  # noqa: E402
-from pathlib import Path  # noqa: E402
+from carafe_lab.readme import read_section  # noqa: E402
+from carafe_lab.upsamplers import UPSAMPLERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("study", sorted(s for s in STUDIES if "sr" in STUDY_TASKS.get(s, ("sr",))))
 def test_study_runs(study, tmp_path):
-    out = harness.run_study(study, "sr", quick=True, seeds=2, out_root=tmp_path, steps=2,
-                            log=lambda *_: None)
+    out = harness.run_study(
+        study, "sr", quick=True, seeds=2, out_root=tmp_path, steps=2, log=lambda *_: None
+    )
     results = json.loads((out / "results.json").read_text())
     assert [r["label"] for r in results["rows"]] == [label for label, _, _ in STUDIES[study]]
     for row in results["rows"]:
@@ -72,8 +74,9 @@ def test_mechanism_study_on_seg(tmp_path):
     """The mechanism study trains four arms and evaluates CARAFE's trained
     models with their phase-mean kernels (no training of its own); a study
     restricted to other tasks refuses sr."""
-    out = harness.run_study("mechanism", "seg", quick=True, seeds=2, out_root=tmp_path,
-                            steps=3, log=lambda *_: None)
+    out = harness.run_study(
+        "mechanism", "seg", quick=True, seeds=2, out_root=tmp_path, steps=3, log=lambda *_: None
+    )
     results = json.loads((out / "results.json").read_text())
     rows = {r["label"]: r for r in results["rows"]}
     assert results["complete"] and list(rows) == [lb for lb, _, _ in STUDIES["mechanism"]]
@@ -82,22 +85,25 @@ def test_mechanism_study_on_seg(tmp_path):
     assert [s["of"] for s in swap["seeds"]] == [s["work_dir"] for s in carafe_row["seeds"]]
     assert "train_seconds" not in swap["seeds"][0]
     # the parameter control matches CARAFE's count within one hidden channel's worth
-    assert abs(rows["nearest_conv"]["params_trained"] - carafe_row["params_trained"]) \
+    assert (
+        abs(rows["nearest_conv"]["params_trained"] - carafe_row["params_trained"])
         < 0.01 * carafe_row["params_trained"]
+    )
     assert rows["static_carafe"]["params_trained"] == 3 * 100
     with pytest.raises(ValueError, match="study 'mechanism' runs on"):
         harness.run_study("mechanism", "sr", out_root=tmp_path)
     with pytest.raises(ValueError, match="choose 'carafe' too"):
-        harness.run_study("mechanism", "seg", quick=True, variants=["carafe_phase_mean"],
-                          out_root=tmp_path)
+        harness.run_study(
+            "mechanism", "seg", quick=True, variants=["carafe_phase_mean"], out_root=tmp_path
+        )
 
 
 def test_seg_study_runs(tmp_path):
-    out = harness.run_study("upsamplers", "seg", quick=True, seeds=1, out_root=tmp_path,
-                            steps=2, log=lambda *_: None)
+    out = harness.run_study(
+        "upsamplers", "seg", quick=True, seeds=1, out_root=tmp_path, steps=2, log=lambda *_: None
+    )
     results = json.loads((out / "results.json").read_text())
-    assert [r["label"] for r in results["rows"]] == [label for label, _, _ in
-                                                     STUDIES["upsamplers"]]
+    assert [r["label"] for r in results["rows"]] == [label for label, _, _ in STUDIES["upsamplers"]]
     for row in results["rows"]:
         s = row["seeds"][0]
         assert 0 <= s["miou"] <= 1 and 0 <= s["boundary_f"] <= 1 and 0 <= s["pixel_acc"] <= 1
@@ -115,7 +121,7 @@ def test_seg_data_is_the_offline_generator():
 
 def _square_labels(shift=0):
     y = torch.zeros(1, 64, 64, dtype=torch.long)
-    y[:, 20:40, 20 + shift:40 + shift] = 2
+    y[:, 20:40, 20 + shift : 40 + shift] = 2
     return y
 
 
@@ -140,8 +146,12 @@ def test_seg_rejects_scale_4():
 
 
 def test_cli_list():
-    proc = subprocess.run([sys.executable, "-m", "carafe_lab.ablations", "list"], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "carafe_lab.ablations", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for study, variants in STUDIES.items():
         assert study in proc.stdout and variants[-1][0] in proc.stdout
 
@@ -153,8 +163,16 @@ def test_det_neck_uses_the_zoo_upsampler(name):
 
     import carafe_lab.experiments.necks  # noqa: F401
     from carafe_lab.upsamplers import build_upsampler
-    neck = MODELS.build(dict(type="CARAFEZooFPN", in_channels=[8, 16, 32], out_channels=16,
-                             num_outs=4, upsample_cfg=dict(type="zoo", name=name)))
+
+    neck = MODELS.build(
+        dict(
+            type="CARAFEZooFPN",
+            in_channels=[8, 16, 32],
+            out_channels=16,
+            num_outs=4,
+            upsample_cfg=dict(type="zoo", name=name),
+        )
+    )
     neck.init_weights()
     kind = type(build_upsampler(name, 16, 2))
     assert len(neck.upsample_modules) == 3
@@ -162,13 +180,18 @@ def test_det_neck_uses_the_zoo_upsampler(name):
     fresh = build_upsampler(name, 16, 2)
     if name in ("spatial_attention", "gum"):
         # their own init (start as nearest) survives FPN_CARAFE's xavier init
-        for (k, v), w in zip(neck.upsample_modules[0].state_dict().items(),
-                             fresh.state_dict().values()):
+        for (k, v), w in zip(
+            neck.upsample_modules[0].state_dict().items(), fresh.state_dict().values()
+        ):
             assert torch.equal(v, w), k
     feats = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
     outs = neck(feats)
-    assert [tuple(o.shape) for o in outs] == [(1, 16, 32, 32), (1, 16, 16, 16), (1, 16, 8, 8),
-                                              (1, 16, 4, 4)]
+    assert [tuple(o.shape) for o in outs] == [
+        (1, 16, 32, 32),
+        (1, 16, 16, 16),
+        (1, 16, 8, 8),
+        (1, 16, 4, 4),
+    ]
     sum(o.sum() for o in outs).backward()
 
 
@@ -177,22 +200,37 @@ def test_det_neck_needs_a_name():
     from mmdet.registry import MODELS
 
     import carafe_lab.experiments.necks  # noqa: F401
+
     with pytest.raises(ValueError, match="upsample_cfg: expected dict\\(type='zoo', name="):
-        MODELS.build(dict(type="CARAFEZooFPN", in_channels=[8, 16], out_channels=8,
-                          num_outs=2, upsample_cfg=dict(type="zoo")))
+        MODELS.build(
+            dict(
+                type="CARAFEZooFPN",
+                in_channels=[8, 16],
+                out_channels=8,
+                num_outs=2,
+                upsample_cfg=dict(type="zoo"),
+            )
+        )
     # the operator library's neck no longer knows the zoo, and says where it went
     with pytest.raises(ValueError, match="CARAFEZooFPN"):
-        MODELS.build(dict(type="CARAFEOpFPN", in_channels=[8, 16], out_channels=8,
-                          num_outs=2, upsample_cfg=dict(type="zoo", name="nearest")))
+        MODELS.build(
+            dict(
+                type="CARAFEOpFPN",
+                in_channels=[8, 16],
+                out_channels=8,
+                num_outs=2,
+                upsample_cfg=dict(type="zoo", name="nearest"),
+            )
+        )
 
 
 @pytest.mark.slow
 def test_det_task_trains_through_the_launcher(tmp_path, monkeypatch):
     pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
     from carafe_lab.ablations import det
+
     monkeypatch.chdir(REPO)  # the lab root: configs and the offline data
-    result = det.run("dysample", {}, seed=0, setting="quick", steps=2,
-                     work_dir=tmp_path / "run")
+    result = det.run("dysample", {}, seed=0, setting="quick", steps=2, work_dir=tmp_path / "run")
     assert 0 <= result["bbox_mAP"] <= 1 and "bbox_mAP_50" in result
     cfg = (tmp_path / "run" / "faster-rcnn_r18_fpn-carafe_offline.py").read_text()
     assert "'zoo'" in cfg and "'dysample'" in cfg and "'CARAFEZooFPN'" in cfg
@@ -200,8 +238,10 @@ def test_det_task_trains_through_the_launcher(tmp_path, monkeypatch):
 
 def test_report_and_tradeoff_figure(tmp_path):
     from carafe_lab.ablations import report
-    out = harness.run_study("normalizer", "sr", quick=True, seeds=1, out_root=tmp_path, steps=1,
-                            log=lambda *_: None)
+
+    out = harness.run_study(
+        "normalizer", "sr", quick=True, seeds=1, out_root=tmp_path, steps=1, log=lambda *_: None
+    )
     results = report.load_results(tmp_path)
     assert len(results) == 1 and results[0]["_dir"] == out
     assert report.latest(results) == {}  # quick runs are not reported as results
@@ -216,9 +256,11 @@ def test_committed_results_cover_every_study():
     """Each study on sr at the default setting with 3 seeds, and the
     upsamplers study on seg, are committed with every variant."""
     from carafe_lab.ablations import report
+
     chosen = report.latest(report.load_results(REPO / "experiments" / "ablations"))
-    wanted = [(study, "sr") for study in STUDIES if study not in STUDY_TASKS] \
-        + [("upsamplers", "seg")]
+    wanted = [(study, "sr") for study in STUDIES if study not in STUDY_TASKS] + [
+        ("upsamplers", "seg")
+    ]
     for key in wanted:
         assert key in chosen, f"no committed default-setting result for {key}"
         r = chosen[key]
@@ -226,23 +268,43 @@ def test_committed_results_cover_every_study():
         assert [row["label"] for row in r["rows"]] == [label for label, _, _ in STUDIES[key[0]]]
 
 
+def test_mechanism_verdict_in_readme_and_docs_is_the_committed_results():
+    """Every sentence the README and docs say about the mechanism study is
+    computed from the committed results (report.verdict_markdown)."""
+    from carafe_lab.ablations import report
+
+    expected = report.verdict_markdown(REPO / "experiments" / "ablations").strip()
+    for page in (REPO / "README.md", REPO / "docs" / f"{report.DOCS_PAGE}.md"):
+        assert read_section(page, report.VERDICT_MARKERS).strip() == expected, (
+            f"{page.name}: run `python -m carafe_lab.ablations report --update-docs`"
+        )
+
+
 def test_docs_ablation_tables_are_the_committed_results():
     from carafe_lab.ablations import report
+
     section = read_section(REPO / "docs" / f"{report.DOCS_PAGE}.md", report.MARKERS)
-    assert section.strip() == report.summary_markdown(REPO / "experiments" / "ablations").strip(), \
+    assert section.strip() == report.summary_markdown(REPO / "experiments" / "ablations").strip(), (
         "run `python -m carafe_lab.ablations report --update-docs`"
+    )
 
 
 def test_at_bicubic_counts_collapsed_seeds():
     from carafe_lab.ablations import sr
-    row = {"seeds": [{"psnr": 29.2548, "bicubic_psnr": 29.2547},
-                     {"psnr": 30.1, "bicubic_psnr": 29.2547}]}
+
+    row = {
+        "seeds": [
+            {"psnr": 29.2548, "bicubic_psnr": 29.2547},
+            {"psnr": 30.1, "bicubic_psnr": 29.2547},
+        ]
+    }
     assert sr.at_bicubic(row) == 1
     assert sr.TASK.columns[0][1](row) == "1"  # the table's column shows the same count
 
 
 def test_param_groups_slow_only_the_kernel_encoders():
     from carafe_lab.ablations.schedule import param_groups
+
     net = seg.SegNet("carafe", 8)
     groups = param_groups(net, 1e-3, 0.1)
     encoders = {id(p) for up in net.ups for p in up.content_encoder.parameters()}
@@ -260,21 +322,37 @@ def test_seg_decoder_kernels_and_scores():
     assert kernels["1/2->1/1"].shape == (2, 1, 5, 5, 64, 64)
     assert kernels["1/8->1/4"].shape == (2, 1, 5, 5, 16, 16)
     reports = seg.kernel_reports(net, x, y)
-    for level, report in reports.items():
-        kinds = report["masses"]
-        assert set(kinds) == {"carafe", "phase_mean", "permuted", "uniform", "gaussian",
-                              "bilinear", "nearest"}
+    for rep in reports.values():
+        kinds = rep["masses"]
+        assert set(kinds) == {
+            "carafe",
+            "phase_mean",
+            "permuted",
+            "uniform",
+            "gaussian",
+            "bilinear",
+            "nearest",
+        }
         # an untrained CARAFE is a near-uniform 5 x 5 average: it mixes more
         # across boundaries than nearest's single tap, and its kernels hardly
         # depend on the content, so its own phase mean scores the same
         assert kinds["carafe"]["boundary"] < kinds["nearest"]["boundary"]
-        assert abs(report["ca"]) < 0.005 and report["entropy"] > 3.2
+        assert abs(rep["ca"]) < 0.005 and rep["entropy"] > 3.2
     assert seg.kernel_scores(net, x, y) == {lv: r["masses"] for lv, r in reports.items()}
 
 
 def test_variant_subset_in_parallel_processes(tmp_path):
-    out = harness.run_study("normalizer", "sr", quick=True, seeds=2, out_root=tmp_path, steps=1,
-                            log=lambda *_: None, variants=["softmax", "sigmoid"], jobs=2)
+    out = harness.run_study(
+        "normalizer",
+        "sr",
+        quick=True,
+        seeds=2,
+        out_root=tmp_path,
+        steps=1,
+        log=lambda *_: None,
+        variants=["softmax", "sigmoid"],
+        jobs=2,
+    )
     results = json.loads((out / "results.json").read_text())
     # the study's order, not the order asked for; every seed of every variant
     assert [r["label"] for r in results["rows"]] == ["sigmoid", "softmax"]
@@ -283,12 +361,15 @@ def test_variant_subset_in_parallel_processes(tmp_path):
     assert all(10 < s["psnr"] < 60 for r in results["rows"] for s in r["seeds"])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(variants=["bogus"]), r"variants: \['bogus'\] not in study"),
-    (dict(variants=[]), "variants"),
-    (dict(jobs=0), "jobs: expected an integer >= 1"),
-    (dict(seeds=0), "seeds: expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(variants=["bogus"]), r"variants: \['bogus'\] not in study"),
+        (dict(variants=[]), "variants"),
+        (dict(jobs=0), "jobs: expected an integer >= 1"),
+        (dict(seeds=0), "seeds: expected an integer >= 1"),
+    ],
+)
 def test_bad_study_arguments_are_named(kwargs, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         harness.run_study("normalizer", "sr", quick=True, out_root=tmp_path, steps=1, **kwargs)
@@ -307,8 +388,16 @@ def test_an_interrupted_study_saves_as_it_goes_and_resumes(tmp_path, monkeypatch
 
     monkeypatch.setattr(harness, "_run_one", flaky)
     with pytest.raises(KeyboardInterrupt):
-        harness.run_study("normalizer", "sr", quick=True, seeds=2, out_root=tmp_path, steps=1,
-                          log=lambda *_: None, variants=["sigmoid", "softmax"])
+        harness.run_study(
+            "normalizer",
+            "sr",
+            quick=True,
+            seeds=2,
+            out_root=tmp_path,
+            steps=1,
+            log=lambda *_: None,
+            variants=["sigmoid", "softmax"],
+        )
     (out,) = list((tmp_path / "normalizer" / "sr").iterdir())
     partial = json.loads((out / "results.json").read_text())
     assert partial["complete"] is False
@@ -329,9 +418,19 @@ def test_an_interrupted_study_saves_as_it_goes_and_resumes(tmp_path, monkeypatch
 
 
 def test_two_studies_in_the_same_second_keep_both_results(tmp_path):
-    outs = [harness.run_study("normalizer", "sr", quick=True, seeds=1, out_root=tmp_path,
-                              steps=1, log=lambda *_: None, variants=["softmax"])
-            for _ in range(2)]
+    outs = [
+        harness.run_study(
+            "normalizer",
+            "sr",
+            quick=True,
+            seeds=1,
+            out_root=tmp_path,
+            steps=1,
+            log=lambda *_: None,
+            variants=["softmax"],
+        )
+        for _ in range(2)
+    ]
     assert outs[0] != outs[1] and all((o / "results.json").exists() for o in outs)
 
 
@@ -350,32 +449,57 @@ def _fake_results(study, task, per_label):
     rows = []
     for label, name, options in STUDIES[study]:
         values = per_label[label]
-        rows.append({"label": label, "upsampler": name, "options": options,
-                     "params_c256_s2": 1, "flops_per_pixel_c256_s2": 1,
-                     "seeds": [{"seed": i, "miou": v, "boundary_f": v} for i, v in
-                               enumerate(values)]})
-    return {"study": study, "task": task, "setting": "default", "scale": 2,
-            "seeds": len(next(iter(per_label.values()))), "rows": rows}
+        rows.append(
+            {
+                "label": label,
+                "upsampler": name,
+                "options": options,
+                "params_c256_s2": 1,
+                "flops_per_pixel_c256_s2": 1,
+                "seeds": [{"seed": i, "miou": v, "boundary_f": v} for i, v in enumerate(values)],
+            }
+        )
+    return {
+        "study": study,
+        "task": task,
+        "setting": "default",
+        "scale": 2,
+        "seeds": len(next(iter(per_label.values()))),
+        "rows": rows,
+    }
 
 
 def test_tables_bold_only_resolved_differences_and_keep_published_on_det():
     from carafe_lab.ablations import tables
+
     clear = [0.30, 0.31, 0.29, 0.30, 0.31]
-    per = {label: [v + 0.001 * i for v in clear] for i, (label, _, _) in
-           enumerate(STUDIES["upsamplers"])}
-    per["carafe"] = [0.50, 0.52, 0.49, 0.51, 0.50]   # far above every other
+    per = {
+        label: [v + 0.001 * i for v in clear]
+        for i, (label, _, _) in enumerate(STUDIES["upsamplers"])
+    }
+    per["carafe"] = [0.50, 0.52, 0.49, 0.51, 0.50]  # far above every other
     text = tables.study_markdown(_fake_results("upsamplers", "seg", per))
-    assert paper.COLUMN not in text                  # measured on detection, not seg
+    assert paper.COLUMN not in text  # measured on detection, not seg
     bold = [line for line in text.splitlines() if "**" in line and line.startswith("| ")]
     assert len(bold) == 1 and bold[0].startswith("| carafe - nearest")
-    assert "0.500, 0.520, 0.490, 0.510, 0.500" in text   # every seed shown
+    assert "0.500, 0.520, 0.490, 0.510, 0.500" in text  # every seed shown
     assert "3 x C=24" in text and "Holm" in text
     # the mechanism study's comparisons, the swap paired with its own models
-    mech = {"nearest": clear, "carafe": per["carafe"], "static_carafe": clear,
-            "carafe_phase_mean": [v - 0.01 for v in per["carafe"]], "nearest_conv": clear}
+    mech = {
+        "nearest": clear,
+        "carafe": per["carafe"],
+        "static_carafe": clear,
+        "carafe_phase_mean": [v - 0.01 for v in per["carafe"]],
+        "nearest_conv": clear,
+    }
     text = tables.study_markdown(_fake_results("mechanism", "seg", mech))
     assert "| carafe - carafe_phase_mean |" in text and "paired t" in text
     from carafe_lab.ablations import verdict
+
     sentences = verdict.mechanism_sentences(_fake_results("mechanism", "seg", mech))
-    assert any(s.startswith("seg miou, carafe - static_carafe") and s.endswith("resolved.")
-               and "not resolved" not in s for s in sentences)
+    assert any(
+        s.startswith("seg miou, carafe - static_carafe")
+        and s.endswith("resolved.")
+        and "not resolved" not in s
+        for s in sentences
+    )

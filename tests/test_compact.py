@@ -32,15 +32,22 @@ def _run(group, name, **changes):
 
 
 def test_overrides_rebuild_each_dump_exactly(tmp_path):
-    runs = [_run(tmp_path, "a"),
-            _run(tmp_path, "b", **{"seed=0": "seed=3", "name='carafe'": "name='nearest'"}),
-            _run(tmp_path, "c", **{"extra = dict(only_here=1)\n": "",
-                                   "scale=(128, 128)": "scale=(64, 64)"})]
+    runs = [
+        _run(tmp_path, "a"),
+        _run(tmp_path, "b", **{"seed=0": "seed=3", "name='carafe'": "name='nearest'"}),
+        _run(
+            tmp_path,
+            "c",
+            **{"extra = dict(only_here=1)\n": "", "scale=(128, 128)": "scale=(64, 64)"},
+        ),
+    ]
     for run in runs:
         compact.record(run)
     assert json.loads((tmp_path / "b" / "overrides.json").read_text())["set"] == {
-        "model.neck.upsample_cfg.name": "nearest", "randomness.seed": 3,
-        "work_dir": str(tmp_path / "b")}
+        "model.neck.upsample_cfg.name": "nearest",
+        "randomness.seed": 3,
+        "work_dir": str(tmp_path / "b"),
+    }
     overrides_c = json.loads((tmp_path / "c" / "overrides.json").read_text())
     assert overrides_c["delete"] == ["extra.only_here"]
     assert overrides_c["set"]["pipeline"][1]["scale"] == [64, 64]
@@ -63,8 +70,7 @@ def _committed_runs():
             yield env.parent
 
 
-@pytest.mark.parametrize("run", list(_committed_runs()),
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("run", list(_committed_runs()), ids=lambda p: str(p.relative_to(REPO)))
 def test_committed_runs_rebuild_their_config(run):
     """Every committed run keeps overrides.json beside its group's
     config.json (the dumps are not committed), and the rebuilt config says
@@ -78,7 +84,8 @@ def test_committed_runs_rebuild_their_config(run):
     results = run.parent.parent / "results.json"  # a study's run
     if results.exists():
         rows = json.loads(results.read_text())["rows"]
-        (row, seed), = [(r, s) for r in rows for s in r["seeds"]
-                        if Path(s.get("work_dir", "")).name == run.name]
+        ((row, seed),) = [
+            (r, s) for r in rows for s in r["seeds"] if Path(s.get("work_dir", "")).name == run.name
+        ]
         assert cfg["randomness"]["seed"] == seed["seed"]
         assert cfg["model"]["neck"]["upsample_cfg"]["name"] == row["upsampler"]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_inputs
+from cuda_paths import warp_votes
 
 import carafe  # noqa: F401  (registers torch.ops.carafe)
 from carafe.reference import misaligned_copy
-from conftest import make_inputs
-from cuda_paths import warp_votes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,12 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def emulated():
     from torch.utils.cpp_extension import load
+
     build = ROOT / "build" / "cuda_emulation"
     build.mkdir(parents=True, exist_ok=True)
-    load(name="carafe_cuda_emulation", sources=[str(ROOT / "tests" / "cuda_emulation" /
-                                                    "carafe_emulated.cpp")],
-         extra_include_paths=[str(ROOT / "csrc")], extra_cflags=["-O1"],
-         build_directory=str(build), is_python_module=False, verbose=False)
+    load(
+        name="carafe_cuda_emulation",
+        sources=[str(ROOT / "tests" / "cuda_emulation" / "carafe_emulated.cpp")],
+        extra_include_paths=[str(ROOT / "csrc")],
+        extra_cflags=["-O1"],
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=False,
+    )
     return torch.ops.carafe_cuda_emulation
 
 
@@ -42,8 +48,10 @@ def emulate(emulated, f, m, go, k, G, s, index_bits=0, max_blocks=2**20):
     (out, grad_features, grad_masks), {kernel: [threads, blocks, votes for
     the interior loop, votes against]}, the kernels' names."""
     emulated.kernels_launched(), emulated.launch_counts()  # clear
-    results = (emulated.forward(f, m, k, G, s, index_bits, max_blocks),
-               *emulated.backward(go, f, m, k, G, s, index_bits, max_blocks))
+    results = (
+        emulated.forward(f, m, k, G, s, index_bits, max_blocks),
+        *emulated.backward(go, f, m, k, G, s, index_bits, max_blocks),
+    )
     counts = dict(zip(KERNELS, emulated.launch_counts().tolist(), strict=True))
     return results, counts, emulated.kernels_launched()
 
@@ -58,8 +66,9 @@ def assert_matches_cpu(results, f, m, go, k, G, s, tol):
         torch.testing.assert_close(a.double(), b.double(), rtol=tol, atol=tol, msg=name)
 
 
-@pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 3), (7, 2, 2),
-                                   (9, 1, 2), (11, 2, 1)])
+@pytest.mark.parametrize(
+    "k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 3), (7, 2, 2), (9, 1, 2), (11, 2, 1)]
+)
 @pytest.mark.parametrize("index_bits", [32, 64])
 @pytest.mark.parametrize("H,W", [(4, 5), (9, 11)])
 def test_kernels_match_cpu(emulated, k, G, s, index_bits, H, W):
@@ -80,10 +89,11 @@ def test_kernels_match_cpu(emulated, k, G, s, index_bits, H, W):
 def test_kernels_reduced_precision(emulated, dtype):
     f, m = make_inputs(N=1, C=8, H=3, W=6, k=5, G=2, s=2, dtype=dtype)
     go = torch.randn(1, 8, 6, 12).to(dtype)
-    results = (emulated.forward(f, m, 5, 2, 2, 0, 1000),
-               *emulated.backward(go, f, m, 5, 2, 2, 0, 1000))
-    expected = (carafe.carafe(f, m, 5, 2, 2),
-                *torch.ops.carafe.carafe_backward(go, f, m, 5, 2, 2))
+    results = (
+        emulated.forward(f, m, 5, 2, 2, 0, 1000),
+        *emulated.backward(go, f, m, 5, 2, 2, 0, 1000),
+    )
+    expected = (carafe.carafe(f, m, 5, 2, 2), *torch.ops.carafe.carafe_backward(go, f, m, 5, 2, 2))
     for a, b in zip(results, expected):
         torch.testing.assert_close(a.double(), b.double(), rtol=TOL[dtype], atol=TOL[dtype])
 
@@ -94,8 +104,10 @@ def test_kernels_small_and_empty(emulated, shape):
     f, m = make_inputs(N=N, C=4, H=H, W=W, k=5, G=2, s=2)
     go = torch.randn(N, 4, 2 * H, 2 * W, dtype=torch.float64)
     torch.testing.assert_close(emulated.forward(f, m, 5, 2, 2, 0, 4), carafe.carafe(f, m, 5, 2, 2))
-    for a, b in zip(emulated.backward(go, f, m, 5, 2, 2, 0, 4),
-                    torch.ops.carafe.carafe_backward(go, f, m, 5, 2, 2)):
+    for a, b in zip(
+        emulated.backward(go, f, m, 5, 2, 2, 0, 4),
+        torch.ops.carafe.carafe_backward(go, f, m, 5, 2, 2),
+    ):
         torch.testing.assert_close(a, b)
 
 
@@ -117,8 +129,9 @@ def test_launch_choice_and_paths_agree(emulated, dtype, k):
     f, m = make_inputs(N=1, C=24, H=9, W=10, k=k, G=2, s=2, dtype=dtype, normalized=False)
     go = torch.randn(1, 24, 18, 20).to(dtype)
     aligned, counts_aligned, names_aligned = emulate(emulated, f, m, go, k, 2, 2, 0, 3)
-    shifted, counts_shifted, names_shifted = emulate(emulated, f, _shifted(m), _shifted(go),
-                                                     k, 2, 2, 0, 3)
+    shifted, counts_shifted, names_shifted = emulate(
+        emulated, f, _shifted(m), _shifted(go), k, 2, 2, 0, 3
+    )
     for a, b in zip(aligned, shifted):
         assert torch.equal(a, b)
     assert votes_of(counts_aligned) == warp_votes(1, 24, 9, 10, k, 2, 2, aligned=True)
@@ -129,8 +142,11 @@ def test_launch_choice_and_paths_agree(emulated, dtype, k):
     unrolled = k in (1, 3, 5, 7)
     S = {True: ", 2>", False: ", 0>"}
     fwd, gm, gf = names_aligned
-    assert fwd.startswith("void carafe::kernels::carafe_forward_window_kernel" if unrolled
-                          else "void carafe::kernels::carafe_forward_generic_kernel")
+    assert fwd.startswith(
+        "void carafe::kernels::carafe_forward_window_kernel"
+        if unrolled
+        else "void carafe::kernels::carafe_forward_generic_kernel"
+    )
     assert fwd.endswith(S[k <= 5]) or not unrolled
     assert ("grad_masks_window_kernel" in gm and gm.endswith(S[True])) == unrolled
     assert "carafe_grad_features_chunk_kernel" in gf and gf.endswith(S[True])
@@ -176,8 +192,9 @@ K_S = list(itertools.product([3, 5, 7], [1, 2, 3, 4]))
 def _interior_inputs(k, G, s, dtype):
     # float64: masks of any sign and size; the other dtypes: softmax masks
     f, m = make_inputs(**INTERIOR, k=k, G=G, s=s, dtype=dtype, normalized=dtype != torch.float64)
-    go = torch.randn(1, 32, 24 * s, 80 * s, generator=torch.Generator().manual_seed(2),
-                     dtype=torch.float64).to(dtype)
+    go = torch.randn(
+        1, 32, 24 * s, 80 * s, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    ).to(dtype)
     return f, m, go
 
 
@@ -272,8 +289,10 @@ def test_sanitizer_workload_reaches_the_interior_loops():
     3, 5, 7 with every s in 1..4 at shapes where each kernel's warps take
     both loops."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("gpu_sanitize",
-                                                  ROOT / "scripts" / "gpu_sanitize.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_sanitize", ROOT / "scripts" / "gpu_sanitize.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert sorted((k, s) for _, _, _, _, k, _, s in module.INTERIOR_CASES) == K_S
@@ -281,4 +300,6 @@ def test_sanitizer_workload_reaches_the_interior_loops():
         for kernel, (interior, checked) in warp_votes(N, C, H, W, k, G, s).items():
             assert interior > 0 and checked > 0, (kernel, k, s)
     assert {name for switch in module.SWITCHES for name in switch} == {
-        "CARAFE_TEST_CUDA_INDEX64", "CARAFE_TEST_CUDA_MAX_BLOCKS"}
+        "CARAFE_TEST_CUDA_INDEX64",
+        "CARAFE_TEST_CUDA_MAX_BLOCKS",
+    }

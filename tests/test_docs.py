@@ -13,8 +13,12 @@ DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 
 #: marker name -> the docs page holding that generated table
-GENERATED = {"bench": "kernels.md", "export": "export.md", "abl": "ablations.md",
-             "det": "detection.md"}
+GENERATED = {
+    "bench": "kernels.md",
+    "export": "export.md",
+    "abl": "ablations.md",
+    "det": "detection.md",
+}
 
 
 def relative_links(text):
@@ -31,15 +35,16 @@ def test_readme_is_short():
 def test_readme_starts_with_the_two_commands():
     text = README.read_text()
     first_block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
-    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == \
-        ["make demo", "make test"]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
+        "make demo",
+        "make test",
+    ]
 
 
 def heading_anchors(markdown):
     """The anchors GitHub (and mkdocs' toc) give the page's headings."""
     anchors = set()
-    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S),
-                              re.M):
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M):
         anchors.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
     return anchors
 
@@ -53,8 +58,9 @@ def test_readme_links_lead_to_files_and_headings():
         path = ROOT / file
         assert path.exists(), f"README.md links to {target}, which does not exist"
         if anchor:
-            assert anchor in heading_anchors(path.read_text()), \
+            assert anchor in heading_anchors(path.read_text()), (
                 f"README.md links to {target}: {file} has no such heading"
+            )
 
 
 def test_mkdocs_nav_lists_every_page():
@@ -87,5 +93,6 @@ def test_version_and_changelog_agree():
     assert "## [Unreleased]" in changelog
     if ".dev" in version:  # in development: the Unreleased section is its entry
         return
-    assert re.search(rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$",
-                     changelog, re.M), f"CHANGELOG.md has no section for {version}"
+    assert re.search(
+        rf"^## \[{re.escape(version)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M
+    ), f"CHANGELOG.md has no section for {version}"

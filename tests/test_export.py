@@ -12,9 +12,29 @@ ort = pytest.importorskip("onnxruntime", reason="needs the export extra (onnxrun
 import carafe  # noqa: E402
 from carafe.export import export_onnx  # noqa: E402
 
-STANDARD = {"Pad", "Resize", "Slice", "Reshape", "Mul", "Add", "Shape", "Concat", "Div",
-            "Constant", "Squeeze", "Unsqueeze", "Conv", "DepthToSpace", "Softmax", "Relu",
-            "Transpose", "Cast", "Identity", "Gather", "Expand"}
+STANDARD = {
+    "Pad",
+    "Resize",
+    "Slice",
+    "Reshape",
+    "Mul",
+    "Add",
+    "Shape",
+    "Concat",
+    "Div",
+    "Constant",
+    "Squeeze",
+    "Unsqueeze",
+    "Conv",
+    "DepthToSpace",
+    "Softmax",
+    "Relu",
+    "Transpose",
+    "Cast",
+    "Identity",
+    "Gather",
+    "Expand",
+}
 
 
 def run_onnx(path, *inputs):
@@ -46,8 +66,9 @@ class Reassemble(torch.nn.Module):
         return self.reassemble(x, m)
 
 
-@pytest.mark.parametrize("k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 3), (7, 2, 4),
-                                   (3, 1, 1)])
+@pytest.mark.parametrize(
+    "k,G,s", [(1, 1, 2), (3, 2, 2), (5, 1, 2), (5, 4, 3), (7, 2, 4), (3, 1, 1)]
+)
 def test_carafe_module_exports_to_standard_ops(tmp_path, k, G, s):
     torch.manual_seed(0)
     model = Reassemble(8, k, G, s).eval()
@@ -68,10 +89,12 @@ def test_carafe_module_exports_to_standard_ops(tmp_path, k, G, s):
 def test_carafepack_in_a_network_exports(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
         carafe.CARAFEPack(16, 2, up_kernel=5, up_group=2, compressed_channels=8),
         torch.nn.Conv2d(16, 16, 3, padding=1),
-        carafe.CARAFEPack(16, 2, up_kernel=3, encoder_kernel=1)).eval()
+        carafe.CARAFEPack(16, 2, up_kernel=3, encoder_kernel=1),
+    ).eval()
     path = tmp_path / "net.onnx"
     export_onnx(model, (torch.randn(2, 3, 32, 32),), path, input_names=["image"])
     check_graph(path)
@@ -111,11 +134,16 @@ def test_faster_rcnn_with_carafe_fpn_runs_in_onnx_runtime(tmp_path):
     from mmengine.config import Config
 
     import carafe.mmdet  # noqa: F401
-    from carafe_lab.experiments.data import load_sources, make_image
     from carafe.mmdet.export import export_detector
+    from carafe_lab.experiments.data import load_sources, make_image
+
     register_all_modules()
-    config = Path(__file__).resolve().parent.parent / "experiments" / "configs" / \
-        "faster-rcnn_r18_fpn-carafe_offline.py"
+    config = (
+        Path(__file__).resolve().parent.parent
+        / "experiments"
+        / "configs"
+        / "faster-rcnn_r18_fpn-carafe_offline.py"
+    )
     torch.manual_seed(0)
     detector = MODELS.build(Config.fromfile(str(config)).model)
     detector.init_weights()
@@ -124,8 +152,7 @@ def test_faster_rcnn_with_carafe_fpn_runs_in_onnx_runtime(tmp_path):
     rng = np.random.default_rng(0)
 
     def offline_images(n, size):  # (n, 3, size, size) float BGR, as mmdet loads them
-        images = [make_image(rng, size, objects, backgrounds, 6, 6, "smooth")[0]
-                  for _ in range(n)]
+        images = [make_image(rng, size, objects, backgrounds, 6, 6, "smooth")[0] for _ in range(n)]
         return torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float()
 
     path = tmp_path / "faster_rcnn_raw.onnx"

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import devices
 
 import carafe
-from conftest import devices
 
 DATA = Path(__file__).parent / "data" / "mmcv_carafe"
 SHAPES = {

@@ -68,6 +68,7 @@ def test_welch_difference_matches_scipy_and_is_strict_with_few_seeds():
 
     def summary(values):
         return statistics.mean(values), statistics.stdev(values), len(values)
+
     a, b = [35.0, 36.5, 37.0], [30.0, 31.0, 29.5, 30.2]
     diff, se, resolved, p = difference(summary(a), summary(b))
     assert p == pytest.approx(scipy_stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)

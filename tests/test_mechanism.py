@@ -43,7 +43,7 @@ def test_phase_mean_swap_replaces_the_kernels_and_restores_them():
         for x in xs:
             m(x)
         (phase,) = means()
-    masks = torch.cat([m.predict_kernels(x) for x in xs])           # (6, 9, 12, 12)
+    masks = torch.cat([m.predict_kernels(x) for x in xs])  # (6, 9, 12, 12)
     manual = masks.view(6, 9, 6, 2, 6, 2).double().mean((0, 2, 4)).float()
     torch.testing.assert_close(phase.view(9, 2, 2), manual)
     before = m(xs[0])
@@ -125,6 +125,7 @@ def test_entropy_matched_gaussian_and_distance_shares():
 
 def test_mean_ci_compare_and_holm():
     from scipy import stats as st
+
     values = [0.31, 0.29, 0.35, 0.30, 0.33]
     mean, low, high = stats.mean_ci(values)
     ref = st.t.interval(0.95, 4, loc=mean, scale=st.sem(values))
@@ -151,5 +152,7 @@ def test_parameter_control_matches_carafe():
         assert abs(control - carafe) <= 11 * c + 1  # one hidden channel's worth
     x = torch.randn(1, 16, 4, 4)
     # the residual block starts at zero: the control starts as nearest
-    torch.testing.assert_close(build_upsampler("nearest_conv", 16, 2)(x),
-                               torch.nn.functional.interpolate(x, scale_factor=2))
+    torch.testing.assert_close(
+        build_upsampler("nearest_conv", 16, 2)(x),
+        torch.nn.functional.interpolate(x, scale_factor=2),
+    )

@@ -15,22 +15,28 @@ import torch
 
 mmdet = pytest.importorskip("mmdet", reason="needs the mmdet extra (mmdet, mmcv, mmengine)")
 
-import carafe  # noqa: E402
-from carafe_lab.readme import read_section  # noqa: E402
-from carafe_lab.experiments import data as offline_data  # noqa: E402
 from conftest import tree_digest  # noqa: E402
+
+import carafe  # noqa: E402
+from carafe_lab.experiments import data as offline_data  # noqa: E402
+from carafe_lab.readme import read_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "experiments" / "configs"
 TOP_CONFIGS = sorted(p for p in CONFIGS.glob("*.py"))
-TINY = ["offline_data.num_train=8", "offline_data.num_val=4", "default_hooks.logger.interval=1",
-        "train_dataloader.batch_size=2"]
+TINY = [
+    "offline_data.num_train=8",
+    "offline_data.num_val=4",
+    "default_hooks.logger.interval=1",
+    "train_dataloader.batch_size=2",
+]
 
 
 def build_model(config):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     register_all_modules()
     cfg = Config.fromfile(str(config))
     # COCO configs start from ImageNet weights, which cannot be downloaded here.
@@ -43,8 +49,14 @@ def build_model(config):
 def launch(*args, cwd, timeout=900, env=None):
     """Run the launcher as a user would; returns the completed process."""
     cmd = [sys.executable, "-W", "ignore", "-m", "carafe_lab.experiments", *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -68,19 +80,24 @@ def test_config_builds(config):
         assert not packs
 
 
-@pytest.mark.parametrize("ours,stock", [
-    ("faster-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py"),
-    ("mask-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/mask-rcnn_r50_fpn-carafe_1x_coco.py"),
-])
+@pytest.mark.parametrize(
+    "ours,stock",
+    [
+        ("faster-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/faster-rcnn_r50_fpn-carafe_1x_coco.py"),
+        ("mask-rcnn_r50_fpn-carafe_1x_coco.py", "carafe/mask-rcnn_r50_fpn-carafe_1x_coco.py"),
+    ],
+)
 def test_mmdet_checkpoints_load_unchanged(ours, stock):
     """A checkpoint of mmdet's stock CARAFE config loads into ours with no
     missing or unexpected keys (same keys, same shapes)."""
     from mmcv.ops.carafe import CARAFEPack as MMCVCARAFEPack
+
     ours_model = build_model(CONFIGS / ours)
     stock_model = build_model(Path(mmdet.__file__).parent / ".mim" / "configs" / stock)
     ours_sd, stock_sd = ours_model.state_dict(), stock_model.state_dict()
-    assert {k: tuple(v.shape) for k, v in ours_sd.items()} == \
-           {k: tuple(v.shape) for k, v in stock_sd.items()}
+    assert {k: tuple(v.shape) for k, v in ours_sd.items()} == {
+        k: tuple(v.shape) for k, v in stock_sd.items()
+    }
     result = ours_model.load_state_dict(stock_sd, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert any(isinstance(m, MMCVCARAFEPack) for m in stock_model.modules())
@@ -89,15 +106,27 @@ def test_mmdet_checkpoints_load_unchanged(ours, stock):
 
 def test_neck_runs_our_op_on_cpu():
     from mmdet.registry import MODELS
+
     import carafe.mmdet  # noqa: F401
-    neck = MODELS.build(dict(type="CARAFEOpFPN", in_channels=[8, 16, 32], out_channels=16,
-                             num_outs=4, upsample_cfg=dict(type="carafe_op", up_kernel=5,
-                                                           compressed_channels=8)))
+
+    neck = MODELS.build(
+        dict(
+            type="CARAFEOpFPN",
+            in_channels=[8, 16, 32],
+            out_channels=16,
+            num_outs=4,
+            upsample_cfg=dict(type="carafe_op", up_kernel=5, compressed_channels=8),
+        )
+    )
     neck.init_weights()
     feats = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16), torch.randn(1, 32, 8, 8)]
     outs = neck(feats)
-    assert [tuple(o.shape) for o in outs] == [(1, 16, 32, 32), (1, 16, 16, 16), (1, 16, 8, 8),
-                                              (1, 16, 4, 4)]
+    assert [tuple(o.shape) for o in outs] == [
+        (1, 16, 32, 32),
+        (1, 16, 16, 16),
+        (1, 16, 8, 8),
+        (1, 16, 4, 4),
+    ]
     sum(o.sum() for o in outs).backward()
 
 
@@ -105,26 +134,48 @@ def test_names_of_carafe_0_2_still_build():
     """Configs and checkpoints written with carafe 0.2's registry names (and
     the lab's upsample type of then) build the same modules."""
     from mmdet.registry import MODELS
+
     import carafe.mmdet
     import carafe_lab.experiments.necks  # noqa: F401  (registers the lab's old type name)
     from carafe.modules import CARAFEPack
-    old = MODELS.build(dict(type="CARAFELabFPN", in_channels=[8, 16], out_channels=8,
-                            num_outs=2, upsample_cfg=dict(type="carafe_lab", up_kernel=3)))
+
+    old = MODELS.build(
+        dict(
+            type="CARAFELabFPN",
+            in_channels=[8, 16],
+            out_channels=8,
+            num_outs=2,
+            upsample_cfg=dict(type="carafe_lab", up_kernel=3),
+        )
+    )
     assert isinstance(old, carafe.mmdet.CARAFEOpFPN)
     assert any(isinstance(m, CARAFEPack) for m in old.upsample_modules)
-    head = MODELS.build(dict(type="CARAFELabMaskHead", num_convs=1, in_channels=8,
-                             conv_out_channels=8, num_classes=2,
-                             upsample_cfg=dict(type="carafe_op", scale_factor=2)))
+    head = MODELS.build(
+        dict(
+            type="CARAFELabMaskHead",
+            num_convs=1,
+            in_channels=8,
+            conv_out_channels=8,
+            num_classes=2,
+            upsample_cfg=dict(type="carafe_op", scale_factor=2),
+        )
+    )
     assert isinstance(head.upsample, CARAFEPack)
 
 
 def test_config_naming_a_removed_module_says_where_it_went(tmp_path):
     from carafe_lab.experiments.launcher import LaunchError, load_config
+
     config = tmp_path / "old.py"
-    config.write_text("custom_imports = dict(imports=['carafe.experiments.offline_dataset'], "
-                      "allow_failed_imports=False)\n")
-    with pytest.raises(LaunchError, match="imports carafe.experiments, removed in carafe 0.3.0: "
-                                          "the module is carafe_lab.experiments "):
+    config.write_text(
+        "custom_imports = dict(imports=['carafe.experiments.offline_dataset'], "
+        "allow_failed_imports=False)\n"
+    )
+    with pytest.raises(
+        LaunchError,
+        match="imports carafe.experiments, removed in carafe 0.3.0: "
+        "the module is carafe_lab.experiments ",
+    ):
         load_config(config)
 
 
@@ -142,15 +193,20 @@ def test_offline_dataset(tmp_path):
             assert 0 < ann["area"] <= w * h and ann["segmentation"]
     assert (a / "train" / "000000.png").read_bytes() == (b / "train" / "000000.png").read_bytes()
     big = offline_data.generate(tmp_path / "big", num_train=40, num_val=1, size=256, seed=0)
-    areas = [a["area"] for a in
-             json.loads((big / "annotations" / "instances_train.json").read_text())["annotations"]]
-    assert min(areas) < 32 ** 2 and max(areas) > 96 ** 2  # small and large objects
+    areas = [
+        a["area"]
+        for a in json.loads((big / "annotations" / "instances_train.json").read_text())[
+            "annotations"
+        ]
+    ]
+    assert min(areas) < 32**2 and max(areas) > 96**2  # small and large objects
     root = offline_data.ensure_offline_coco(tmp_path / "c", num_train=2, num_val=1, size=64)
     stamp = (root / "meta.json").stat().st_mtime
     offline_data.ensure_offline_coco(tmp_path / "c", num_train=2, num_val=1, size=64)
     assert (root / "meta.json").stat().st_mtime == stamp  # reused, not regenerated
-    smooth = offline_data.generate(tmp_path / "s", num_train=2, num_val=1, size=64,
-                                   background="smooth", min_radius=6)
+    smooth = offline_data.generate(
+        tmp_path / "s", num_train=2, num_val=1, size=64, background="smooth", min_radius=6
+    )
     assert (smooth / "train" / "000000.png").exists()
     with pytest.raises(ValueError, match="background"):
         offline_data.generate(tmp_path / "x", num_train=1, num_val=1, size=64, background="sky")
@@ -169,6 +225,7 @@ def test_data_is_never_written_into_a_foreign_folder(tmp_path):
 
 def test_config_states_the_generator_defaults():
     from mmengine.config import Config
+
     cfg = Config.fromfile(str(CONFIGS / "_base_" / "offline_shapes.py"))
     params = dict(cfg.offline_data)
     params.pop("root")
@@ -179,11 +236,17 @@ def test_prepare_data_follows_the_datasets_data_root(tmp_path, monkeypatch):
     """A config that reads its own data_root gets the dataset generated
     there, not at the base config's default offline_data.root."""
     from carafe_lab.experiments import launcher
+
     calls = []
-    monkeypatch.setattr(offline_data, "ensure_offline_coco",
-                        lambda root, **params: calls.append((str(root), params)))
-    cfg = launcher.load_config(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py",
-                               {"train_dataloader.dataset.data_root": "data/other/"})
+    monkeypatch.setattr(
+        offline_data,
+        "ensure_offline_coco",
+        lambda root, **params: calls.append((str(root), params)),
+    )
+    cfg = launcher.load_config(
+        CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py",
+        {"train_dataloader.dataset.data_root": "data/other/"},
+    )
     launcher.prepare_data(cfg)
     assert calls and calls[0][0] == "data/other/"
 
@@ -196,9 +259,17 @@ def trained_runs(tmp_path_factory):
     runs = {}
     for name in ("faster-rcnn_r18_fpn-carafe_offline", "mask-rcnn_r18_fpn-carafe_offline"):
         work_dir = cwd / "runs" / name / "run0"
-        launch("train", str(CONFIGS / f"{name}.py"), "--work-dir", str(work_dir),
-               "--cfg-options", *TINY, "train_cfg.max_epochs=3", "train_cfg.val_interval=3",
-               cwd=cwd)
+        launch(
+            "train",
+            str(CONFIGS / f"{name}.py"),
+            "--work-dir",
+            str(work_dir),
+            "--cfg-options",
+            *TINY,
+            "train_cfg.max_epochs=3",
+            "train_cfg.val_interval=3",
+            cwd=cwd,
+        )
         runs[name] = work_dir
     return cwd, runs
 
@@ -226,9 +297,16 @@ def test_test_command_and_summarize(trained_runs, tmp_path):
     run = runs["faster-rcnn_r18_fpn-carafe_offline"]
     before = tree_digest(run)
     evaluation = tmp_path / "evaluation"
-    launch("test", str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py"),
-           str(run / "epoch_3.pth"), "--work-dir", str(evaluation), "--cfg-options", *TINY,
-           cwd=cwd)
+    launch(
+        "test",
+        str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py"),
+        str(run / "epoch_3.pth"),
+        "--work-dir",
+        str(evaluation),
+        "--cfg-options",
+        *TINY,
+        cwd=cwd,
+    )
     assert "coco/bbox_mAP" in json.loads((evaluation / "test_metrics.json").read_text())
     # test only reads the run: same files, same bytes, no "resumed" entry
     assert tree_digest(run) == before and not (run / "test_metrics.json").exists()
@@ -244,13 +322,22 @@ def test_test_command_and_summarize(trained_runs, tmp_path):
     # the CARAFE FPN's kernels were scored against the ground truth at the end
     scores = json.loads((run / "kernel_scores.json").read_text())
     level = scores["levels"]["P3->P2"]
-    assert set(level) == {"carafe", "phase_mean", "permuted", "uniform", "gaussian", "bilinear",
-                          "nearest"}
+    assert set(level) == {
+        "carafe",
+        "phase_mean",
+        "permuted",
+        "uniform",
+        "gaussian",
+        "bilinear",
+        "nearest",
+    }
     assert all(0 <= v["boundary"] <= 1 and v["n_boundary"] > 0 for v in level.values())
     # ... and against their content-agnostic controls (kernel_report.json)
     report = json.loads((run / "kernel_report.json").read_text())["levels"]["P3->P2"]
-    assert report["ca"] == report["masses"]["carafe"]["boundary"] - \
-        report["masses"]["phase_mean"]["boundary"]
+    assert (
+        report["ca"]
+        == report["masses"]["carafe"]["boundary"] - report["masses"]["phase_mean"]["boundary"]
+    )
 
 
 def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
@@ -279,7 +366,8 @@ def test_summarize_groups_seeds_and_skips_damaged_runs(tmp_path):
     (ok / "metrics.jsonl").write_text(json.dumps({"coco/bbox_mAP": 0.3}) + '\n{"coco/bb')
     (ok / "s" / "vis_data").mkdir(parents=True)
     (ok / "s" / "vis_data" / "scalars.json").write_text(
-        json.dumps({"loss": 1.0, "iter": 1, "step": 1}) + '\n{"loss": 0.')
+        json.dumps({"loss": 1.0, "iter": 1, "step": 1}) + '\n{"loss": 0.'
+    )
     warnings = []
     rows = summarize.collect(tmp_path, warn=warnings.append)
     assert len(rows) == 6 and len(warnings) == 3
@@ -303,11 +391,29 @@ def test_resume_after_interruption(tmp_path):
     config = str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py")
     work_dir = tmp_path / "run"
     # a checkpoint every epoch (the offline schedule keeps only the last)
-    cmd = [sys.executable, "-W", "ignore", "-m", "carafe_lab.experiments", "train", config,
-           "--work-dir", str(work_dir), "--cfg-options", *TINY, "train_cfg.max_epochs=3",
-           "train_cfg.val_interval=3", "default_hooks.checkpoint.interval=1"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-W",
+        "ignore",
+        "-m",
+        "carafe_lab.experiments",
+        "train",
+        config,
+        "--work-dir",
+        str(work_dir),
+        "--cfg-options",
+        *TINY,
+        "train_cfg.max_epochs=3",
+        "train_cfg.val_interval=3",
+        "default_hooks.checkpoint.interval=1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while not (work_dir / "epoch_1.pth").exists() and proc.poll() is None:
         assert time.time() < deadline
@@ -318,9 +424,19 @@ def test_resume_after_interruption(tmp_path):
     assert not (work_dir / "epoch_3.pth").exists()
     first_logs = sorted(work_dir.glob("*/*.log"))
     first_text = first_logs[0].read_text()
-    launch("train", config, "--work-dir", str(work_dir), "--resume", "--cfg-options", *TINY,
-           "train_cfg.max_epochs=3", "train_cfg.val_interval=3",
-           "default_hooks.checkpoint.interval=1", cwd=tmp_path)
+    launch(
+        "train",
+        config,
+        "--work-dir",
+        str(work_dir),
+        "--resume",
+        "--cfg-options",
+        *TINY,
+        "train_cfg.max_epochs=3",
+        "train_cfg.val_interval=3",
+        "default_hooks.checkpoint.interval=1",
+        cwd=tmp_path,
+    )
     logs = sorted(work_dir.glob("*/*.log"))
     assert len(logs) == 2 and logs[0].read_text().startswith(first_text)
     resumed = logs[1].read_text()
@@ -332,23 +448,30 @@ def test_resume_after_interruption(tmp_path):
     # the killed session's time is kept (run.json is written as training goes)
     assert len(summary["sessions"]) == 2 and summary["sessions"][0]["seconds"] > 0
     assert summary["wall_seconds"] == pytest.approx(
-        sum(s["seconds"] for s in summary["sessions"]), abs=0.2)
+        sum(s["seconds"] for s in summary["sessions"]), abs=0.2
+    )
 
 
-def test_resume_finds_the_newest_checkpoint_when_last_checkpoint_names_a_removed_one(tmp_path,
-                                                                                     capsys):
+def test_resume_finds_the_newest_checkpoint_when_last_checkpoint_names_a_removed_one(
+    tmp_path, capsys
+):
     """A run killed after mmengine removed its oldest checkpoint but before it
     rewrote last_checkpoint (this happened to test_resume_after_interruption
     once the kernels got faster) resumes from the newest checkpoint left."""
     from carafe_lab.experiments.launcher import resume_checkpoint
+
     for name in ("epoch_2.pth", "epoch_10.pth", "iter_99.pth", "epoch_x.pth", "best_epoch_20.pth"):
         (tmp_path / name).write_bytes(b"")
     named = str(tmp_path / "epoch_1.pth")
     assert resume_checkpoint(tmp_path, named) == str(tmp_path / "epoch_10.pth")
     assert "no longer exists" in capsys.readouterr().err
-    assert resume_checkpoint(tmp_path, str(tmp_path / "iter_5.pth")) == str(tmp_path / "iter_99.pth")
+    assert resume_checkpoint(tmp_path, str(tmp_path / "iter_5.pth")) == str(
+        tmp_path / "iter_99.pth"
+    )
     # the file it names is used when it is there; nothing to fall back on: unchanged
-    assert resume_checkpoint(tmp_path, str(tmp_path / "epoch_2.pth")) == str(tmp_path / "epoch_2.pth")
+    assert resume_checkpoint(tmp_path, str(tmp_path / "epoch_2.pth")) == str(
+        tmp_path / "epoch_2.pth"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert resume_checkpoint(empty, str(empty / "epoch_1.pth")) == str(empty / "epoch_1.pth")
@@ -359,12 +482,33 @@ def test_torchrun_two_processes_gloo(tmp_path):
     config = str(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py")
     work_dir = tmp_path / "run"
     # No data yet: the two processes must not both write it (a file lock).
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29531", "-m", "carafe_lab.experiments", "train", config,
-           "--launcher", "pytorch", "--work-dir", str(work_dir), "--cfg-options", *TINY,
-           "train_cfg.max_epochs=1", "train_cfg.val_interval=1"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29531",
+        "-m",
+        "carafe_lab.experiments",
+        "train",
+        config,
+        "--launcher",
+        "pytorch",
+        "--work-dir",
+        str(work_dir),
+        "--cfg-options",
+        *TINY,
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=1",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     env = json.loads((work_dir / "env.json").read_text())
     assert env["world_size"] == 2
@@ -376,11 +520,13 @@ def test_torchrun_two_processes_gloo(tmp_path):
 def test_docs_results_are_the_committed_summary():
     """The docs' detection tables are what summarize makes of the committed runs."""
     from carafe_lab.experiments import summarize
+
     rows = summarize.collect()
     assert rows, "no committed example runs under experiments/runs/"
     section = read_section(REPO / "docs" / f"{summarize.DOCS_PAGE}.md", summarize.MARKERS)
-    assert section.strip() == summarize.docs_section(rows).strip(), \
+    assert section.strip() == summarize.docs_section(rows).strip(), (
         "run `python -m carafe_lab.experiments summarize --update-docs`"
+    )
     committed = (REPO / "experiments" / "results" / "results.md").read_text()
     assert summarize.markdown(rows).strip() in committed
 
@@ -398,6 +544,7 @@ def test_the_offline_dataset_generates_itself_from_any_entry_point(tmp_path):
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     register_all_modules()
     cfg = Config.fromfile(str(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py"))
     spec = cfg.train_dataloader.dataset
@@ -412,8 +559,11 @@ def test_offline_data_options_reach_the_datasets(tmp_path):
     """--cfg-options offline_data.* (the top level) is what every offline
     dataset generates and reads, not the base config's defaults."""
     from carafe_lab.experiments import launcher
-    cfg = launcher.load_config(CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py",
-                               {"offline_data.num_train": 8, "offline_data.num_val": 4})
+
+    cfg = launcher.load_config(
+        CONFIGS / "faster-rcnn_r18_fpn-carafe_offline.py",
+        {"offline_data.num_train": 8, "offline_data.num_val": 4},
+    )
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         spec = cfg[name]["dataset"]
         assert spec["offline_data"]["num_train"] == 8 and spec["offline_data"]["num_val"] == 4

@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import devices
 
 import carafe
 from carafe.reference import carafe_reference
-from conftest import devices
 
 
 def test_carafe_module_matches_function():
@@ -44,9 +44,19 @@ def test_pack_initialisation():
 @pytest.mark.parametrize("s,G,k_up,k_enc,dil", [(2, 1, 5, 3, 1), (4, 2, 3, 1, 1), (3, 4, 5, 5, 2)])
 def test_pack_forward(device, s, G, k_up, k_enc, dil):
     torch.manual_seed(0)
-    pack = carafe.CARAFEPack(channels=16, scale_factor=s, up_kernel=k_up, up_group=G,
-                             encoder_kernel=k_enc, encoder_dilation=dil,
-                             compressed_channels=8).double().to(device)
+    pack = (
+        carafe.CARAFEPack(
+            channels=16,
+            scale_factor=s,
+            up_kernel=k_up,
+            up_group=G,
+            encoder_kernel=k_enc,
+            encoder_dilation=dil,
+            compressed_channels=8,
+        )
+        .double()
+        .to(device)
+    )
     # Larger encoder weights than the init so the kernels are far from uniform.
     torch.nn.init.normal_(pack.content_encoder.weight, std=0.3)
     x = torch.randn(2, 16, 5, 7, dtype=torch.float64, device=device, requires_grad=True)
@@ -76,8 +86,11 @@ def test_pack_state_dict_roundtrip():
 def test_core_imports_only_torch():
     import subprocess
     import sys
-    code = ("import sys, carafe; bad = [m for m in ('mmcv', 'mmdet', 'mmengine', 'matplotlib', "
-            "'numpy.testing', 'IPython') if m in sys.modules]; print(bad); assert not bad")
+
+    code = (
+        "import sys, carafe; bad = [m for m in ('mmcv', 'mmdet', 'mmengine', 'matplotlib', "
+        "'numpy.testing', 'IPython') if m in sys.modules]; print(bad); assert not bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -85,11 +98,19 @@ def _import_built_for(version, env=None):
     import os
     import subprocess
     import sys
-    code = ("import sys, types, warnings; m = types.ModuleType('carafe._build_info'); "
-            f"m.TORCH_VERSION = {version!r}; sys.modules['carafe._build_info'] = m; "
-            "warnings.simplefilter('always'); import carafe")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+
+    code = (
+        "import sys, types, warnings; m = types.ModuleType('carafe._build_info'); "
+        f"m.TORCH_VERSION = {version!r}; sys.modules['carafe._build_info'] = m; "
+        "warnings.simplefilter('always'); import carafe"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_torch_other_than_the_build_is_reported():
@@ -100,15 +121,23 @@ def test_a_torch_other_than_the_build_is_reported():
     import sys
 
     import torch
+
     proc = _import_built_for("1.0.0+fake")
     assert proc.returncode != 0
-    assert "ImportError" in proc.stderr and "built against torch 1.0.0+fake" in proc.stderr \
-        and f"torch {torch.__version__} is imported" in proc.stderr, proc.stderr
+    assert (
+        "ImportError" in proc.stderr
+        and "built against torch 1.0.0+fake" in proc.stderr
+        and f"torch {torch.__version__} is imported" in proc.stderr
+    ), proc.stderr
     forced = _import_built_for("1.0.0+fake", {"CARAFE_ALLOW_TORCH_MISMATCH": "1"})
     assert forced.returncode == 0 and "RuntimeWarning" in forced.stderr, forced.stderr
     major, minor = torch.__version__.split("+")[0].split(".")[:2]
     patch = _import_built_for(f"{major}.{minor}.999")
     assert patch.returncode == 0 and "same minor release" in patch.stderr, patch.stderr
-    ok = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", "import carafe"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import carafe"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr  # the real build matches

@@ -11,8 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-EXPECTED = ["00_quickstart", "01_reassembly_kernels", "02_upsampling_ablations",
-            "03_detection_experiments"]
+EXPECTED = [
+    "00_quickstart",
+    "01_reassembly_kernels",
+    "02_upsampling_ablations",
+    "03_detection_experiments",
+]
 
 
 def cells(path):
@@ -31,11 +35,12 @@ def test_committed_stripped_with_a_parameters_cell_first(path):
     source = "".join(first["source"])
     # figures go under build/ by default: running a notebook (or `make demo`)
     # never overwrites the README's committed figures (`make figures` does)
-    assert "\ndevice = " in "\n" + source and "figures_dir = \"build/figures\"" in source
+    assert "\ndevice = " in "\n" + source and 'figures_dir = "build/figures"' in source
     for cell in nb:
         if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None, \
+            assert cell["outputs"] == [] and cell["execution_count"] is None, (
                 f"{path.name}: outputs must be stripped before committing"
+            )
 
 
 def test_runner_passes_the_declared_parameters():
@@ -53,10 +58,12 @@ def test_runner_passes_the_declared_parameters():
 
 # What each notebook writes goes to tmp_path; notebook 01 trains at the seg
 # task's quick setting, to keep CI short. Figures each notebook must write.
-FIGURES = {"00_quickstart": {"quickstart_speed.png"},
-           "01_reassembly_kernels": {"reassembly_kernels.png", "kernel_maps.png"},
-           "02_upsampling_ablations": set(),
-           "03_detection_experiments": {"detections.png", "loss_curves.png", "ap_seeds.png"}}
+FIGURES = {
+    "00_quickstart": {"quickstart_speed.png"},
+    "01_reassembly_kernels": {"reassembly_kernels.png", "kernel_maps.png"},
+    "02_upsampling_ablations": set(),
+    "03_detection_experiments": {"detections.png", "loss_curves.png", "ap_seeds.png"},
+}
 
 
 @pytest.mark.slow
@@ -67,17 +74,31 @@ def test_notebook_executes_at_its_defaults(name, tmp_path):
     pytest.importorskip("papermill", reason="executing notebooks needs papermill + ipykernel")
     if name == "03_detection_experiments":
         pytest.importorskip("mmdet", reason="notebook 03 needs the mmdet extra")
-    params = {"figures_dir": tmp_path / "figures", "quick_out": tmp_path / "ablations",
-              "work_dir": tmp_path / "run", "setting": "quick"}
-    cmd = [sys.executable, str(REPO / "scripts" / "run_notebooks.py"), "--out",
-           str(tmp_path / "executed"), str(REPO / "notebooks" / f"{name}.ipynb")]
+    params = {
+        "figures_dir": tmp_path / "figures",
+        "quick_out": tmp_path / "ablations",
+        "work_dir": tmp_path / "run",
+        "setting": "quick",
+    }
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "run_notebooks.py"),
+        "--out",
+        str(tmp_path / "executed"),
+        str(REPO / "notebooks" / f"{name}.ipynb"),
+    ]
     for k, v in params.items():
         cmd += ["-p", f"{k}={v}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     executed = cells(tmp_path / "executed" / f"{name}.ipynb")
-    errors = [o for c in executed if c["cell_type"] == "code" for o in c["outputs"]
-              if o["output_type"] == "error"]
+    errors = [
+        o
+        for c in executed
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
+        if o["output_type"] == "error"
+    ]
     assert not errors
     figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
     assert FIGURES[name] <= figures, figures

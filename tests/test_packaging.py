@@ -4,16 +4,21 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_sdist_has_every_kernel_source(tmp_path):
-    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=ROOT,
-                   check=True, capture_output=True, env={**os.environ, "CARAFE_NO_CUDA": "1"})
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "CARAFE_NO_CUDA": "1"},
+    )
     (sdist,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(sdist) as tar:
         names = {"/".join(n.split("/")[1:]) for n in tar.getnames()}
@@ -29,6 +34,7 @@ def test_conda_env_installs_every_extra_it_promises():
     tomllib = pytest.importorskip("tomllib")
     yaml = pytest.importorskip("yaml")
     import re
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {re.split(r"[=<>]", d)[0] for d in env["dependencies"] if isinstance(d, str)}
@@ -43,6 +49,9 @@ def test_conda_env_installs_every_extra_it_promises():
     missing = sorted(n for n in names if n not in pip_names and n not in conda)
     assert not missing, f"environment.yml lacks {missing}"
     # the torch the env installs is the one isolated builds pin (pyproject)
-    build_torch = [r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())
-                   ["build-system"]["requires"] if r.startswith("torch")]
+    build_torch = [
+        r
+        for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+        if r.startswith("torch")
+    ]
     assert build_torch and build_torch[0] in pip

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the dev extra")
+from conftest import devices  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import carafe  # noqa: E402
 from carafe.reference import carafe_reference  # noqa: E402
-from conftest import devices  # noqa: E402
 
 TOL = {
     torch.float64: dict(rtol=1e-10, atol=1e-10),
@@ -35,8 +35,19 @@ def problems(draw):
     layout = draw(st.sampled_from(["contiguous", "channels_last", "strided", "expanded"]))
     normalized = draw(st.booleans())
     seed = draw(st.integers(0, 2**31 - 1))
-    return dict(N=N, C=G * cpg, H=H, W=W, k=k, G=G, s=s, dtype=dtype, layout=layout,
-                normalized=normalized, seed=seed)
+    return dict(
+        N=N,
+        C=G * cpg,
+        H=H,
+        W=W,
+        k=k,
+        G=G,
+        s=s,
+        dtype=dtype,
+        layout=layout,
+        normalized=normalized,
+        seed=seed,
+    )
 
 
 def with_layout(t, layout):
@@ -60,13 +71,13 @@ def test_matches_reference(device, problem):
     g = torch.Generator().manual_seed(p["seed"])
     k, G, s = p["k"], p["G"], p["s"]
     features = torch.randn(p["N"], p["C"], p["H"], p["W"], generator=g, dtype=torch.float64)
-    masks = torch.randn(p["N"], G, k * k, p["H"] * s, p["W"] * s, generator=g,
-                        dtype=torch.float64)
+    masks = torch.randn(p["N"], G, k * k, p["H"] * s, p["W"] * s, generator=g, dtype=torch.float64)
     if p["normalized"]:
         masks = masks.softmax(dim=2)
     masks = masks.reshape(p["N"], G * k * k, p["H"] * s, p["W"] * s)
-    grad_output = torch.randn(p["N"], p["C"], p["H"] * s, p["W"] * s, generator=g,
-                              dtype=torch.float64)
+    grad_output = torch.randn(
+        p["N"], p["C"], p["H"] * s, p["W"] * s, generator=g, dtype=torch.float64
+    )
     # the reference sees the values the op sees (rounded to the dtype)
     f = with_layout(features.to(device, p["dtype"]), p["layout"]).requires_grad_()
     m = with_layout(masks.to(device, p["dtype"]), p["layout"]).requires_grad_()

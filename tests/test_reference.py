@@ -5,13 +5,14 @@ import itertools
 
 import pytest
 import torch
+from conftest import make_inputs
 
 from carafe.reference import carafe_reference, carafe_unfold
-from conftest import make_inputs
 
 
 def carafe_loops(features, masks, k, G, s):
-    """out[n,c,p,q] = sum masks[n, g*k*k + ky*k + kx, p, q] * features[n, c, p//s+ky-r, q//s+kx-r]."""
+    """out[n,c,p,q] = sum masks[n, g*k*k + ky*k + kx, p, q]
+    * features[n, c, p//s+ky-r, q//s+kx-r]."""
     N, C, H, W = features.shape
     r = k // 2
     out = torch.zeros(N, C, H * s, W * s, dtype=features.dtype)

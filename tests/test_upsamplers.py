@@ -30,8 +30,8 @@ def test_flops_formula_matches_counter(name):
 
 def test_carafe_matches_the_paper():
     m = U.build_upsampler("carafe", 256, 2)
-    assert U.count_parameters(m) == 74_148          # mmcv's CARAFEPack, biases included
-    assert m.flops_per_pixel() == 199_168           # the paper's "199K FLOPs"
+    assert U.count_parameters(m) == 74_148  # mmcv's CARAFEPack, biases included
+    assert m.flops_per_pixel() == 199_168  # the paper's "199K FLOPs"
 
 
 @pytest.mark.parametrize("name", ["nearest", "bilinear", "gum", "dysample", "spatial_attention"])
@@ -41,7 +41,8 @@ def test_sampling_upsamplers_start_from_interpolation(name):
     m = U.build_upsampler(name, 8, 2)
     mode = "nearest" if name in ("nearest", "spatial_attention") else "bilinear"
     ref = torch.nn.functional.interpolate(
-        x, scale_factor=2, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
+        x, scale_factor=2, mode=mode, **({} if mode == "nearest" else {"align_corners": False})
+    )
     tol = 1e-2 if name == "dysample" else 1e-5  # DySample's offsets start tiny, not zero
     torch.testing.assert_close(m(x), ref, rtol=tol, atol=tol)
 

@@ -32,7 +32,7 @@ def test_reassembly_kernels_are_the_modules_masks():
 def test_entropy_limits():
     k = 5
     assert torch.allclose(viz.kernel_entropy(one_hot_kernels(k, 1, 3)), torch.zeros(4, 6))
-    uniform = torch.full((k, k, 4, 6), 1 / k ** 2)
+    uniform = torch.full((k, k, 4, 6), 1 / k**2)
     assert torch.allclose(viz.kernel_entropy(uniform), torch.full((4, 6), math.log(k * k)))
     # a sigmoid normaliser's kernels are scaled to sum to one first
     assert torch.allclose(viz.kernel_entropy(0.3 * uniform), torch.full((4, 6), math.log(25)))
@@ -78,17 +78,19 @@ def test_edge_and_flat_locations():
     image[:, :, 16:] = 1.0  # one vertical edge between columns 15 and 16
     edges, flats = viz.edge_and_flat_locations(image, scale=2, n=2)
     assert len(edges) == 2 and len(flats) == 2
-    for p, q in edges:
+    for _, q in edges:
         assert abs(q // 2 - 15.5) <= 1.5
-    for p, q in flats:
+    for _, q in flats:
         assert abs(q // 2 - 15.5) >= 3
 
 
 def test_figures():
     pytest.importorskip("matplotlib", reason="figures need matplotlib")
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     torch.manual_seed(0)
     m = carafe.CARAFEPack(3, 2, up_kernel=5, compressed_channels=4)
     image = torch.rand(3, 16, 16)
@@ -102,6 +104,7 @@ def test_figures():
 
 
 # --- content-awareness: same-segment mass on hand-made masks -----------------
+
 
 def halves(n=1, size=16, split=8):
     """Labels (n, size, size): segment 0 left of column `split`, 1 from it."""
@@ -155,8 +158,8 @@ def test_same_segment_mass_gives_partial_credit_to_mixed_blocks():
     # boundary at column 9: input pixel 4 (columns 8, 9) is half and half
     kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=3)
     mass = viz.same_segment_mass(kernels, halves(split=9), 2, "block")[0, 0]
-    assert torch.allclose(mass[:, 8], torch.full((16,), 0.5))   # own segment 0 (column 8)
-    assert torch.allclose(mass[:, 9], torch.full((16,), 0.5))   # own segment 1
+    assert torch.allclose(mass[:, 8], torch.full((16,), 0.5))  # own segment 0 (column 8)
+    assert torch.allclose(mass[:, 9], torch.full((16,), 0.5))  # own segment 1
     assert torch.allclose(mass[:, 10], torch.ones(16))
 
 
@@ -180,8 +183,9 @@ def test_content_awareness_bands():
     assert math.isclose(scores["boundary"], 3 / 5, rel_tol=1e-6)
     # interior columns 4, 5 (source 2: 4/5) and 10, 11 (source 5: 4/5)
     assert math.isclose(scores["interior"], 4 / 5, rel_tol=1e-6)
-    nearest = viz.content_awareness(viz.fixed_kernels("nearest", 1, 8, 8, 2), halves(), 2,
-                                    alignment="block")
+    nearest = viz.content_awareness(
+        viz.fixed_kernels("nearest", 1, 8, 8, 2), halves(), 2, alignment="block"
+    )
     assert nearest["boundary"] == 1.0 and nearest["interior"] == 1.0
 
 
@@ -199,31 +203,34 @@ def test_centre_alignment_places_footprints_on_stride_multiples():
     # stride 2, "centre": feature pixel i covers image pixels 2i - 1 and 2i
     labels = halves(size=16, split=7)
     frac = viz.segment_fractions(labels, 2, alignment="centre")
-    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.]))
+    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.0]))
     frac = viz.segment_fractions(labels, 2, alignment="block")
-    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0.5, 1, 1, 1, 1.]))
+    assert torch.allclose(frac[0, 1, 0], torch.tensor([0, 0, 0, 0.5, 1, 1, 1, 1.0]))
     # nearest copies source p // 2: under "centre" only output column 7 (image
     # pixel 7, segment 1) misses, reading source 3 (image pixels 5, 6); under
     # "block" source 3 is half and half, for columns 6 and 7
     kernels = viz.fixed_kernels("nearest", 1, 8, 8, 2, k=3)
     centre = viz.same_segment_mass(kernels, labels, 2, "centre")[0, 0, 0]
     block = viz.same_segment_mass(kernels, labels, 2, "block")[0, 0, 0]
-    assert torch.equal(centre, torch.tensor([1.] * 7 + [0.] + [1.] * 8))
-    assert torch.equal(block, torch.tensor([1.] * 6 + [0.5, 0.5] + [1.] * 8))
+    assert torch.equal(centre, torch.tensor([1.0] * 7 + [0.0] + [1.0] * 8))
+    assert torch.equal(block, torch.tensor([1.0] * 6 + [0.5, 0.5] + [1.0] * 8))
     with pytest.raises(ValueError, match="alignment"):
         viz.segment_fractions(labels, 2, alignment="corner")
 
 
 def test_aggregate_and_compare_scores():
-    run = lambda b: {"L": {"carafe": {"boundary": b, "interior": 0.9},
-                           "bilinear": {"boundary": 0.7, "interior": 1.0}}}
+    run = lambda b: {
+        "L": {
+            "carafe": {"boundary": b, "interior": 0.9},
+            "bilinear": {"boundary": 0.7, "interior": 1.0},
+        }
+    }
     agg = viz.aggregate_scores([run(0.80), run(0.82), run(0.84)])
     assert agg["L"]["carafe"]["boundary_mean"] == pytest.approx(0.82)
     assert agg["L"]["carafe"]["boundary_std"] == pytest.approx(0.02)
     assert agg["L"]["carafe"]["n"] == 3 and agg["L"]["bilinear"]["boundary_std"] == 0
     assert "is higher than bilinear's" in viz.compare(agg, "L")
-    assert "not distinguishable" in viz.compare(viz.aggregate_scores(
-        [run(0.60), run(0.80)]), "L")
+    assert "not distinguishable" in viz.compare(viz.aggregate_scores([run(0.60), run(0.80)]), "L")
     assert "one run" in viz.compare(viz.aggregate_scores([run(0.9)]), "L")
     assert "| L | carafe | 0.820 ± 0.020 |" in viz.scores_markdown(agg)
     with pytest.raises(ValueError, match="runs"):
@@ -232,6 +239,8 @@ def test_aggregate_and_compare_scores():
 
 def test_aggregate_scores_leaves_out_unscorable_levels():
     nan = float("nan")
-    run = {"big": {"carafe": {"boundary": 0.8, "interior": 0.9}},
-           "tiny": {"carafe": {"boundary": nan, "interior": nan}}}
+    run = {
+        "big": {"carafe": {"boundary": 0.8, "interior": 0.9}},
+        "tiny": {"carafe": {"boundary": nan, "interior": nan}},
+    }
     assert list(viz.aggregate_scores([run, run])) == ["big"]

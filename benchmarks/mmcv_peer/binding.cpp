@@ -8,16 +8,15 @@
 
 using at::Tensor;
 
-void CARAFEForwardCUDAKernelLauncher(const Tensor features, const Tensor masks,
-                                     Tensor rfeatures, Tensor routput, Tensor rmasks,
-                                     Tensor output, const int kernel_size,
-                                     const int group_size, const int scale_factor);
+void CARAFEForwardCUDAKernelLauncher(const Tensor features, const Tensor masks, Tensor rfeatures,
+                                     Tensor routput, Tensor rmasks, Tensor output,
+                                     const int kernel_size, const int group_size,
+                                     const int scale_factor);
 
 void CARAFEBackwardCUDAKernelLauncher(const Tensor top_grad, const Tensor rfeatures,
-                                      const Tensor masks, Tensor rtop_grad,
-                                      Tensor rbottom_grad_hs, Tensor rbottom_grad,
-                                      Tensor rmask_grad, Tensor bottom_grad, Tensor mask_grad,
-                                      const int kernel_size, const int group_size,
+                                      const Tensor masks, Tensor rtop_grad, Tensor rbottom_grad_hs,
+                                      Tensor rbottom_grad, Tensor rmask_grad, Tensor bottom_grad,
+                                      Tensor mask_grad, const int kernel_size, const int group_size,
                                       const int scale_factor);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

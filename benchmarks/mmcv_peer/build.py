@@ -15,25 +15,33 @@ import torch
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE.parents[1] / "build" / "gpu-check" / "mmcv_src"
 # the files of mmcv-2.1.0.tar.gz that the launchers compile from
-FILES = ["mmcv/ops/csrc/pytorch/cuda/carafe_cuda.cu",
-         "mmcv/ops/csrc/common/cuda/carafe_cuda_kernel.cuh",
-         "mmcv/ops/csrc/common/cuda/common_cuda_helper.hpp",
-         "mmcv/ops/csrc/common/pytorch_cuda_helper.hpp"]
+FILES = [
+    "mmcv/ops/csrc/pytorch/cuda/carafe_cuda.cu",
+    "mmcv/ops/csrc/common/cuda/carafe_cuda_kernel.cuh",
+    "mmcv/ops/csrc/common/cuda/common_cuda_helper.hpp",
+    "mmcv/ops/csrc/common/pytorch_cuda_helper.hpp",
+]
 
 
 def load(sources=SOURCES, verbose=False):
     from torch.utils.cpp_extension import load as build
+
     sources = Path(sources)
     missing = [f for f in FILES if not (sources / f).exists()]
     if missing:
-        raise FileNotFoundError(f"mmcv sources: {missing} missing under {sources}; run `make "
-                                "gpu-check-prepare` on a machine with the package index")
+        raise FileNotFoundError(
+            f"mmcv sources: {missing} missing under {sources}; run `make "
+            "gpu-check-prepare` on a machine with the package index"
+        )
     csrc = sources / "mmcv" / "ops" / "csrc"
-    ext = build(name="mmcv_carafe_peer",
-                sources=[str(HERE / "binding.cpp"), str(csrc / "pytorch/cuda/carafe_cuda.cu")],
-                extra_include_paths=[str(csrc / "common"), str(csrc / "common" / "cuda")],
-                extra_cuda_cflags=["-O3", "-DMMCV_WITH_CUDA"],
-                build_directory=str(_build_dir()), verbose=verbose)
+    ext = build(
+        name="mmcv_carafe_peer",
+        sources=[str(HERE / "binding.cpp"), str(csrc / "pytorch/cuda/carafe_cuda.cu")],
+        extra_include_paths=[str(csrc / "common"), str(csrc / "common" / "cuda")],
+        extra_cuda_cflags=["-O3", "-DMMCV_WITH_CUDA"],
+        build_directory=str(_build_dir()),
+        verbose=verbose,
+    )
 
     class MMCVCarafe(torch.autograd.Function):
         @staticmethod
@@ -59,8 +67,20 @@ def load(sources=SOURCES, verbose=False):
             rgrad_masks = torch.zeros_like(masks)
             grad_input = torch.zeros_like(features)
             grad_masks = torch.zeros_like(masks)
-            ext.backward(grad_output, rfeatures, masks, rgrad_output, rgrad_input_hs,
-                         rgrad_input, rgrad_masks, grad_input, grad_masks, k, G, s)
+            ext.backward(
+                grad_output,
+                rfeatures,
+                masks,
+                rgrad_output,
+                rgrad_input_hs,
+                rgrad_input,
+                rgrad_masks,
+                grad_input,
+                grad_masks,
+                k,
+                G,
+                s,
+            )
             return grad_input, grad_masks, None, None, None
 
     return MMCVCarafe.apply

@@ -44,10 +44,15 @@ MMENGINE_MODELS.register_module(name="CARAFELabPack", module=CARAFEPack)
 
 
 def _ours_like(module: _MMCVCARAFEPack) -> CARAFEPack:
-    return CARAFEPack(module.channels, module.scale_factor, up_kernel=module.up_kernel,
-                      up_group=module.up_group, encoder_kernel=module.encoder_kernel,
-                      encoder_dilation=module.encoder_dilation,
-                      compressed_channels=module.compressed_channels)
+    return CARAFEPack(
+        module.channels,
+        module.scale_factor,
+        up_kernel=module.up_kernel,
+        up_group=module.up_group,
+        encoder_kernel=module.encoder_kernel,
+        encoder_dilation=module.encoder_dilation,
+        compressed_channels=module.compressed_channels,
+    )
 
 
 def _split_type(upsample_cfg):
@@ -57,8 +62,9 @@ def _split_type(upsample_cfg):
     mmdet's code as mmcv's 'carafe' (the layer layout is then mmdet's by
     construction) and swapped for ours afterwards."""
     cfg = dict(upsample_cfg) if upsample_cfg is not None else None
-    ours = cfg is not None and (cfg.get("type") == UPSAMPLE_TYPE
-                                or cfg.get("type") in UPSAMPLE_ALIASES)
+    ours = cfg is not None and (
+        cfg.get("type") == UPSAMPLE_TYPE or cfg.get("type") in UPSAMPLE_ALIASES
+    )
     if ours:
         cfg["type"] = "carafe"
     return cfg, ours
@@ -70,9 +76,14 @@ class CARAFEOpFPN(FPN_CARAFE):
     """``FPN_CARAFE`` with :class:`carafe.CARAFEPack` upsamplers (type
     'carafe_op'); all other arguments as mmdet's ``FPN_CARAFE``."""
 
-    def __init__(self, *args, upsample_cfg=dict(type=UPSAMPLE_TYPE, up_kernel=5, up_group=1,
-                                                 encoder_kernel=3, encoder_dilation=1),
-                 **kwargs):
+    def __init__(
+        self,
+        *args,
+        upsample_cfg=dict(  # noqa: B006  (mmdet's signature style; never mutated)
+            type=UPSAMPLE_TYPE, up_kernel=5, up_group=1, encoder_kernel=3, encoder_dilation=1
+        ),
+        **kwargs,
+    ):
         cfg, ours = _split_type(upsample_cfg)
         super().__init__(*args, upsample_cfg=cfg, **kwargs)
         if ours:
@@ -96,7 +107,12 @@ class CARAFEOpMaskHead(FCNMaskHead):
     """``FCNMaskHead`` whose upsampler can be :class:`carafe.CARAFEPack`
     (``upsample_cfg=dict(type='carafe_op', scale_factor=2, ...)``)."""
 
-    def __init__(self, *args, upsample_cfg=dict(type="deconv", scale_factor=2), **kwargs):
+    def __init__(
+        self,
+        *args,
+        upsample_cfg=dict(type="deconv", scale_factor=2),  # noqa: B006  (as mmdet's; not mutated)
+        **kwargs,
+    ):
         cfg, ours = _split_type(upsample_cfg)
         super().__init__(*args, upsample_cfg=cfg, **kwargs)
         if ours:

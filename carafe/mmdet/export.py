@@ -42,9 +42,11 @@ class RawDetector(nn.Module):
 
 
 def output_names(levels):
-    return ([f"fpn_p{i + 2}" for i in range(levels)]
-            + [f"rpn_cls_p{i + 2}" for i in range(levels)]
-            + [f"rpn_bbox_p{i + 2}" for i in range(levels)])
+    return (
+        [f"fpn_p{i + 2}" for i in range(levels)]
+        + [f"rpn_cls_p{i + 2}" for i in range(levels)]
+        + [f"rpn_bbox_p{i + 2}" for i in range(levels)]
+    )
 
 
 def export_detector(detector, example, path=None, **kwargs):
@@ -53,8 +55,15 @@ def export_detector(detector, example, path=None, **kwargs):
     image size stay dynamic. Returns the
     ONNXProgram (see carafe.export.export_onnx)."""
     from ..export import export_onnx
+
     raw = RawDetector(detector).eval()
     with torch.no_grad():
         raw(example)
-    return export_onnx(raw, (example,), path, input_names=["image"],
-                       output_names=output_names(raw.levels), **kwargs)
+    return export_onnx(
+        raw,
+        (example,),
+        path,
+        input_names=["image"],
+        output_names=output_names(raw.levels),
+        **kwargs,
+    )

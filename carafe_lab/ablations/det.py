@@ -16,11 +16,15 @@ from .. import paths
 from .task import Task
 
 # mmdet's COCO metric reports AP as fractions; tables show percent, as papers do
-TASK = Task(name="det", metrics=("bbox_mAP", "bbox_mAP_50"),
-            axis={"bbox_mAP": "box AP (fraction)", "bbox_mAP_50": "box AP50 (fraction)"},
-            percent=frozenset({"bbox_mAP", "bbox_mAP_50"}), keeps_run_folders=True,
-            # the offline FPN: 128 channels, four upsamplers (P6->P5 .. P3->P2)
-            upsampler_channels=lambda setting: (FPN_CHANNELS,) * 4)
+TASK = Task(
+    name="det",
+    metrics=("bbox_mAP", "bbox_mAP_50"),
+    axis={"bbox_mAP": "box AP (fraction)", "bbox_mAP_50": "box AP50 (fraction)"},
+    percent=frozenset({"bbox_mAP", "bbox_mAP_50"}),
+    keeps_run_folders=True,
+    # the offline FPN: 128 channels, four upsamplers (P6->P5 .. P3->P2)
+    upsampler_channels=lambda setting: (FPN_CHANNELS,) * 4,
+)
 FPN_CHANNELS = 128  # experiments/configs/_base_/offline_r18_fpn_carafe.py (a test checks it)
 CONFIG_NAME = "faster-rcnn_r18_fpn-carafe_offline.py"
 SETTINGS = {
@@ -56,20 +60,30 @@ def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=N
     return out
 
 
-def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        work_dir=None, config=None):
+def run(
+    upsampler,
+    options,
+    scale=2,
+    seed=0,
+    setting="default",
+    device="cpu",
+    steps=None,
+    work_dir=None,
+    config=None,
+):
     """Train and evaluate once; returns {"bbox_mAP", "bbox_mAP_50", ...,
     "train_seconds", "work_dir"}. scale must be 2 (the FPN's step)."""
     if scale != 2:
         raise ValueError(f"scale: the FPN neck upsamples by 2 per level; got {scale}")
     from ..experiments.launcher import train
+
     config = config if config is not None else paths.configs() / CONFIG_NAME
     cfg = dict(SETTINGS[setting])
-    options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps,
-                           cfg["train_images"])
+    options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps, cfg["train_images"])
     run_dir = train(config, work_dir=work_dir, cfg_options=options_)
     if work_dir is not None:  # a study's run: its dump becomes overrides of the study's config
         from ..experiments.compact import record
+
         record(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "run.json").read_text())
@@ -99,19 +113,30 @@ def evaluate(evaluation, trained, setting="default", device="cpu"):
 
     from ..experiments.folders import new_folder
     from ..experiments.launcher import resume_checkpoint, test
+
     if evaluation not in EVALUATIONS:
         raise ValueError(f"evaluation: expected one of {EVALUATIONS}, got {evaluation!r}")
     run_dir = Path(trained["work_dir"])
     pointer = run_dir / "last_checkpoint"
     if not pointer.is_file():
-        raise FileNotFoundError(f"trained: no checkpoint in {run_dir} (checkpoints are kept "
-                                "locally, not committed; retrain the variant)")
+        raise FileNotFoundError(
+            f"trained: no checkpoint in {run_dir} (checkpoints are kept "
+            "locally, not committed; retrain the variant)"
+        )
     checkpoint = resume_checkpoint(run_dir, pointer.read_text().strip())
     out = new_folder(run_dir.parent / f"{run_dir.name}_{evaluation}")
-    metrics = test(run_dir / CONFIG_NAME, checkpoint, work_dir=out,
-                   extra_hooks=[dict(type="CarafePhaseMeanSwapHook",
-                                     num_images=PHASE_MEAN_IMAGES,
-                                     score_images=KERNEL_SCORE_IMAGES)])
+    metrics = test(
+        run_dir / CONFIG_NAME,
+        checkpoint,
+        work_dir=out,
+        extra_hooks=[
+            dict(
+                type="CarafePhaseMeanSwapHook",
+                num_images=PHASE_MEAN_IMAGES,
+                score_images=KERNEL_SCORE_IMAGES,
+            )
+        ],
+    )
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
     result["work_dir"] = str(out)
     result["of"] = str(run_dir)

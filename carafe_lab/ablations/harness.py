@@ -71,13 +71,25 @@ def select_variants(study, labels=None):
     known = [label for label, _, _ in variants]
     unknown = [label for label in labels if label not in known]
     if unknown or not labels:
-        raise ValueError(f"variants: {unknown or labels!r} not in study {study!r}; "
-                         f"choose from {known}")
+        raise ValueError(
+            f"variants: {unknown or labels!r} not in study {study!r}; choose from {known}"
+        )
     return [v for v in variants if v[0] in labels]
 
 
-def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out_root=None,
-              steps=None, log=print, variants=None, jobs=1):
+def run_study(
+    study,
+    task="sr",
+    quick=False,
+    seeds=1,
+    device="cpu",
+    scale=2,
+    out_root=None,
+    steps=None,
+    log=print,
+    variants=None,
+    jobs=1,
+):
     """Train every variant of `study` on `task` for seeds 0..seeds-1 and write
     results.json, table.md and figure.png into a new folder
     out_root/<study>/<task>/<timestamp>[_n] (claimed atomically: two studies
@@ -95,17 +107,23 @@ def run_study(study, task="sr", quick=False, seeds=1, device="cpu", scale=2, out
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
     if task not in STUDY_TASKS.get(study, (task,)):
-        raise ValueError(f"task: study {study!r} runs on {list(STUDY_TASKS[study])}, "
-                         f"got {task!r}")
+        raise ValueError(f"task: study {study!r} runs on {list(STUDY_TASKS[study])}, got {task!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
     _check_jobs(jobs, device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
     chosen = select_variants(study, variants)
-    params = {"study": study, "task": task, "setting": "quick" if quick else "default",
-              "scale": scale, "seeds": seeds, "device": device, "steps": steps,
-              "variants": [label for label, _, _ in chosen]}
+    params = {
+        "study": study,
+        "task": task,
+        "setting": "quick" if quick else "default",
+        "scale": scale,
+        "seeds": seeds,
+        "device": device,
+        "steps": steps,
+        "variants": [label for label, _, _ in chosen],
+    }
     out = new_folder(Path(out_root or paths.ablations()) / study / task)
     return _execute(out, params, {}, jobs, log)
 
@@ -124,21 +142,26 @@ def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
         params["steps"] = saved.get("steps")
         params["variants"] = [r["label"] for r in saved["rows"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"resume: {path} is missing or damaged ({type(e).__name__}: {e}); "
-                         "nothing to resume") from None
+        raise ValueError(
+            f"resume: {path} is missing or damaged ({type(e).__name__}: {e}); nothing to resume"
+        ) from None
     if seeds is not None:
         if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < params["seeds"]:
-            raise ValueError(f"seeds: expected an integer >= the study's {params['seeds']}, "
-                             f"got {seeds!r}")
+            raise ValueError(
+                f"seeds: expected an integer >= the study's {params['seeds']}, got {seeds!r}"
+            )
         if seeds > params["seeds"]:
             params["seeds"], saved["complete"] = seeds, False
     if saved.get("complete") and not reevaluate:
         raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
     _check_jobs(jobs, params["device"])
     select_variants(params["study"], params["variants"])  # the study still has them
-    finished = {(i, s["seed"]): {k: v for k, v in s.items() if k != "seed"}
-                for i, r in enumerate(saved["rows"]) for s in r["seeds"]
-                if not (reevaluate and evaluated(params["study"], r["label"]))}
+    finished = {
+        (i, s["seed"]): {k: v for k, v in s.items() if k != "seed"}
+        for i, r in enumerate(saved["rows"])
+        for s in r["seeds"]
+        if not (reevaluate and evaluated(params["study"], r["label"]))
+    }
     return _execute(Path(folder), params, finished, jobs, log)
 
 
@@ -153,8 +176,10 @@ def _check_sources(study, labels):
     for label in labels:
         source = evaluated(study, label)
         if source and source[0] not in labels:
-            raise ValueError(f"variants: {label!r} evaluates the trained models of "
-                             f"{source[0]!r}; choose {source[0]!r} too")
+            raise ValueError(
+                f"variants: {label!r} evaluates the trained models of "
+                f"{source[0]!r}; choose {source[0]!r} too"
+            )
 
 
 def trained_size(task, name, options, setting):
@@ -177,50 +202,73 @@ def _execute(out, params, finished, jobs, log):
     for label, name, options in chosen:
         module = build_upsampler(name, 256, 2, **options)
         params_trained, flops_trained = trained_size(task, name, options, params["setting"])
-        rows.append({"label": label, "upsampler": name, "options": options,
-                     "params_c256_s2": count_parameters(module),
-                     "flops_per_pixel_c256_s2": module.flops_per_pixel(),
-                     "params_trained": params_trained,
-                     "flops_per_pixel_trained": flops_trained,
-                     "upsampler_channels": list(task_of(task).upsampler_channels(
-                         params["setting"])),
-                     "latency_ms_c64_64px": latency_ms(name, options, device=device)})
+        rows.append(
+            {
+                "label": label,
+                "upsampler": name,
+                "options": options,
+                "params_c256_s2": count_parameters(module),
+                "flops_per_pixel_c256_s2": module.flops_per_pixel(),
+                "params_trained": params_trained,
+                "flops_per_pixel_trained": flops_trained,
+                "upsampler_channels": list(task_of(task).upsampler_channels(params["setting"])),
+                "latency_ms_c64_64px": latency_ms(name, options, device=device),
+            }
+        )
         if evaluated(study, label):
             rows[-1]["evaluates"] = dict(zip(("variant", "evaluation"), evaluated(study, label)))
         if training_overrides(study, label):
             rows[-1]["training"] = training_overrides(study, label)
-    sources = {labels.index(src) for src, _ in filter(None, (evaluated(study, lb)
-                                                             for lb in labels))}
+    sources = {
+        labels.index(src) for src, _ in filter(None, (evaluated(study, lb) for lb in labels))
+    }
 
     def train_kwargs(i, seed):
         label = labels[i]
-        kwargs = dict(scale=params["scale"], seed=seed, setting=params["setting"],
-                      device=device, steps=params["steps"], **training_overrides(study, label))
+        kwargs = dict(
+            scale=params["scale"],
+            seed=seed,
+            setting=params["setting"],
+            device=device,
+            steps=params["steps"],
+            **training_overrides(study, label),
+        )
         if task_of(task).keeps_run_folders or task_of(task).saves_models or i in sources:
             kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
         return kwargs
 
     # seed-major: an interrupted study has every arm at about the same seeds
-    todo = [(i, seed) for seed in range(seeds) for i in range(len(chosen))
-            if (i, seed) not in finished]
+    todo = [
+        (i, seed) for seed in range(seeds) for i in range(len(chosen)) if (i, seed) not in finished
+    ]
     started = time.perf_counter()
     results_by_run = dict(finished)
 
     def save(complete):
         for i, row in enumerate(rows):
-            row["seeds"] = [{"seed": seed, **results_by_run[i, seed]} for seed in range(seeds)
-                            if (i, seed) in results_by_run]
+            row["seeds"] = [
+                {"seed": seed, **results_by_run[i, seed]}
+                for seed in range(seeds)
+                if (i, seed) in results_by_run
+            ]
             for m in metrics:
                 values = [s[m] for s in row["seeds"]]
                 row[f"{m}_mean"] = statistics.mean(values) if values else None
                 row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        results = {**{k: params[k] for k in ("study", "task", "setting", "scale", "seeds",
-                                              "device", "steps")},
-                   "torch": torch.__version__, "machine": platform.platform(),
-                   "jobs": jobs, "threads_per_run": threads,
-                   "wall_seconds": round(time.perf_counter() - started, 1),
-                   "complete": complete, "rows": rows,
-                   "published_source": paper.SOURCE if paper.has_column(study, task) else None}
+        results = {
+            **{
+                k: params[k]
+                for k in ("study", "task", "setting", "scale", "seeds", "device", "steps")
+            },
+            "torch": torch.__version__,
+            "machine": platform.platform(),
+            "jobs": jobs,
+            "threads_per_run": threads,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "complete": complete,
+            "rows": rows,
+            "published_source": paper.SOURCE if paper.has_column(study, task) else None,
+        }
         results.update(task_of(task).results_keys)
         tmp = out / "results.json.tmp"  # a kill mid-write never leaves half a file
         tmp.write_text(json.dumps(results, indent=2) + "\n")
@@ -229,9 +277,11 @@ def _execute(out, params, finished, jobs, log):
 
     def done(i, seed, result):
         if result is None:
-            log(f"[{study}/{task}] {labels[i]} seed {seed}: evaluation "
+            log(
+                f"[{study}/{task}] {labels[i]} seed {seed}: evaluation "
                 f"{evaluated(study, labels[i])[1]!r} is not available for {task}; left for "
-                "`resume`")
+                "`resume`"
+            )
             return
         source = evaluated(study, labels[i])
         if source and "trained_kernels" in result:
@@ -243,9 +293,12 @@ def _execute(out, params, finished, jobs, log):
                 trained["kernels"] = kernels
         results_by_run[i, seed] = result
         save(complete=False)
-        log(f"[{study}/{task}] {labels[i]} seed {seed} ({len(results_by_run)}/"
-            f"{len(chosen) * seeds}): " + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
-            + f" ({time.perf_counter() - started:.0f} s so far)")
+        log(
+            f"[{study}/{task}] {labels[i]} seed {seed} ({len(results_by_run)}/"
+            f"{len(chosen) * seeds}): "
+            + ", ".join(f"{m} {result[m]:.4f}" for m in metrics)
+            + f" ({time.perf_counter() - started:.0f} s so far)"
+        )
 
     def job(i, seed):
         """(function, args) of one (variant, seed), or None while an
@@ -257,8 +310,9 @@ def _execute(out, params, finished, jobs, log):
         trained = results_by_run.get((labels.index(source[0]), seed))
         if trained is None:
             return None
-        kwargs = dict(setting=params["setting"], device=device,
-                      **training_overrides(study, labels[i]))
+        kwargs = dict(
+            setting=params["setting"], device=device, **training_overrides(study, labels[i])
+        )
         return _evaluate_one, (task, source[1], trained, kwargs)
 
     save(complete=False)
@@ -275,11 +329,13 @@ def _execute(out, params, finished, jobs, log):
     else:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
         # spawn: a forked child would inherit torch's OpenMP pool mid-state;
         # one training per process: no state (mmengine's global registries and
         # message hub, torch's RNG) carries from one run into the next.
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+        ) as pool:
             waiting, running = list(todo), {}
             while waiting or running:
                 for i, seed in list(waiting):
@@ -292,8 +348,7 @@ def _execute(out, params, finished, jobs, log):
                 finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished_now:
                     done(*running.pop(future), future.result())
-    complete = all((i, seed) in results_by_run for i in range(len(chosen))
-                   for seed in range(seeds))
+    complete = all((i, seed) in results_by_run for i in range(len(chosen)) for seed in range(seeds))
     results = save(complete=complete)
     if complete:
         (out / "table.md").write_text(table(results))
@@ -304,6 +359,7 @@ def _execute(out, params, finished, jobs, log):
 def table(results):
     """The study's table.md (carafe_lab.ablations.tables.study_markdown)."""
     from .tables import study_markdown
+
     return study_markdown(results)
 
 
@@ -312,23 +368,33 @@ def figure(results, path):
     sample std over seeds; the seeds as small dots), against the first
     variant (the baseline) as a dashed line. Saved to path."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     spec = task_of(results["task"])
     m0 = spec.metrics[0]
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.4))
     for i, r in enumerate(rows):
         ax.scatter([s[m0] for s in r["seeds"]], [i] * len(r["seeds"]), s=8, color="0.6", zorder=1)
-        ax.errorbar(r[f"{m0}_mean"], i, xerr=r[f"{m0}_std"], fmt="o", color="C0", capsize=3,
-                    zorder=2)
-    ax.axvline(rows[0][f"{m0}_mean"], color="0.3", ls="--", lw=1,
-               label=f"{rows[0]['label']} (baseline) mean")
+        ax.errorbar(
+            r[f"{m0}_mean"], i, xerr=r[f"{m0}_std"], fmt="o", color="C0", capsize=3, zorder=2
+        )
+    ax.axvline(
+        rows[0][f"{m0}_mean"],
+        color="0.3",
+        ls="--",
+        lw=1,
+        label=f"{rows[0]['label']} (baseline) mean",
+    )
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
     ax.invert_yaxis()
     unit = spec.axis_label(results, m0)
-    ax.set(xlabel=f"{unit}: mean ± 1 std over {results['seeds']} seed(s), grey: seeds",
-           title=f"{results['study']} ({results['task']}, x{results['scale']})")
+    ax.set(
+        xlabel=f"{unit}: mean ± 1 std over {results['seeds']} seed(s), grey: seeds",
+        title=f"{results['study']} ({results['task']}, x{results['scale']})",
+    )
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -29,8 +29,13 @@ PUBLISHED = {
 }
 # Stated in the paper's abstract / Sec. 3.
 PAPER_TEXT = {"carafe_flops_per_pixel_c256_s2": 199_000, "carafe_gain_faster_rcnn_box_ap": 1.2}
-SOURCE = ("Faster R-CNN R50-FPN 1x COCO box AP from " + SAPA + " and " + DYSAMPLE
-          + "; see ../shared/published-numbers.md")
+SOURCE = (
+    "Faster R-CNN R50-FPN 1x COCO box AP from "
+    + SAPA
+    + " and "
+    + DYSAMPLE
+    + "; see ../shared/published-numbers.md"
+)
 
 
 #: The task the published numbers were measured on (detection): no other

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from .. import paths
 from ..readme import write_section
-from . import paper
 from .harness import task_of
 
 MARKERS = ("<!-- abl:start -->", "<!-- abl:end -->")
@@ -43,8 +42,10 @@ def load_results(root=None, warn=_warn):
             warn(f"report: skipping {path}: {type(e).__name__}: {e}")
             continue
         if results.get("complete") is False:
-            warn(f"report: skipping {path}: the study is incomplete (resume it with "
-                 f"python -m carafe_lab.ablations resume {path.parent})")
+            warn(
+                f"report: skipping {path}: the study is incomplete (resume it with "
+                f"python -m carafe_lab.ablations resume {path.parent})"
+            )
             continue
         results["_dir"] = path.parent
         out.append(results)
@@ -65,11 +66,13 @@ def summary_markdown(root=None):
     (study, task), each as :func:`carafe_lab.ablations.tables.study_markdown`
     renders it (the same text as the study folder's table.md)."""
     from .tables import study_markdown
+
     chosen = latest(load_results(root))
     if not chosen:
         return "No default-setting ablation results yet.\n"
-    return "\n".join(study_markdown(r, paths.relative(r["_dir"]))
-                     for _, r in sorted(chosen.items()))
+    return "\n".join(
+        study_markdown(r, paths.relative(r["_dir"])) for _, r in sorted(chosen.items())
+    )
 
 
 def update_docs(text, page=None):
@@ -80,31 +83,100 @@ def update_docs(text, page=None):
 
 update_readme = update_docs  # --update-readme's name for it
 
+#: The markers of the mechanism verdict, in the README and docs/ablations.md.
+VERDICT_MARKERS = ("<!-- mechanism:start -->", "<!-- mechanism:end -->")
+
+
+def verdict_markdown(root=None):
+    """The mechanism study's verdict as bullet points, every sentence
+    computed from the latest complete default-setting results
+    (:mod:`carafe_lab.ablations.verdict`): per task, CA per step with its
+    95% interval and the Holm-corrected comparisons; the kernel_lr study's
+    CA and mIoU per learning-rate factor."""
+    from .tables import values
+    from .verdict import ca_sentences, mechanism_sentences, shift_sentences
+
+    chosen = latest(load_results(root, warn=lambda message: None))
+    lines = []
+    for task in ("seg", "det"):
+        results = chosen.get(("mechanism", task))
+        if results is None:
+            lines.append(f"- `mechanism` on `{task}`: no complete results yet.")
+            continue
+        where = paths.relative(results["_dir"])
+        lines.append(f"- `mechanism` on `{task}` ({results['seeds']} seeds, `{where}`):")
+        lines += [
+            f"  - {s}"
+            for s in ca_sentences(results) + shift_sentences(results) + mechanism_sentences(results)
+        ]
+    results = chosen.get(("kernel_lr", "seg"))
+    if results is not None:
+        from .verdict import ca_by_level
+        from ..stats import mean_ci
+
+        lines.append(
+            f"- `kernel_lr` on `seg` ({results['seeds']} seeds, "
+            f"`{paths.relative(results['_dir'])}`):"
+        )
+        for row in results["rows"]:
+            miou, low, high = mean_ci(values(results, row, "miou"))
+            ca = ca_by_level(results, row["label"])
+            lines.append(
+                f"  - {row['label']}: mIoU {miou:.3f} [95% CI {low:.3f}, {high:.3f}]; "
+                + "; ".join(
+                    f"{lv}: CA {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}], "
+                    f"entropy {c['entropy']:.2f} nats, one-hot share "
+                    f"{c['one_hot_share']:.3f}"
+                    for lv, c in ca.items()
+                )
+                + "."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def update_verdict(text, pages=None):
+    """Write text between the mechanism markers of the README and
+    docs/ablations.md (or of pages)."""
+    for page in pages or (paths.readme(), paths.docs_page(DOCS_PAGE)):
+        write_section(page, VERDICT_MARKERS, text)
+
 
 def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
     """Quality (the task's first metric, mean ± std over seeds) against x
     (latency, params or FLOPs) for each variant of one results dict; saved to
     path when given. Returns the Figure."""
     import matplotlib
+
     if path is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     spec = task_of(results["task"])
     m0 = spec.metrics[0]
-    labels = {"latency_ms_c64_64px": "CPU latency, ms (C=64, 64x64 input)",
-              "params_c256_s2": "parameters (C=256)",
-              "flops_per_pixel_c256_s2": "FLOPs per input pixel (C=256)"}
+    labels = {
+        "latency_ms_c64_64px": "CPU latency, ms (C=64, 64x64 input)",
+        "params_c256_s2": "parameters (C=256)",
+        "flops_per_pixel_c256_s2": "FLOPs per input pixel (C=256)",
+    }
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for row in results["rows"]:
         ax.errorbar(row[x], row[f"{m0}_mean"], yerr=row[f"{m0}_std"], fmt="o", capsize=3)
-        ax.annotate(row["label"], (row[x], row[f"{m0}_mean"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+        ax.annotate(
+            row["label"],
+            (row[x], row[f"{m0}_mean"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     if x != "latency_ms_c64_64px":
         ax.set_xscale("symlog", linthresh=1)
     unit = spec.axis_label(results, m0)
-    ax.set(xlabel=labels.get(x, x), ylabel=f"{unit}\nmean ± 1 std over seeds",
-           title=f"{results['study']} on {results['task']} ({results['seeds']} seed(s), "
-                 f"{results['setting']})")
+    ax.set(
+        xlabel=labels.get(x, x),
+        ylabel=f"{unit}\nmean ± 1 std over seeds",
+        title=f"{results['study']} on {results['task']} ({results['seeds']} seed(s), "
+        f"{results['setting']})",
+    )
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

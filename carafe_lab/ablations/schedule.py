@@ -10,8 +10,12 @@ def warmup_cosine(optimizer, steps: int, warmup_fraction: float = 0.1):
     (call .step() once per step). The warm-up matters: at full learning rate
     from step 0 the sr head's units died in some seeds."""
     warmup = max(1, int(steps * warmup_fraction))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup) * 0.5
-                                             * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda i: (
+            min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+        ),
+    )
 
 
 #: Learning-rate factor for CARAFE's kernel prediction layer (content
@@ -31,8 +35,13 @@ def param_groups(model, lr: float, kernel_lr_scale: float = KERNEL_LR_SCALE):
     (every ``content_encoder`` of a :class:`carafe.CARAFEPack`) at
     ``lr * kernel_lr_scale``, the rest at ``lr``."""
     from carafe.modules import CARAFEPack
-    kernel = {id(p) for m in model.modules() if isinstance(m, CARAFEPack)
-              for p in m.content_encoder.parameters()}
+
+    kernel = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, CARAFEPack)
+        for p in m.content_encoder.parameters()
+    }
     rest = [p for p in model.parameters() if id(p) not in kernel]
     slow = [p for p in model.parameters() if id(p) in kernel]
     groups = [{"params": rest, "lr": lr}]

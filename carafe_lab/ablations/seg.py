@@ -24,19 +24,38 @@ from ..upsamplers import build_upsampler
 from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
 from .task import Task
 
-TASK = Task(name="seg", metrics=("miou", "boundary_f"),
-            axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"},
-            saves_models=True,
-            # three decoder steps at the setting's width
-            upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],) * 3)
+TASK = Task(
+    name="seg",
+    metrics=("miou", "boundary_f"),
+    axis={"miou": "mIoU (fraction)", "boundary_f": "boundary F-score (2 px)"},
+    saves_models=True,
+    # three decoder steps at the setting's width
+    upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],) * 3,
+)
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
     # steps, batch, image size, features, train / val images, lr
-    "default": dict(steps=500, batch=8, size=96, channels=24, num_train=256, num_val=32,
-                    lr=3e-3, kernel_lr_scale=KERNEL_LR_SCALE),
-    "quick": dict(steps=60, batch=4, size=64, channels=16, num_train=32, num_val=8, lr=3e-3,
-                  kernel_lr_scale=KERNEL_LR_SCALE),
+    "default": dict(
+        steps=500,
+        batch=8,
+        size=96,
+        channels=24,
+        num_train=256,
+        num_val=32,
+        lr=3e-3,
+        kernel_lr_scale=KERNEL_LR_SCALE,
+    ),
+    "quick": dict(
+        steps=60,
+        batch=4,
+        size=64,
+        channels=16,
+        num_train=32,
+        num_val=8,
+        lr=3e-3,
+        kernel_lr_scale=KERNEL_LR_SCALE,
+    ),
 }
 BOUNDARY_TOLERANCE = 2  # pixels
 
@@ -45,6 +64,7 @@ def make_split(num, size, seed):
     """(images (N, 3, size, size) float in [0, 1], labels (N, size, size) int64)
     drawn with the offline detection dataset's generator."""
     from ..experiments.data import load_sources, make_image
+
     rng = np.random.default_rng(seed)
     objects_src, backgrounds = load_sources()
     images = np.empty((num, size, size, 3), np.uint8)
@@ -63,8 +83,9 @@ _cached_split = functools.lru_cache(maxsize=None)(make_split)
 
 
 def _conv(cin, cout, stride=1):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SegNet(nn.Module):
@@ -75,16 +96,18 @@ class SegNet(nn.Module):
         c = channels
         # Encoder to 1/8: the shape classes need a receptive field of a whole
         # object; the work is at low resolution, where it is cheap.
-        self.enc0 = _conv(3, c)                                      # 1/1
-        self.enc1 = nn.Sequential(_conv(c, c, 2), _conv(c, c))       # 1/2
+        self.enc0 = _conv(3, c)  # 1/1
+        self.enc1 = nn.Sequential(_conv(c, c, 2), _conv(c, c))  # 1/2
         self.enc2 = nn.Sequential(_conv(c, 2 * c, 2), _conv(2 * c, 2 * c))  # 1/4
-        self.enc3 = nn.Sequential(_conv(2 * c, 2 * c, 2), _conv(2 * c, 2 * c),
-                                  _conv(2 * c, 2 * c))               # 1/8
+        self.enc3 = nn.Sequential(
+            _conv(2 * c, 2 * c, 2), _conv(2 * c, 2 * c), _conv(2 * c, 2 * c)
+        )  # 1/8
         # FPN-style top-down path: reduce to c channels, then three x2 steps
         # with the upsampler under test, each added to a lateral projection.
         self.reduce = nn.Conv2d(2 * c, c, 1)
-        self.laterals = nn.ModuleList([nn.Conv2d(2 * c, c, 1), nn.Conv2d(c, c, 1),
-                                       nn.Conv2d(c, c, 1)])
+        self.laterals = nn.ModuleList(
+            [nn.Conv2d(2 * c, c, 1), nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)]
+        )
         self.ups = nn.ModuleList([build_upsampler(upsampler, c, 2, **options) for _ in range(3)])
         self.smooth = nn.ModuleList([_conv(c, c), _conv(c, c)])
         self.classifier = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, NUM_CLASSES, 1))
@@ -138,13 +161,22 @@ def boundary_f(pred, target, tolerance=BOUNDARY_TOLERANCE, n=NUM_CLASSES):
             continue
         precision = float((bp & _dilate(bt, tolerance)).sum()) / n_p if n_p else 0.0
         recall = float((bt & _dilate(bp, tolerance)).sum()) / n_t if n_t else 0.0
-        scores.append(0.0 if precision + recall == 0 else
-                      2 * precision * recall / (precision + recall))
+        scores.append(
+            0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        )
     return sum(scores) / len(scores)
 
 
-def train_model(upsampler, options, seed=0, setting="default", device="cpu", steps=None,
-                progress=None, **overrides):
+def train_model(
+    upsampler,
+    options,
+    seed=0,
+    setting="default",
+    device="cpu",
+    steps=None,
+    progress=None,
+    **overrides,
+):
     """Train a SegNet on the generated training images. Returns (model in
     eval mode, training seconds, the settings used). ``progress``: a
     callable wrapping the step range (e.g. tqdm.auto.trange's iterable), for
@@ -158,13 +190,14 @@ def train_model(upsampler, options, seed=0, setting="default", device="cpu", ste
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = SegNet(upsampler, cfg["channels"], **options).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg["kernel_lr_scale"]), lr=cfg["lr"],
-                            weight_decay=1e-4)
+    opt = torch.optim.AdamW(
+        param_groups(model, cfg["lr"], cfg["kernel_lr_scale"]), lr=cfg["lr"], weight_decay=1e-4
+    )
     sched = warmup_cosine(opt, cfg["steps"])
     start = time.perf_counter()
     model.train()
     steps_iter = range(cfg["steps"])
-    for _ in (progress(steps_iter) if progress else steps_iter):
+    for _ in progress(steps_iter) if progress else steps_iter:
         idx = torch.randint(len(train_x), (cfg["batch"],), generator=gen)
         x, y = train_x[idx], train_y[idx]
         if torch.rand((), generator=gen) < 0.5:  # horizontal flip
@@ -189,14 +222,26 @@ def evaluate_model(model, val_x, val_y, device="cpu"):
     preds = []
     with torch.no_grad():
         for i in range(0, len(val_x), 8):
-            preds.append(model(val_x[i:i + 8].to(device)).argmax(1).cpu())
+            preds.append(model(val_x[i : i + 8].to(device)).argmax(1).cpu())
     pred = torch.cat(preds)
-    return {"miou": miou(confusion(pred, val_y)), "boundary_f": boundary_f(pred, val_y),
-            "pixel_acc": (pred == val_y).double().mean().item()}
+    return {
+        "miou": miou(confusion(pred, val_y)),
+        "boundary_f": boundary_f(pred, val_y),
+        "pixel_acc": (pred == val_y).double().mean().item(),
+    }
 
 
-def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        work_dir=None, **overrides):
+def run(
+    upsampler,
+    options,
+    scale=2,
+    seed=0,
+    setting="default",
+    device="cpu",
+    steps=None,
+    work_dir=None,
+    **overrides,
+):
     """Train on the generated training images, evaluate on held-out ones.
     Returns {"miou", "boundary_f", "pixel_acc", "train_seconds"} and, for
     CARAFE, the kernels' same-segment mass (see :func:`kernel_scores`).
@@ -205,8 +250,7 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
     (for :func:`evaluate`) and the result names it."""
     if scale != 2:
         raise ValueError(f"scale: the seg task's decoder upsamples in x2 steps; got {scale}")
-    model, seconds, cfg = train_model(upsampler, options, seed, setting, device, steps,
-                                      **overrides)
+    model, seconds, cfg = train_model(upsampler, options, seed, setting, device, steps, **overrides)
     val_x, val_y = validation_split(setting, **overrides)
     result = evaluate_model(model, val_x, val_y, device)
     result["train_seconds"] = seconds
@@ -217,11 +261,19 @@ def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", st
         result["kernels"] = reports
     if work_dir is not None:
         from pathlib import Path
+
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"upsampler": upsampler, "options": dict(options), "setting": setting,
-                    "overrides": dict(overrides), "state_dict": model.state_dict()},
-                   work_dir / MODEL_FILE)
+        torch.save(
+            {
+                "upsampler": upsampler,
+                "options": dict(options),
+                "setting": setting,
+                "overrides": dict(overrides),
+                "state_dict": model.state_dict(),
+            },
+            work_dir / MODEL_FILE,
+        )
         result["work_dir"] = str(work_dir)
     return result
 
@@ -234,10 +286,13 @@ def load_model(work_dir, device="cpu"):
     """The SegNet saved by :func:`run` in work_dir, in eval mode, and what
     it was trained with ({"upsampler", "options", "setting", "overrides"})."""
     from pathlib import Path
+
     path = Path(work_dir) / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"work_dir: no trained model at {path} (models are kept "
-                                "locally, not committed; retrain the variant)")
+        raise FileNotFoundError(
+            f"work_dir: no trained model at {path} (models are kept "
+            "locally, not committed; retrain the variant)"
+        )
     saved = torch.load(path, map_location=device, weights_only=True)
     cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
     model = SegNet(saved["upsampler"], cfg["channels"], **saved["options"]).to(device)
@@ -269,10 +324,12 @@ def phase_mean_metrics(model, setting="default", device="cpu", **overrides):
     upsampler's kernels replaced by its own phase-mean kernels, averaged over
     the setting's training images (:mod:`carafe_lab.mechanism`)."""
     from ..mechanism import carafe_modules, phase_means_of, swapped_kernels
+
     cfg = {**SETTINGS[setting], **overrides}
     train_x, _ = _cached_split(cfg["num_train"], cfg["size"], 1000)
-    means = phase_means_of(model, (train_x[i:i + 8].to(device)
-                                   for i in range(0, len(train_x), 8)))
+    means = phase_means_of(
+        model, (train_x[i : i + 8].to(device) for i in range(0, len(train_x), 8))
+    )
     val_x, val_y = validation_split(setting, **overrides)
     with swapped_kernels(carafe_modules(model), means):
         return evaluate_model(model, val_x, val_y, device)
@@ -288,17 +345,21 @@ def decoder_kernels(model, x):
     """The CARAFE kernels of each decoder step for images x (N, 3, H, W):
     {level: (N, G, k, k, Ho, Wo)} with levels as in LEVEL_STRIDES."""
     from ..viz import reassembly_kernels
+
     inputs = {}
-    hooks = [up.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
-             for i, up in enumerate(model.ups)]
+    hooks = [
+        up.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0]))
+        for i, up in enumerate(model.ups)
+    ]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    return {level: reassembly_kernels(model.ups[i], inputs[i])
-            for i, level in enumerate(LEVEL_STRIDES)}
+    return {
+        level: reassembly_kernels(model.ups[i], inputs[i]) for i, level in enumerate(LEVEL_STRIDES)
+    }
 
 
 def kernel_reports(model, images, labels, device="cpu", width=1, batch=8):
@@ -307,13 +368,16 @@ def kernel_reports(model, images, labels, device="cpu", width=1, batch=8):
     decoder step: {level: :func:`carafe_lab.viz.kernel_report`} (the
     phase means and permutations are over all the images)."""
     from ..viz import kernel_report
+
     collected = {}
     model.eval()
     for i in range(0, len(images), batch):
-        for level, kernels in decoder_kernels(model, images[i:i + batch].to(device)).items():
+        for level, kernels in decoder_kernels(model, images[i : i + batch].to(device)).items():
             collected.setdefault(level, []).append(kernels.cpu())
-    return {level: kernel_report(torch.cat(parts), labels, 2, width)
-            for level, parts in collected.items()}
+    return {
+        level: kernel_report(torch.cat(parts), labels, 2, width)
+        for level, parts in collected.items()
+    }
 
 
 def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
@@ -324,6 +388,7 @@ def kernel_scores(model, images, labels, device="cpu", width=1, batch=8):
     {level: {"carafe" | "phase_mean" | "permuted" | "uniform" | "gaussian" |
     "bilinear" | "nearest": {"boundary", "interior", "n_boundary",
     "n_interior"}}} (the "masses" of :func:`kernel_reports`)."""
-    return {level: report["masses"]
-            for level, report in kernel_reports(model, images, labels, device, width,
-                                                batch).items()}
+    return {
+        level: report["masses"]
+        for level, report in kernel_reports(model, images, labels, device, width, batch).items()
+    }

@@ -46,24 +46,38 @@ def _psnr_label(results, metric):
 
 
 TASK = Task(
-    name="sr", metrics=("psnr", "ssim"),
+    name="sr",
+    metrics=("psnr", "ssim"),
     axis={"psnr": "PSNR, dB ({channel} channel)", "ssim": "SSIM (Y channel)"},
     results_keys={"psnr_channel": "Y"},
     columns=(("seeds stuck at bicubic", lambda row: str(at_bicubic(row))),),
     baseline_note=lambda row: f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})",
     metric_label=_psnr_label,
-    upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],))
+    upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],),
+)
 
-TRAIN_IMAGES = ("chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-                "brick", "grass", "gravel", "coins", "moon")
+TRAIN_IMAGES = (
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "moon",
+)
 TEST_IMAGES = ("astronaut", "coffee", "camera")
 
 SETTINGS = {
     # steps, batch, HR patch, features, eval crop (HR pixels)
-    "default": dict(steps=600, batch=16, patch=48, channels=32, eval_crop=192, lr=1e-3,
-                    kernel_lr_scale=1.0),
-    "quick": dict(steps=60, batch=8, patch=48, channels=16, eval_crop=96, lr=1e-3,
-                  kernel_lr_scale=1.0),
+    "default": dict(
+        steps=600, batch=16, patch=48, channels=32, eval_crop=192, lr=1e-3, kernel_lr_scale=1.0
+    ),
+    "quick": dict(
+        steps=60, batch=8, patch=48, channels=16, eval_crop=96, lr=1e-3, kernel_lr_scale=1.0
+    ),
 }
 # kernel_lr_scale stays 1 here (unlike seg): on sr sharper kernels score
 # higher, and the held-out PSNR of CARAFE fell with the slower kernel encoder
@@ -74,6 +88,7 @@ SETTINGS = {
 def load_images(names):
     """RGB float images in [0, 1], (3, H, W)."""
     from skimage import data
+
     out = []
     for name in names:
         im = torch.from_numpy(getattr(data, name)().copy()).float() / 255.0
@@ -84,8 +99,9 @@ def load_images(names):
 
 
 def downscale(hr, s):
-    return F.interpolate(hr, scale_factor=1 / s, mode="bicubic", antialias=True,
-                         align_corners=False)
+    return F.interpolate(
+        hr, scale_factor=1 / s, mode="bicubic", antialias=True, align_corners=False
+    )
 
 
 class SRNet(nn.Module):
@@ -95,13 +111,18 @@ class SRNet(nn.Module):
         super().__init__()
         self.scale = scale
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1))
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
         self.upsampler = build_upsampler(upsampler, channels, scale, **options)
         self.head = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
-            nn.Conv2d(channels, 3, 3, padding=1))
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(channels, 3, 3, padding=1),
+        )
         # Start close to bicubic upsampling: training learns the residual. A
         # small (not zero) last layer, and leaky ReLUs: with zero weights, or
         # plain ReLUs, the L1 loss first drives the residual to zero by
@@ -120,13 +141,13 @@ def luma(rgb):
     """ITU-R BT.601 luma in [16, 235] of RGB in [0, 1]: (..., 3, H, W) -> (..., H, W)
     numpy float64, the channel super-resolution results are reported on."""
     x = rgb.detach().clamp(0, 1).double().cpu().numpy()
-    return 16.0 + (65.481 * x[..., 0, :, :] + 128.553 * x[..., 1, :, :]
-                   + 24.966 * x[..., 2, :, :])
+    return 16.0 + (65.481 * x[..., 0, :, :] + 128.553 * x[..., 1, :, :] + 24.966 * x[..., 2, :, :])
 
 
 def psnr(a, b, border):
     """PSNR (dB) of the Y channels of a, b (3, H, W) in [0, 1], border shaved."""
     from skimage.metrics import peak_signal_noise_ratio
+
     ya, yb = luma(a)[border:-border, border:-border], luma(b)[border:-border, border:-border]
     return float(peak_signal_noise_ratio(yb, ya, data_range=255))
 
@@ -134,9 +155,13 @@ def psnr(a, b, border):
 def ssim(a, b, border):
     """SSIM of the Y channels (Wang et al. 2004: Gaussian window, sigma 1.5)."""
     from skimage.metrics import structural_similarity
+
     ya, yb = luma(a)[border:-border, border:-border], luma(b)[border:-border, border:-border]
-    return float(structural_similarity(yb, ya, data_range=255, gaussian_weights=True, sigma=1.5,
-                                       use_sample_covariance=False))
+    return float(
+        structural_similarity(
+            yb, ya, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+    )
 
 
 def _random_patches(images, n, size, gen):
@@ -146,12 +171,21 @@ def _random_patches(images, n, size, gen):
         _, H, W = im.shape
         y = int(torch.randint(H - size + 1, (1,), generator=gen))
         x = int(torch.randint(W - size + 1, (1,), generator=gen))
-        out.append(im[:, y:y + size, x:x + size])
+        out.append(im[:, y : y + size, x : x + size])
     return torch.stack(out)
 
 
-def train_model(upsampler, options, scale=2, seed=0, setting="default", device="cpu",
-                steps=None, progress=None, **overrides):
+def train_model(
+    upsampler,
+    options,
+    scale=2,
+    seed=0,
+    setting="default",
+    device="cpu",
+    steps=None,
+    progress=None,
+    **overrides,
+):
     """Train an SRNet on random patches of the training photographs.
     Returns (model in eval mode, training seconds, the settings used).
     ``progress``: a callable wrapping the step range (e.g. tqdm), for notebooks."""
@@ -168,7 +202,7 @@ def train_model(upsampler, options, scale=2, seed=0, setting="default", device="
     patch = cfg["patch"] - cfg["patch"] % scale
     start = time.perf_counter()
     steps_iter = range(cfg["steps"])
-    for _ in (progress(steps_iter) if progress else steps_iter):
+    for _ in progress(steps_iter) if progress else steps_iter:
         hr = _random_patches(train, cfg["batch"], patch, gen).to(device)
         loss = F.l1_loss(model(downscale(hr, scale)), hr)
         opt.zero_grad()
@@ -187,7 +221,7 @@ def test_crops(scale, eval_crop):
         c = min(eval_crop, H, W)
         c -= c % scale
         y0, x0 = (H - c) // 2, (W - c) // 2
-        crops.append(im[:, y0:y0 + c, x0:x0 + c])
+        crops.append(im[:, y0 : y0 + c, x0 : x0 + c])
     return crops
 
 
@@ -200,8 +234,9 @@ def evaluate(model, scale, eval_crop, device="cpu"):
             lr = downscale(hr, scale)
             sr = model(lr).cpu()
             # plain bicubic on the same crops: the bar a learned upsampler must clear
-            bicubic = F.interpolate(lr, scale_factor=scale, mode="bicubic",
-                                    align_corners=False).cpu()
+            bicubic = F.interpolate(
+                lr, scale_factor=scale, mode="bicubic", align_corners=False
+            ).cpu()
             hr = hr.cpu()
             scores["psnr"].append(psnr(sr[0], hr[0], scale))
             scores["ssim"].append(ssim(sr[0], hr[0], scale))
@@ -210,13 +245,15 @@ def evaluate(model, scale, eval_crop, device="cpu"):
     return {k: sum(v) / len(v) for k, v in scores.items()}
 
 
-def run(upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None,
-        **overrides):
+def run(
+    upsampler, options, scale=2, seed=0, setting="default", device="cpu", steps=None, **overrides
+):
     """Train on random patches of the training photographs, evaluate on the
     held-out ones. Returns {"psnr", "ssim", "bicubic_psnr", "bicubic_ssim",
     "train_seconds"}."""
-    model, seconds, cfg = train_model(upsampler, options, scale, seed, setting, device, steps,
-                                      **overrides)
+    model, seconds, cfg = train_model(
+        upsampler, options, scale, seed, setting, device, steps, **overrides
+    )
     result = evaluate(model, scale, cfg["eval_crop"], device)
     result["train_seconds"] = seconds
     return result

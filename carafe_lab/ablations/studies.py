@@ -25,7 +25,8 @@ STUDIES = {
     # Content encoder kernel k_encoder x reassembly kernel k_up.
     "kernel_sizes": [
         (f"k_enc={e},k_up={u}", "carafe", {"encoder_kernel": e, "up_kernel": u})
-        for e in (1, 3, 5) for u in (3, 5, 7)
+        for e in (1, 3, 5)
+        for u in (3, 5, 7)
     ],
     # Kernel normaliser.
     "normalizer": [
@@ -67,15 +68,16 @@ def training_overrides(study, label):
     """The task settings a variant trains with ({} for the task's own)."""
     return dict(TRAINING.get(study, {}).get(label, {}))
 
+
 #: study -> the comparisons its table tests, (a, b, paired): a's first metric
 #: minus b's over the seeds; paired when b evaluates a's own trained models.
 #: Studies not listed compare every variant with the first (the baseline).
 COMPARISONS = {
     "mechanism": [
-        ("carafe", "static_carafe", False),     # content-predicted vs learned fixed kernels
+        ("carafe", "static_carafe", False),  # content-predicted vs learned fixed kernels
         ("carafe", "carafe_phase_mean", True),  # the same models, content adaptation removed
-        ("carafe", "nearest_conv", False),      # the mechanism vs as many parameters
-        ("static_carafe", "nearest", False),    # what a learned fixed reassembly adds
+        ("carafe", "nearest_conv", False),  # the mechanism vs as many parameters
+        ("static_carafe", "nearest", False),  # what a learned fixed reassembly adds
         ("carafe", "nearest", False),
     ],
 }

@@ -19,6 +19,7 @@ from .studies import comparisons
 
 def _spec(results):
     from .harness import task_of
+
     return task_of(results["task"])
 
 
@@ -28,8 +29,10 @@ def trained_columns(results, row):
     if "params_trained" in row:
         return row["params_trained"], row["flops_per_pixel_trained"], row["upsampler_channels"]
     from .harness import trained_size
-    params, flops = trained_size(results["task"], row["upsampler"], row["options"],
-                                 results["setting"])
+
+    params, flops = trained_size(
+        results["task"], row["upsampler"], row["options"], results["setting"]
+    )
     return params, flops, list(_spec(results).upsampler_channels(results["setting"]))
 
 
@@ -50,8 +53,13 @@ def comparison_rows(results):
     rows = {r["label"]: r for r in results["rows"]}
     out = []
     for a, b, paired in comparisons(results["study"], list(rows)):
-        out.append((a, b, compare_seeds(values(results, rows[a], m0),
-                                        values(results, rows[b], m0), paired)))
+        out.append(
+            (
+                a,
+                b,
+                compare_seeds(values(results, rows[a], m0), values(results, rows[b], m0), paired),
+            )
+        )
     adjusted = holm([c["p"] if c else None for _, _, c in out])
     return [(a, b, c, p) for (a, b, c), p in zip(out, adjusted)]
 
@@ -67,15 +75,19 @@ def study_markdown(results, run_path=None):
     first = results["rows"][0]
     params0, _, channels = trained_columns(results, first)
     where = f"; `{run_path}`" if run_path else ""
-    lines = [f"**{results['study']}** on `{results['task']}` (x{results['scale']}, "
-             f"{results['setting']} setting, {results['seeds']} seeds{where})", "",
-             f"| variant | params as trained ({len(channels)} x C={channels[0]}) | "
-             f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
-             f"[95% CI] | {m1}{unit} | {label(results, m0)} per seed | "
-             + "".join(f"{header} | " for header, _ in spec.columns)
-             + (f"{paper.COLUMN} |" if published else ""),
-             "|---|---:|---:|---:|---:|---:|---|" + "---:|" * len(spec.columns)
-             + ("---:|" if published else "")]
+    lines = [
+        f"**{results['study']}** on `{results['task']}` (x{results['scale']}, "
+        f"{results['setting']} setting, {results['seeds']} seeds{where})",
+        "",
+        f"| variant | params as trained ({len(channels)} x C={channels[0]}) | "
+        f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
+        f"[95% CI] | {m1}{unit} | {label(results, m0)} per seed | "
+        + "".join(f"{header} | " for header, _ in spec.columns)
+        + (f"{paper.COLUMN} |" if published else ""),
+        "|---|---:|---:|---:|---:|---:|---|"
+        + "---:|" * len(spec.columns)
+        + ("---:|" if published else ""),
+    ]
     for row in results["rows"]:
         params, flops, _ = trained_columns(results, row)
         v0 = values(results, row, m0)
@@ -83,24 +95,36 @@ def study_markdown(results, run_path=None):
             continue
         mean, low, high = mean_ci(v0)
         v1 = values(results, row, m1)
-        std1 = (sum((x - sum(v1) / len(v1)) ** 2 for x in v1) / (len(v1) - 1)) ** 0.5 \
-            if len(v1) > 1 else 0.0
+        std1 = (
+            (sum((x - sum(v1) / len(v1)) ** 2 for x in v1) / (len(v1) - 1)) ** 0.5
+            if len(v1) > 1
+            else 0.0
+        )
         extra = spec.baseline_note(row) if spec.baseline_note and row is first else ""
-        name = row["label"] + (" (evaluation of the trained carafe)" if row.get("evaluates")
-                               else "")
+        name = row["label"] + (
+            " (evaluation of the trained carafe)" if row.get("evaluates") else ""
+        )
         lines.append(
             f"| {name} | {params:,} | {row['params_c256_s2']:,} | {flops:,} | "
             f"{mean:.{d0}f} [{_fmt(low, d0)}, {_fmt(high, d0)}]{extra} | "
             f"{sum(v1) / len(v1):.{d1}f} ± {std1:.{d1}f} | "
-            + ", ".join(f"{x:.{d0}f}" for x in v0) + " | "
+            + ", ".join(f"{x:.{d0}f}" for x in v0)
+            + " | "
             + "".join(f"{cell(row)} | " for _, cell in spec.columns)
-            + (f"{paper.paper_cell(results['study'], row['label'])} |" if published else ""))
-    lines += ["", "95% CI: the t-interval of the mean over the seeds. Parameters as trained: "
-              "all the upsamplers of the task's model at its channels; FLOPs per input "
-              "pixel of one of them (2 x multiply-adds, weights only)."]
+            + (f"{paper.paper_cell(results['study'], row['label'])} |" if published else "")
+        )
+    lines += [
+        "",
+        "95% CI: the t-interval of the mean over the seeds. Parameters as trained: "
+        "all the upsamplers of the task's model at its channels; FLOPs per input "
+        "pixel of one of them (2 x multiply-adds, weights only).",
+    ]
     if published:
-        lines.append("Published column (not ours; COCO, R50-FPN, measured on detection only): "
-                     + "; ".join(paper.sources(results["study"])) + ".")
+        lines.append(
+            "Published column (not ours; COCO, R50-FPN, measured on detection only): "
+            + "; ".join(paper.sources(results["study"]))
+            + "."
+        )
     lines += ["", *comparisons_markdown(results)]
     kernels = kernel_markdown(results)
     if kernels:
@@ -116,8 +140,10 @@ def comparisons_markdown(results):
     if not rows:
         return []
     name = spec.label(results, m0) + (" (%)" if m0 in spec.percent else "")
-    lines = [f"| comparison ({name}) | difference [95% CI] | test | p | p (Holm) |",
-             "|---|---:|---|---:|---:|"]
+    lines = [
+        f"| comparison ({name}) | difference [95% CI] | test | p | p (Holm) |",
+        "|---|---:|---|---:|---:|",
+    ]
     for a, b, c, p_holm in rows:
         if c is None:
             lines.append(f"| {a} - {b} | - (fewer than 2 seeds) | | | |")
@@ -126,9 +152,12 @@ def comparisons_markdown(results):
         if p_holm < ALPHA:
             cell = f"**{cell}**"
         lines.append(f"| {a} - {b} | {cell} | {c['test']} | {c['p']:.2g} | {p_holm:.2g} |")
-    lines += ["", f"Bold: resolved, the Holm-corrected p-value over the {len(rows)} "
-              f"comparisons of this table is below {ALPHA} (the two-sided test named; "
-              "paired where both sides are the same trained models)."]
+    lines += [
+        "",
+        f"Bold: resolved, the Holm-corrected p-value over the {len(rows)} "
+        f"comparisons of this table is below {ALPHA} (the two-sided test named; "
+        "paired where both sides are the same trained models).",
+    ]
     return lines
 
 
@@ -145,9 +174,12 @@ def kernel_markdown(results):
         if not runs:
             continue
         if not lines:
-            lines = ["| variant | step | CA [95% CI] | CA per seed | CA vs permuted | "
-                     "shift cosine | entropy (nats) | one-hot share | phase-mean weight "
-                     "on the source tap |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+            lines = [
+                "| variant | step | CA [95% CI] | CA per seed | CA vs permuted | "
+                "shift cosine | entropy (nats) | one-hot share | phase-mean weight "
+                "on the source tap |",
+                "|---|---|---:|---|---:|---:|---:|---:|---:|",
+            ]
         for level in runs[0]:
             per = [r[level] for r in runs if level in r]
             ca = [p["ca"] for p in per]
@@ -157,17 +189,22 @@ def kernel_markdown(results):
                 xs = [p[key][sub] if sub else p[key] for p in per]
                 xs = [x for x in xs if x == x]
                 return sum(xs) / len(xs) if xs else float("nan")
+
             lines.append(
                 f"| {row['label']} | {level} | {mean:+.3f} [{_fmt(low, 3)}, {_fmt(high, 3)}] | "
                 + ", ".join(f"{x:+.3f}" for x in ca)
                 + f" | {avg('ca_permuted'):+.3f} | {avg('direction', 'shift'):+.2f} | "
                 f"{avg('entropy'):.2f} | {avg('one_hot_share'):.3f} | "
-                f"{avg('centre_share'):.2f} |")
+                f"{avg('centre_share'):.2f} |"
+            )
     if lines:
-        lines += ["", "CA: same-segment mass of the learned kernels minus that of their own "
-                  "phase-mean kernels (the content-agnostic twin with the same support and "
-                  "geometric offset), over the same boundary pixels of the held-out images; "
-                  "0 means no content adaptation that the segments can see. Shift cosine: "
-                  "cosine of the learned minus the phase-mean centre of mass with the "
-                  "direction into the pixel's own segment (+1: towards it)."]
+        lines += [
+            "",
+            "CA: same-segment mass of the learned kernels minus that of their own "
+            "phase-mean kernels (the content-agnostic twin with the same support and "
+            "geometric offset), over the same boundary pixels of the held-out images; "
+            "0 means no content adaptation that the segments can see. Shift cosine: "
+            "cosine of the learned minus the phase-mean centre of mass with the "
+            "direction into the pixel's own segment (+1: towards it).",
+        ]
     return lines

@@ -44,8 +44,7 @@ class Task:
         return self.metric_label(results, metric) if self.metric_label else metric
 
     def axis_label(self, results, metric):
-        return self.axis.get(metric, metric).format(
-            channel=results.get("psnr_channel", "RGB"))
+        return self.axis.get(metric, metric).format(channel=results.get("psnr_channel", "RGB"))
 
     def shown(self, metric, value):
         """value in the units the tables show."""

@@ -26,6 +26,7 @@ def _dict_action():
     try:
         from mmengine.config import DictAction
     except ImportError:
+
         class DictAction(argparse.Action):
             def __call__(self, parser, namespace, values, option_string=None):
                 setattr(namespace, self.dest, dict(v.split("=", 1) for v in values))
@@ -35,26 +36,30 @@ def _dict_action():
             for kv in values:
                 if "=" not in kv or not kv.split("=", 1)[0]:
                     raise argparse.ArgumentError(
-                        self, f"expected KEY=VALUE pairs (e.g. train_cfg.max_epochs=2), "
-                              f"got {kv!r}")
+                        self, f"expected KEY=VALUE pairs (e.g. train_cfg.max_epochs=2), got {kv!r}"
+                    )
             try:
                 super().__call__(parser, namespace, values, option_string)
             except Exception as e:  # noqa: BLE001
                 raise argparse.ArgumentError(self, f"cannot parse {values!r}: {e}") from e
+
     return CheckedDictAction
 
 
 def main(argv=None):
     import warnings
+
     # mmengine imports pkg_resources; its deprecation notice would bury the
     # one-line errors below
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    parser = argparse.ArgumentParser(prog="python -m carafe_lab.experiments",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m carafe_lab.experiments", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error instead of one line")
+    common.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of one line"
+    )
 
     p = sub.add_parser("data", help="write the offline COCO-format dataset", parents=[common])
     p.add_argument("--root", default=None)
@@ -66,26 +71,40 @@ def main(argv=None):
         if name == "test":
             p.add_argument("checkpoint")
         p.add_argument("--work-dir", default=None)
-        p.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                       help="override config entries, e.g. train_cfg.max_epochs=2")
-        p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
-                       default="none")
+        p.add_argument(
+            "--cfg-options",
+            nargs="+",
+            action=DictAction,
+            default=None,
+            help="override config entries, e.g. train_cfg.max_epochs=2",
+        )
+        p.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
         if name == "train":
-            p.add_argument("--resume", action="store_true",
-                           help="continue the run in --work-dir (default: the config's "
-                                "latest run) from its last checkpoint")
-        p.add_argument("--trust-checkpoint", default=None, metavar="FILE",
-                       help="unpickle this checkpoint fully (it can run code): only for a "
-                            "file you trust; every other checkpoint loads as weights only")
-        p.add_argument("--local_rank", "--local-rank", type=int, default=0,
-                       help=argparse.SUPPRESS)
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue the run in --work-dir (default: the config's "
+                "latest run) from its last checkpoint",
+            )
+        p.add_argument(
+            "--trust-checkpoint",
+            default=None,
+            metavar="FILE",
+            help="unpickle this checkpoint fully (it can run code): only for a "
+            "file you trust; every other checkpoint loads as weights only",
+        )
+        p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("summarize", help="results table and plots of every run",
-                       parents=[common])
+    p = sub.add_parser("summarize", help="results table and plots of every run", parents=[common])
     p.add_argument("--runs", default=None)
     p.add_argument("--out", default=None)
-    p.add_argument("--update-docs", "--update-readme", dest="update_docs", action="store_true",
-                   help="also write the tables into docs/detection.md")
+    p.add_argument(
+        "--update-docs",
+        "--update-readme",
+        dest="update_docs",
+        action="store_true",
+        help="also write the tables into docs/detection.md",
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -96,8 +115,11 @@ def main(argv=None):
         if args.debug:
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"error: {message or type(e).__name__} ({type(e).__name__}; --debug shows the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"error: {message or type(e).__name__} ({type(e).__name__}; --debug shows the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -106,8 +128,10 @@ def _needs_mmdet():
         import mmdet  # noqa: F401
         import mmengine  # noqa: F401
     except ImportError as e:
-        raise RuntimeError(f"this command needs the mmdet extra ({e}): `make setup`, or "
-                           "scripts/install_mmcv.sh then pip install -e '.[mmdet]'") from None
+        raise RuntimeError(
+            f"this command needs the mmdet extra ({e}): `make setup`, or "
+            "scripts/install_mmcv.sh then pip install -e '.[mmdet]'"
+        ) from None
 
 
 def _run(args):
@@ -115,20 +139,36 @@ def _run(args):
         _needs_mmdet()
     if args.command == "data":
         from .data import ensure_offline_coco
+
         root = ensure_offline_coco(args.root)
         print(f"offline dataset at {root}")
     elif args.command == "train":
         from .launcher import train
-        run = train(args.config, args.work_dir, args.cfg_options, args.launcher, args.resume,
-                    trusted_checkpoint=args.trust_checkpoint)
+
+        run = train(
+            args.config,
+            args.work_dir,
+            args.cfg_options,
+            args.launcher,
+            args.resume,
+            trusted_checkpoint=args.trust_checkpoint,
+        )
         print(f"run folder: {run}")
     elif args.command == "test":
         from .launcher import test
-        metrics = test(args.config, args.checkpoint, args.work_dir, args.cfg_options,
-                       args.launcher, trusted_checkpoint=args.trust_checkpoint)
+
+        metrics = test(
+            args.config,
+            args.checkpoint,
+            args.work_dir,
+            args.cfg_options,
+            args.launcher,
+            trusted_checkpoint=args.trust_checkpoint,
+        )
         print(metrics)
     else:
         from .summarize import summarize
+
         for path in summarize(args.runs, args.out, docs=args.update_docs):
             print(f"wrote {path}")
     return 0

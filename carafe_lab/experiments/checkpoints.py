@@ -33,11 +33,13 @@ _HISTORY_STATISTICS = ("min", "max", "mean", "current")
 
 def _history_buffer_statistic(obj, name):
     from mmengine.logging.history_buffer import HistoryBuffer
+
     allowed = set(_HISTORY_STATISTICS) | set(HistoryBuffer._statistics_methods)
     if obj is not HistoryBuffer or name not in allowed:
         raise pickle.UnpicklingError(
             f"getattr({getattr(obj, '__name__', type(obj).__name__)}, {name!r}) is not an "
-            "mmengine HistoryBuffer statistics method")
+            "mmengine HistoryBuffer statistics method"
+        )
     return getattr(obj, name)
 
 
@@ -46,14 +48,34 @@ def allowed_globals():
     Python containers, for torch.serialization.safe_globals."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
+
     try:  # numpy >= 2 moved multiarray to numpy._core
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # pragma: no cover (numpy 1.x)
         from numpy.core.multiarray import _reconstruct, scalar
-    dtypes = [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int8, np.int16,
-                                          np.int32, np.int64, np.uint8, np.bool_)]
-    return [np.ndarray, np.dtype, _reconstruct, scalar, HistoryBuffer, *dtypes,
-            (_history_buffer_statistic, "builtins.getattr")]
+    dtypes = [
+        type(np.dtype(t))
+        for t in (
+            np.float16,
+            np.float32,
+            np.float64,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.bool_,
+        )
+    ]
+    return [
+        np.ndarray,
+        np.dtype,
+        _reconstruct,
+        scalar,
+        HistoryBuffer,
+        *dtypes,
+        (_history_buffer_statistic, "builtins.getattr"),
+    ]
 
 
 @contextlib.contextmanager
@@ -63,6 +85,7 @@ def _allowing(globals_):
     the (function, name) remapping is not available, so checkpoints holding
     HistoryBuffer statistics need --trust-checkpoint there."""
     import torch
+
     if hasattr(torch.serialization, "safe_globals"):
         with torch.serialization.safe_globals(globals_):
             yield
@@ -79,11 +102,13 @@ def load(filename, map_location="cpu"):
     """torch.load of a checkpoint file: weights only plus the allow-list,
     unless the file was named trusted (see :func:`trusting`)."""
     import torch
+
     if _is_url(filename):
         raise CheckpointError(
             f"checkpoint {filename}: URLs are not loaded (a downloaded checkpoint would be "
             "unpickled unchecked, and this machine may have no network); download the file "
-            "and pass its local path")
+            "and pass its local path"
+        )
     path = Path(filename)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {filename}: no such file")
@@ -97,24 +122,40 @@ def load(filename, map_location="cpu"):
         # an object the allow-list refused, or bytes that are no pickle at all
         refused = any(w in text for w in ("GLOBAL", "global", "call reduce", "is not an mmengine"))
         if not refused:
-            raise CheckpointError(f"checkpoint {filename}: cannot be read (UnpicklingError: "
-                                  f"{text.strip().splitlines()[0] if text.strip() else ''}); it is "
-                                  "truncated, empty or not a PyTorch checkpoint") from None
-        detail = next((line.strip() for line in text.splitlines()
-                       if "GLOBAL" in line or "global" in line or "mmengine" in line
-                       or "reduce" in line), type(e).__name__)
+            raise CheckpointError(
+                f"checkpoint {filename}: cannot be read (UnpicklingError: "
+                f"{text.strip().splitlines()[0] if text.strip() else ''}); it is "
+                "truncated, empty or not a PyTorch checkpoint"
+            ) from None
+        detail = next(
+            (
+                line.strip()
+                for line in text.splitlines()
+                if "GLOBAL" in line or "global" in line or "mmengine" in line or "reduce" in line
+            ),
+            type(e).__name__,
+        )
         raise CheckpointError(
             f"checkpoint {filename}: refused to unpickle it with weights_only=True ({detail}). "
             "It holds objects beyond tensors and the types mmengine checkpoints contain. If you "
             f"trust this file, pass --trust-checkpoint {filename} (Python: "
             "trusted_checkpoint=...); that unpickles it fully, which can run code it "
-            "contains") from None
+            "contains"
+        ) from None
     except Exception as e:  # noqa: BLE001 (garbage bytes fail in many ways inside torch.load)
-        what = "an empty file" if path.stat().st_size == 0 else (
-            f"{type(e).__name__}: {str(e).strip().splitlines()[0]}" if str(e).strip()
-            else type(e).__name__)
-        raise CheckpointError(f"checkpoint {filename}: cannot be read ({what}); it is "
-                              "truncated, empty or not a PyTorch checkpoint") from None
+        what = (
+            "an empty file"
+            if path.stat().st_size == 0
+            else (
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
+                if str(e).strip()
+                else type(e).__name__
+            )
+        )
+        raise CheckpointError(
+            f"checkpoint {filename}: cannot be read ({what}); it is "
+            "truncated, empty or not a PyTorch checkpoint"
+        ) from None
 
 
 def check_readable(filename):
@@ -123,8 +164,9 @@ def check_readable(filename):
     written, so that a bad checkpoint leaves the run folder as it was."""
     checkpoint = load(filename)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {filename}: not an mmengine checkpoint (no "
-                              "'state_dict' entry)")
+        raise CheckpointError(
+            f"checkpoint {filename}: not an mmengine checkpoint (no 'state_dict' entry)"
+        )
     return checkpoint
 
 

@@ -50,6 +50,7 @@ def config_dict(path):
     """A dumped config file as a plain dict (mmengine's Config, without
     importing its custom_imports: a dump names modules that may have moved)."""
     from mmengine.config import Config
+
     cfg = Config.fromfile(str(path), import_custom_modules=False)
     return json.loads(json.dumps(cfg.to_dict(), default=str))
 
@@ -57,8 +58,10 @@ def config_dict(path):
 def diff(base, run):
     """The overrides that turn config dict base into run."""
     fb, fr = _flatten(base), _flatten(run)
-    return {"set": {k: v for k, v in fr.items() if k not in fb or fb[k] != v},
-            "delete": sorted(k for k in fb if k not in fr)}
+    return {
+        "set": {k: v for k, v in fr.items() if k not in fb or fb[k] != v},
+        "delete": sorted(k for k in fb if k not in fr),
+    }
 
 
 def apply(base, overrides):
@@ -111,10 +114,13 @@ def rebuild(run_dir, group_dir=None):
     group_dir = Path(group_dir) if group_dir is not None else run_dir.parent
     overrides = run_dir / OVERRIDES
     if not overrides.exists() or not (group_dir / GROUP_CONFIG).exists():
-        raise FileNotFoundError(f"run_dir: {run_dir} has neither a dumped config nor "
-                                f"{OVERRIDES} beside a {GROUP_CONFIG} in {group_dir}")
-    return apply(json.loads((group_dir / GROUP_CONFIG).read_text()),
-                 json.loads(overrides.read_text()))
+        raise FileNotFoundError(
+            f"run_dir: {run_dir} has neither a dumped config nor "
+            f"{OVERRIDES} beside a {GROUP_CONFIG} in {group_dir}"
+        )
+    return apply(
+        json.loads((group_dir / GROUP_CONFIG).read_text()), json.loads(overrides.read_text())
+    )
 
 
 def compact(group_dir, runs=None):
@@ -125,5 +131,14 @@ def compact(group_dir, runs=None):
     return {Path(r).name: record(r, group_dir) for r in runs if dump_of(r) is not None}
 
 
-__all__ = ["GROUP_CONFIG", "OVERRIDES", "config_dict", "diff", "apply", "dump_of", "record",
-           "rebuild", "compact"]
+__all__ = [
+    "GROUP_CONFIG",
+    "OVERRIDES",
+    "config_dict",
+    "diff",
+    "apply",
+    "dump_of",
+    "record",
+    "rebuild",
+    "compact",
+]

@@ -29,12 +29,21 @@ GENERATOR_VERSION = 2
 BACKGROUNDS = ("texture", "smooth")
 #: The detection proxy's dataset (experiments/configs/_base_/offline_shapes.py
 #: states the same values; a test checks they agree).
-DEFAULT_PARAMS = dict(num_train=2000, num_val=200, size=128, max_objects=6, min_radius=6,
-                      background="smooth", seed=0)
+DEFAULT_PARAMS = dict(
+    num_train=2000, num_val=200, size=128, max_objects=6, min_radius=6, background="smooth", seed=0
+)
 
 # Photographs and textures bundled with scikit-image (no download).
-_OBJECT_SOURCES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
-                   "hubble_deep_field", "retina", "colorwheel")
+_OBJECT_SOURCES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+)
 _BACKGROUND_SOURCES = ("brick", "grass", "gravel", "camera", "moon", "coins")
 
 
@@ -53,13 +62,14 @@ def load_sources():
 def _crop(rng, image, h, w):
     """A random h x w crop of image (resized up first if it is too small)."""
     import cv2
+
     H, W = image.shape[:2]
     if H < h or W < w:
         f = max(h / H, w / W) * 1.05
         image = cv2.resize(image, (int(W * f) + 1, int(H * f) + 1))
         H, W = image.shape[:2]
     y, x = rng.integers(0, H - h + 1), rng.integers(0, W - w + 1)
-    return image[y:y + h, x:x + w]
+    return image[y : y + h, x : x + w]
 
 
 def _shape_polygon(rng, cls, cx, cy, r):
@@ -84,17 +94,21 @@ def _shape_polygon(rng, cls, cx, cy, r):
 
 def _mask_polygons(mask):
     import cv2
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     polys = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
     return polys
 
 
-def make_image(rng, size, objects_src, backgrounds, max_objects, min_radius=4,
-               background="texture"):
+def make_image(
+    rng, size, objects_src, backgrounds, max_objects, min_radius=4, background="texture"
+):
     """One image (size, size, 3) uint8 RGB, its objects' visible masks (each
     (size, size) uint8, occlusion resolved) and their class indices."""
     import cv2
+
     if background not in BACKGROUNDS:
         raise ValueError(f"background: expected one of {BACKGROUNDS}, got {background!r}")
     bg = _crop(rng, backgrounds[rng.integers(len(backgrounds))], size, size).astype(np.float32)
@@ -125,22 +139,31 @@ def make_image(rng, size, objects_src, backgrounds, max_objects, min_radius=4,
     return image.astype(np.uint8), masks, labels
 
 
-def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0, min_radius=4,
-             background="texture"):
+def generate(
+    root,
+    num_train=64,
+    num_val=16,
+    size=256,
+    max_objects=6,
+    seed=0,
+    min_radius=4,
+    background="texture",
+):
     """Write the dataset under root (see the module docstring); returns root."""
     import cv2
+
     root = Path(root)
     objects_src, backgrounds = load_sources()
-    categories = [{"id": i + 1, "name": n, "supercategory": "shape"}
-                  for i, n in enumerate(CLASSES)]
+    categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     for split, count, split_seed in (("train", num_train, seed), ("val", num_val, seed + 1)):
         rng = np.random.default_rng(split_seed)
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for idx in range(count):
-            image, masks, labels = make_image(rng, size, objects_src, backgrounds, max_objects,
-                                              min_radius, background)
+            image, masks, labels = make_image(
+                rng, size, objects_src, backgrounds, max_objects, min_radius, background
+            )
             name = f"{idx:06d}.png"
             cv2.imwrite(str(root / split / name), image[..., ::-1])  # RGB -> BGR for cv2
             images.append({"id": idx + 1, "file_name": name, "height": size, "width": size})
@@ -152,11 +175,23 @@ def generate(root, num_train=64, num_val=16, size=256, max_objects=6, seed=0, mi
                 ys, xs = np.nonzero(mask)
                 x0, y0 = int(xs.min()), int(ys.min())
                 bbox = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-                annotations.append({"id": len(annotations) + 1, "image_id": idx + 1,
-                                    "category_id": label + 1, "bbox": bbox, "area": area,
-                                    "segmentation": polys, "iscrowd": 0})
-        coco = {"images": images, "annotations": annotations, "categories": categories,
-                "info": {"description": "carafe offline shapes dataset"}}
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": idx + 1,
+                        "category_id": label + 1,
+                        "bbox": bbox,
+                        "area": area,
+                        "segmentation": polys,
+                        "iscrowd": 0,
+                    }
+                )
+        coco = {
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+            "info": {"description": "carafe offline shapes dataset"},
+        }
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
     return root
 
@@ -170,18 +205,27 @@ def ensure_offline_coco(root=None, **params):
     import fcntl
 
     from .. import paths
+
     root = Path(root) if root is not None else paths.offline_data()
     unknown = set(params) - set(DEFAULT_PARAMS)
     if unknown:
-        raise ValueError(f"offline dataset: unknown parameter(s) {sorted(unknown)}; "
-                         f"expected some of {sorted(DEFAULT_PARAMS)}")
+        raise ValueError(
+            f"offline dataset: unknown parameter(s) {sorted(unknown)}; "
+            f"expected some of {sorted(DEFAULT_PARAMS)}"
+        )
     wanted = {"version": GENERATOR_VERSION, **DEFAULT_PARAMS, **params}
     meta = root / "meta.json"
-    if root.is_dir() and any(root.iterdir()) and not meta.exists() \
-            and not (root / ".lock").exists():
-        raise ValueError(f"offline dataset: {root} holds files this generator did not write "
-                         "(no meta.json); refusing to write into it. Point the config's "
-                         "data_root (and offline_data.root) at an empty or generated folder.")
+    if (
+        root.is_dir()
+        and any(root.iterdir())
+        and not meta.exists()
+        and not (root / ".lock").exists()
+    ):
+        raise ValueError(
+            f"offline dataset: {root} holds files this generator did not write "
+            "(no meta.json); refusing to write into it. Point the config's "
+            "data_root (and offline_data.root) at an empty or generated folder."
+        )
     root.mkdir(parents=True, exist_ok=True)
     # Processes of a distributed run start together: one writes, the others
     # wait on the lock and then find it written.

@@ -21,9 +21,11 @@ def environment(device: str) -> dict:
     import mmengine
 
     from ..environment import describe
+
     info = describe(device, commit_of=paths.root())
-    info.update(mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__,
-                device=device)
+    info.update(
+        mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__, device=device
+    )
     return info
 
 
@@ -32,6 +34,7 @@ def _progress(runner):
     only tests: asking a test-only runner for them would build its training
     loop and data."""
     from mmengine.runner import BaseLoop
+
     if isinstance(getattr(runner, "_train_loop", None), BaseLoop):
         return runner.epoch, runner.iter
     return None, None
@@ -99,12 +102,17 @@ class CarafeRunRecorderHook(Hook):
             return
         work_dir = Path(runner.work_dir)
         epoch, iteration = _progress(runner)
-        row = {"split": split, "epoch": epoch, "iter": iteration,
-               **{k: _plain(v) for k, v in metrics.items()}}
+        row = {
+            "split": split,
+            "epoch": epoch,
+            "iter": iteration,
+            **{k: _plain(v) for k, v in metrics.items()},
+        }
         with open(work_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         (work_dir / ("metrics.json" if split == "val" else "test_metrics.json")).write_text(
-            json.dumps(row, indent=2) + "\n")
+            json.dumps(row, indent=2) + "\n"
+        )
 
     def _write_summary(self, runner) -> None:
         """run.json: how far the run got and what it cost: the wall time of
@@ -115,15 +123,20 @@ class CarafeRunRecorderHook(Hook):
         import resource
 
         import torch
-        session = {"started": time.strftime("%Y-%m-%d %H:%M:%S",
-                                            time.localtime(self._started)),
-                   "seconds": round(time.time() - self._started, 1), "iter": iteration}
+
+        session = {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._started)),
+            "seconds": round(time.time() - self._started, 1),
+            "iter": iteration,
+        }
         sessions = self._previous + [session]
-        summary = {"epoch": epoch, "iter": iteration,
-                   "wall_seconds": round(sum(s.get("seconds") or 0 for s in sessions), 1),
-                   "sessions": sessions,
-                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                                         1)}
+        summary = {
+            "epoch": epoch,
+            "iter": iteration,
+            "wall_seconds": round(sum(s.get("seconds") or 0 for s in sessions), 1),
+            "sessions": sessions,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
         if torch.cuda.is_available():
             summary["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         path = Path(runner.work_dir) / "run.json"
@@ -150,6 +163,7 @@ class CarafeRunRecorderHook(Hook):
 
 def _unwrapped(runner):
     from mmengine.model import is_model_wrapper
+
     return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
 
@@ -160,6 +174,7 @@ def instance_label_maps(coco_json, file_names, size):
     import numpy as np
     import torch
     from pycocotools.coco import COCO
+
     coco = COCO(str(coco_json))
     by_name = {im["file_name"]: im["id"] for im in coco.dataset["images"]}
     out = np.zeros((len(file_names), size, size), np.int64)
@@ -176,11 +191,16 @@ def _fpn_kernels(model, images):
     import torch
 
     from carafe.modules import CARAFEPack
+
     from ..viz import reassembly_kernels
+
     neck = model.neck
     inputs = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, j=j: inputs.__setitem__(j, args[0]))
-             for j, m in enumerate(neck.upsample_modules) if isinstance(m, CARAFEPack)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, j=j: inputs.__setitem__(j, args[0]))
+        for j, m in enumerate(neck.upsample_modules)
+        if isinstance(m, CARAFEPack)
+    ]
     try:
         with torch.no_grad():
             neck(model.backbone(images))
@@ -201,6 +221,7 @@ def fpn_kernel_reports(model, images, labels, width=1):
     for the steps whose output grid leaves pixels to score inside the border
     margin."""
     from ..viz import kernel_report
+
     out = {}
     for name, kernels in _fpn_kernels(model, images).items():
         k, (Ho, Wo) = kernels.shape[2], kernels.shape[-2:]
@@ -221,8 +242,9 @@ def fpn_kernel_scores(model, images, labels, width=1):
     preprocessor's output) and instance label maps (N, S, S):
     {"P(l+1)->P(l)": {kind: {"boundary", "interior", "n_boundary",
     "n_interior"}}} (the "masses" of :func:`fpn_kernel_reports`)."""
-    return {name: r["masses"] for name, r in fpn_kernel_reports(model, images, labels,
-                                                                width).items()}
+    return {
+        name: r["masses"] for name, r in fpn_kernel_reports(model, images, labels, width).items()
+    }
 
 
 def validation_images(runner, model, num_images):
@@ -234,11 +256,17 @@ def validation_images(runner, model, num_images):
     import copy
 
     from mmdet.registry import DATASETS
+
     dataset = DATASETS.build(copy.deepcopy(runner.cfg.val_dataloader.dataset))
     n = min(num_images, len(dataset))
     batch = [dataset[i] for i in range(n)]
-    data = model.data_preprocessor({"inputs": [b["inputs"] for b in batch],
-                                    "data_samples": [b["data_samples"] for b in batch]}, False)
+    data = model.data_preprocessor(
+        {
+            "inputs": [b["inputs"] for b in batch],
+            "data_samples": [b["data_samples"] for b in batch],
+        },
+        False,
+    )
     images = data["inputs"]
     names = [Path(s.img_path).name for s in data["data_samples"]]
     labels = instance_label_maps(Path(dataset.ann_file), names, images.shape[-1])
@@ -264,10 +292,12 @@ class CarafeKernelScoreHook(Hook):
         if not is_main_process():
             return
         from carafe.modules import CARAFEPack
+
         model = _unwrapped(runner)
         neck = getattr(model, "neck", None)
-        if neck is None or not any(isinstance(m, CARAFEPack)
-                                   for m in getattr(neck, "upsample_modules", [])):
+        if neck is None or not any(
+            isinstance(m, CARAFEPack) for m in getattr(neck, "upsample_modules", [])
+        ):
             return
         was_training = model.training
         model.eval()
@@ -285,10 +315,13 @@ def write_kernel_reports(folder, num_images, width, reports):
     """kernel_scores.json (the masses, as older runs wrote them) and
     kernel_report.json (the full reports) in folder."""
     common = {"num_images": num_images, "band_width": width, "alignment": "centre"}
-    (folder / "kernel_scores.json").write_text(json.dumps(
-        {**common, "levels": {k: r["masses"] for k, r in reports.items()}}, indent=2) + "\n")
-    (folder / "kernel_report.json").write_text(json.dumps(
-        {**common, "levels": reports}, indent=2) + "\n")
+    (folder / "kernel_scores.json").write_text(
+        json.dumps({**common, "levels": {k: r["masses"] for k, r in reports.items()}}, indent=2)
+        + "\n"
+    )
+    (folder / "kernel_report.json").write_text(
+        json.dumps({**common, "levels": reports}, indent=2) + "\n"
+    )
 
 
 @HOOKS.register_module()
@@ -306,8 +339,9 @@ class CarafePhaseMeanSwapHook(Hook):
 
     priority = "HIGH"
 
-    def __init__(self, num_images: int = 256, batch: int = 8, score_images: int = 0,
-                 width: int = 1):
+    def __init__(
+        self, num_images: int = 256, batch: int = 8, score_images: int = 0, width: int = 1
+    ):
         self.num_images, self.batch = num_images, batch
         self.score_images, self.width = score_images, width
         self._swap = None
@@ -319,6 +353,7 @@ class CarafePhaseMeanSwapHook(Hook):
         from mmdet.registry import DATASETS
 
         from ..mechanism import carafe_modules, recording_phase_means, swapped_kernels
+
         model = _unwrapped(runner)
         modules = carafe_modules(model.neck)
         if not modules:
@@ -332,20 +367,35 @@ class CarafePhaseMeanSwapHook(Hook):
             with torch.no_grad():
                 found = validation_images(runner, model, self.score_images)
                 if found is not None:
-                    write_kernel_reports(Path(runner.work_dir), len(found[0]), self.width,
-                                         fpn_kernel_reports(model, *found, self.width))
+                    write_kernel_reports(
+                        Path(runner.work_dir),
+                        len(found[0]),
+                        self.width,
+                        fpn_kernel_reports(model, *found, self.width),
+                    )
         with recording_phase_means(modules) as means, torch.no_grad():
             for start in range(0, len(dataset), self.batch):
                 items = [dataset[i] for i in range(start, min(start + self.batch, len(dataset)))]
                 data = model.data_preprocessor(
-                    {"inputs": [b["inputs"] for b in items],
-                     "data_samples": [b["data_samples"] for b in items]}, False)
+                    {
+                        "inputs": [b["inputs"] for b in items],
+                        "data_samples": [b["data_samples"] for b in items],
+                    },
+                    False,
+                )
                 model.extract_feat(data["inputs"])
             kernels = means()
         if is_main_process():
-            (Path(runner.work_dir) / "phase_mean_kernels.json").write_text(json.dumps(
-                {"num_images": len(dataset), "layout": "(G, k*k, s, s) per upsampler, neck order",
-                 "kernels": [k.tolist() for k in kernels]}) + "\n")
+            (Path(runner.work_dir) / "phase_mean_kernels.json").write_text(
+                json.dumps(
+                    {
+                        "num_images": len(dataset),
+                        "layout": "(G, k*k, s, s) per upsampler, neck order",
+                        "kernels": [k.tolist() for k in kernels],
+                    }
+                )
+                + "\n"
+            )
         self._swap = swapped_kernels(modules, kernels)
         self._swap.__enter__()
 
@@ -366,8 +416,18 @@ class CarafeProgressHook(Hook):
 
     def before_train(self, runner) -> None:
         from tqdm.auto import tqdm
-        self._bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="training",
-                         unit="it", mininterval=2) if is_main_process() else None
+
+        self._bar = (
+            tqdm(
+                total=runner.max_iters,
+                initial=runner.iter,
+                desc="training",
+                unit="it",
+                mininterval=2,
+            )
+            if is_main_process()
+            else None
+        )
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if self._bar is None:

@@ -21,7 +21,6 @@ from .. import paths
 from .checkpoints import CheckpointError, check_readable, trusting
 from .folders import is_empty, new_folder, remove_if_empty
 
-
 #: Modules of carafe 0.2 that moved to carafe_lab (configs dumped then name them).
 REMOVED_MODULES = ("carafe.experiments", "carafe.ablations")
 
@@ -40,6 +39,7 @@ def _cpu_distributed(cfg):
     from mmengine.registry import MODEL_WRAPPERS
 
     if "CarafeCPUDistributedDataParallel" not in MODEL_WRAPPERS.module_dict:
+
         @MODEL_WRAPPERS.register_module(name="CarafeCPUDistributedDataParallel")
         class _CPUDDP:  # not a DDP subclass, so mmengine adds no device_ids
             def __new__(cls, module, **kwargs):
@@ -47,9 +47,11 @@ def _cpu_distributed(cfg):
 
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-    cfg.model_wrapper_cfg = dict(type="CarafeCPUDistributedDataParallel",
-                                 broadcast_buffers=False,
-                                 find_unused_parameters=cfg.get("find_unused_parameters", False))
+    cfg.model_wrapper_cfg = dict(
+        type="CarafeCPUDistributedDataParallel",
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get("find_unused_parameters", False),
+    )
 
 
 def _removed_module(error):
@@ -57,8 +59,11 @@ def _removed_module(error):
     in error's chain (mmengine wraps a failed custom import), or None."""
     while error is not None:
         name = getattr(error, "name", None)
-        if isinstance(error, ModuleNotFoundError) and name and any(
-                name == old or name.startswith(old + ".") for old in REMOVED_MODULES):
+        if (
+            isinstance(error, ModuleNotFoundError)
+            and name
+            and any(name == old or name.startswith(old + ".") for old in REMOVED_MODULES)
+        ):
             return name
         error = error.__cause__ or error.__context__
     return None
@@ -67,6 +72,7 @@ def _removed_module(error):
 def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     import torch
     from mmengine.config import Config
+
     if not Path(config).is_file():
         raise LaunchError(f"config: {config} is not a file")
     try:
@@ -74,12 +80,16 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     except Exception as e:  # noqa: BLE001 (a broken config fails in many ways)
         removed = _removed_module(e)
         if removed:
-            new = "carafe_lab" + removed[len("carafe"):]
-            raise LaunchError(f"config: {config} imports {removed}, removed in carafe 0.3.0: "
-                              f"the module is {new} (replace it in the config's "
-                              "custom_imports)") from e
-        raise LaunchError(f"config: {config} cannot be read ({type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})") from e
+            new = "carafe_lab" + removed[len("carafe") :]
+            raise LaunchError(
+                f"config: {config} imports {removed}, removed in carafe 0.3.0: "
+                f"the module is {new} (replace it in the config's "
+                "custom_imports)"
+            ) from e
+        raise LaunchError(
+            f"config: {config} cannot be read ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from e
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
@@ -93,13 +103,15 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     import carafe.mmdet  # noqa: F401
     import carafe_lab.experiments.hooks  # noqa: F401  (registers CarafeRunRecorderHook)
     import carafe_lab.experiments.necks  # noqa: F401  (registers CARAFEZooFPN)
+
     hooks = list(cfg.get("custom_hooks", []))
     if not any(h.get("type") == "CarafeRunRecorderHook" for h in hooks):
         hooks.append(dict(type="CarafeRunRecorderHook"))
     # On the offline dataset every pixel's object is known: score the FPN's
     # CARAFE kernels against it at the end of training (kernel_scores.json).
-    if cfg.get("offline_data") is not None and \
-            not any(h.get("type") == "CarafeKernelScoreHook" for h in hooks):
+    if cfg.get("offline_data") is not None and not any(
+        h.get("type") == "CarafeKernelScoreHook" for h in hooks
+    ):
         hooks.append(dict(type="CarafeKernelScoreHook"))
     cfg.custom_hooks = hooks + [dict(h) for h in extra_hooks]
     return cfg
@@ -133,6 +145,7 @@ def prepare_data(cfg):
     if cfg.get("offline_data") is None:
         return
     from .data import ensure_offline_coco
+
     params = dict(cfg.offline_data)
     declared = params.pop("root", None)
     data_root = cfg.get("train_dataloader", {}).get("dataset", {}).get("data_root")
@@ -140,13 +153,16 @@ def prepare_data(cfg):
     if root is None:
         raise ValueError("offline_data: no root given and the training set has no data_root")
     if declared and data_root and Path(declared).resolve() != Path(data_root).resolve():
-        print(f"offline data: generating at the training set's data_root {data_root} "
-              f"(offline_data.root {declared} is the base config's default)")
+        print(
+            f"offline data: generating at the training set's data_root {data_root} "
+            f"(offline_data.root {declared} is the base config's default)"
+        )
     ensure_offline_coco(root, **params)
 
 
 def torch_cuda_available():
     import torch
+
     return torch.cuda.is_available()
 
 
@@ -171,21 +187,28 @@ def resume_checkpoint(folder, named):
     caller's read reports it missing)."""
     if Path(named).is_file():
         return named
-    found = [(kind == "iter", int(number), path) for path in Path(folder).glob("*_*.pth")
-             for kind, _, number in [path.stem.partition("_")]
-             if kind in ("epoch", "iter") and number.isdigit()]
+    found = [
+        (kind == "iter", int(number), path)
+        for path in Path(folder).glob("*_*.pth")
+        for kind, _, number in [path.stem.partition("_")]
+        if kind in ("epoch", "iter") and number.isdigit()
+    ]
     if not found:
         return named
     # one run saves either by epoch or by iteration; prefer the newest of the kind named
     kind_named = Path(named).stem.partition("_")[0]
     newest = max([f for f in found if kind_named == ("iter" if f[0] else "epoch")] or found)[2]
-    print(f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
-          f"resuming from {newest}, the newest checkpoint in the run", file=sys.stderr)
+    print(
+        f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
+        f"resuming from {newest}, the newest checkpoint in the run",
+        file=sys.stderr,
+    )
     return str(newest)
 
 
 def _is_main_rank():
     import os
+
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -195,9 +218,11 @@ def _agree(launcher, cfg, choose):
     if launcher == "none":
         return choose()
     import torch.distributed as dist
+
     if not dist.is_initialized():
         if torch_cuda_available():
             from mmengine.dist import init_dist
+
             init_dist(launcher, **dict(cfg.get("env_cfg", {}).get("dist_cfg", {})))
         else:
             _cpu_distributed(cfg)
@@ -219,6 +244,7 @@ def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action):
     action(runner); a folder this call created is removed again if the run
     fails before writing a file into it."""
     from mmengine.runner import Runner
+
     cfg.work_dir = str(folder)
     try:
         prepare_data(cfg)
@@ -232,8 +258,15 @@ def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action):
         raise
 
 
-def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False, quiet=False,
-          trusted_checkpoint=None):
+def train(
+    config,
+    work_dir=None,
+    cfg_options=None,
+    launcher="none",
+    resume=False,
+    quiet=False,
+    trusted_checkpoint=None,
+):
     """Train config; returns the run folder. With resume=True, continue the
     run in work_dir (default: this config's latest run that has a checkpoint)
     from its last checkpoint; the earlier logs stay in place. Without it,
@@ -258,10 +291,15 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
                 folder = Path(work_dir) if work_dir else latest_work_dir(config)
                 pointer = None if folder is None else folder / "last_checkpoint"
                 if pointer is None or not pointer.is_file():
-                    where = folder if folder is not None else \
-                        f"experiments/runs/{Path(config).stem}/ (no run with a checkpoint)"
-                    raise LaunchError(f"resume: no checkpoint to resume from in {where}; "
-                                      "expected a last_checkpoint file written by a run")
+                    where = (
+                        folder
+                        if folder is not None
+                        else f"experiments/runs/{Path(config).stem}/ (no run with a checkpoint)"
+                    )
+                    raise LaunchError(
+                        f"resume: no checkpoint to resume from in {where}; "
+                        "expected a last_checkpoint file written by a run"
+                    )
                 checkpoint = resume_checkpoint(folder, pointer.read_text().strip())
                 # read it now: a bad checkpoint must fail before anything is written
                 check_readable(checkpoint)
@@ -272,8 +310,10 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
                 return new_work_dir(config), True, None
             folder = Path(work_dir)
             if folder.exists() and not is_empty(folder):
-                raise LaunchError(f"work_dir: {folder} already holds files; pass --resume to "
-                                  "continue the run there, or give a new folder")
+                raise LaunchError(
+                    f"work_dir: {folder} already holds files; pass --resume to "
+                    "continue the run there, or give a new folder"
+                )
             created = not folder.exists()
             folder.mkdir(parents=True, exist_ok=True)
             return folder, created, None
@@ -286,12 +326,20 @@ def train(config, work_dir=None, cfg_options=None, launcher="none", resume=False
     if work_dir is None and _is_main_rank():
         # a run among this config's runs: keep its config as overrides of theirs
         from .compact import record
+
         record(folder)
     return folder
 
 
-def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
-         trusted_checkpoint=None, extra_hooks=()):
+def test(
+    config,
+    checkpoint,
+    work_dir=None,
+    cfg_options=None,
+    launcher="none",
+    trusted_checkpoint=None,
+    extra_hooks=(),
+):
     """Evaluate checkpoint; metrics land in work_dir/test_metrics.json, with
     the log and env.json. work_dir must be new or empty and outside the run
     the checkpoint belongs to (default: a new folder under
@@ -308,8 +356,10 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
             return new_work_dir(config, paths.evaluations()), True
         folder = Path(work_dir)
         if folder.resolve() == run_dir or run_dir in folder.resolve().parents:
-            raise LaunchError(f"work_dir: {folder} is inside the run {run_dir} that the "
-                              "checkpoint belongs to; test never writes into the run it reads")
+            raise LaunchError(
+                f"work_dir: {folder} is inside the run {run_dir} that the "
+                "checkpoint belongs to; test never writes into the run it reads"
+            )
         if folder.exists() and not is_empty(folder):
             raise LaunchError(f"work_dir: {folder} already holds files; give a new folder")
         created = not folder.exists()
@@ -319,5 +369,4 @@ def test(config, checkpoint, work_dir=None, cfg_options=None, launcher="none",
     folder, created = _agree(launcher, cfg, choose)
     cfg.load_from = str(checkpoint)
     cfg.resume = False
-    return _run_in(folder, created, cfg, launcher, trusted_checkpoint,
-                   lambda runner: runner.test())
+    return _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.test())

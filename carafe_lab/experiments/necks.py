@@ -28,8 +28,10 @@ class CARAFEZooFPN(CARAFEOpFPN):
     def __init__(self, *args, upsample_cfg=None, **kwargs):
         options = dict(upsample_cfg or {})
         if options.pop("type", None) != ZOO_TYPE or "name" not in options:
-            raise ValueError(f"upsample_cfg: expected dict(type='zoo', name=<one of "
-                             f"{sorted(UPSAMPLERS)}>, **options), got {upsample_cfg!r}")
+            raise ValueError(
+                f"upsample_cfg: expected dict(type='zoo', name=<one of "
+                f"{sorted(UPSAMPLERS)}>, **options), got {upsample_cfg!r}"
+            )
         name = options.pop("name")
         # mmdet builds the layout with nearest upsampling; each upsampler is replaced below.
         super().__init__(*args, upsample_cfg=dict(type="nearest"), **kwargs)
@@ -38,8 +40,9 @@ class CARAFEZooFPN(CARAFEOpFPN):
         self.upsample = ZOO_TYPE
         # Their own initialisation (e.g. spatial attention and GUM start as
         # nearest), to restore after FPN_CARAFE's xavier init of every conv.
-        self._zoo_init = [{k: v.clone() for k, v in m.state_dict().items()}
-                          for m in self.upsample_modules]
+        self._zoo_init = [
+            {k: v.clone() for k, v in m.state_dict().items()} for m in self.upsample_modules
+        ]
 
     def init_weights(self):
         super().init_weights()

@@ -18,10 +18,13 @@ class CarafeOfflineCocoDataset(CocoDataset):
 
     def __init__(self, *args, offline_data=None, **kwargs):
         from .data import ensure_offline_coco
+
         root = kwargs.get("data_root")
         if not root:
-            raise ValueError("CarafeOfflineCocoDataset: data_root is required (the folder the "
-                             "offline dataset is generated in)")
+            raise ValueError(
+                "CarafeOfflineCocoDataset: data_root is required (the folder the "
+                "offline dataset is generated in)"
+            )
         params = {k: v for k, v in dict(offline_data or {}).items() if k != "root"}
         ensure_offline_coco(root, **params)
         super().__init__(*args, **kwargs)

@@ -8,21 +8,27 @@ import numpy as np
 
 def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     """The model of a run folder written by the launcher: its config
-    (:func:`carafe_lab.experiments.compact.rebuild`) and the checkpoint named in last_checkpoint, loaded as weights only (see
+    (:func:`carafe_lab.experiments.compact.rebuild`) and the checkpoint
+    named in last_checkpoint, loaded as weights only (see
     carafe_lab.experiments.checkpoints; trusted_checkpoint opts one file out).
     Nothing in run_dir is written."""
     from mmdet.apis import init_detector
 
     import carafe.mmdet  # noqa: F401
+
     from .checkpoints import check_readable, trusting
+
     run_dir = Path(run_dir)
     pointer = run_dir / "last_checkpoint"
     if not pointer.exists():
-        raise FileNotFoundError(f"run_dir: {run_dir} has no last_checkpoint (runs committed to "
-                                "the repository keep logs only; train one first)")
+        raise FileNotFoundError(
+            f"run_dir: {run_dir} has no last_checkpoint (runs committed to "
+            "the repository keep logs only; train one first)"
+        )
     from mmengine.config import Config
 
     from .compact import rebuild
+
     config = Config(rebuild(run_dir))  # the dump, or the group's config + overrides
     checkpoint = pointer.read_text().strip()
     with trusting(trusted_checkpoint):
@@ -34,25 +40,36 @@ def predict(model, image_paths, score_thr=0.3):
     """[{"boxes": (K, 4) xyxy, "scores": (K,), "labels": (K,)}] per image,
     numpy, detections scoring at least score_thr."""
     from mmdet.apis import inference_detector
+
     out = []
     for path in image_paths:
         inst = inference_detector(model, str(path)).pred_instances
         keep = inst.scores >= score_thr
-        out.append({"boxes": inst.bboxes[keep].cpu().numpy(),
-                    "scores": inst.scores[keep].cpu().numpy(),
-                    "labels": inst.labels[keep].cpu().numpy()})
+        out.append(
+            {
+                "boxes": inst.bboxes[keep].cpu().numpy(),
+                "scores": inst.scores[keep].cpu().numpy(),
+                "labels": inst.labels[keep].cpu().numpy(),
+            }
+        )
     return out
 
 
 def ground_truth(coco_json, file_name):
     """(boxes (K, 4) xyxy, labels (K,) 0-based) of one image of a COCO file."""
     import json
+
     coco = json.loads(Path(coco_json).read_text())
     image_id = next(im["id"] for im in coco["images"] if im["file_name"] == file_name)
     cat_index = {c["id"]: i for i, c in enumerate(coco["categories"])}
     anns = [a for a in coco["annotations"] if a["image_id"] == image_id]
-    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                       a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=float).reshape(-1, 4)
+    boxes = np.array(
+        [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+            for a in anns
+        ],
+        dtype=float,
+    ).reshape(-1, 4)
     return boxes, np.array([cat_index[a["category_id"]] for a in anns], dtype=int)
 
 
@@ -60,17 +77,27 @@ def draw(ax, image, detections, classes, gt_boxes=None):
     """Image (H, W, 3) uint8 RGB with ground truth (dashed white) and
     detections (coloured by class, with score) on a matplotlib axis."""
     from matplotlib.patches import Rectangle
+
     ax.imshow(image)
-    for box in ([] if gt_boxes is None else gt_boxes):
-        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False,
-                               ls="--", lw=1, color="white"))
-    for box, score, label in zip(detections["boxes"], detections["scores"],
-                                 detections["labels"]):
+    for box in [] if gt_boxes is None else gt_boxes:
+        ax.add_patch(
+            Rectangle(
+                box[:2], box[2] - box[0], box[3] - box[1], fill=False, ls="--", lw=1, color="white"
+            )
+        )
+    for box, score, label in zip(detections["boxes"], detections["scores"], detections["labels"]):
         color = f"C{int(label)}"
-        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, lw=1.5,
-                               color=color))
-        ax.text(box[0], box[1] - 2, f"{classes[int(label)]} {score:.2f}", color=color,
-                fontsize=7, backgroundcolor=(0, 0, 0, 0.4))
+        ax.add_patch(
+            Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, lw=1.5, color=color)
+        )
+        ax.text(
+            box[0],
+            box[1] - 2,
+            f"{classes[int(label)]} {score:.2f}",
+            color=color,
+            fontsize=7,
+            backgroundcolor=(0, 0, 0, 0.4),
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     return ax

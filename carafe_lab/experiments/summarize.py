@@ -20,31 +20,87 @@ from ..stats import difference
 # Published COCO val2017 numbers, R50-FPN 1x (box AP / mask AP), for context,
 # as ../shared/published-numbers.md gives them with their sources.
 PUBLISHED = [
-    {"model": "Faster R-CNN", "upsampler": "nearest", "box_ap": 37.4, "mask_ap": None,
-     "source": SAPA},
-    {"model": "Faster R-CNN", "upsampler": "CARAFE", "box_ap": 38.6, "mask_ap": None,
-     "source": SAPA},
-    {"model": "Faster R-CNN", "upsampler": "CARAFE", "box_ap": 38.6, "mask_ap": None,
-     "source": MMDET},
-    {"model": "Mask R-CNN", "upsampler": "nearest", "box_ap": 37.4, "mask_ap": 34.2,
-     "source": PAPER_VIA},
-    {"model": "Mask R-CNN", "upsampler": "CARAFE (FPN)", "box_ap": 38.6, "mask_ap": 35.2,
-     "source": PAPER_VIA},
-    {"model": "Mask R-CNN", "upsampler": "CARAFE", "box_ap": 39.3, "mask_ap": 35.8,
-     "source": MMDET},
+    {
+        "model": "Faster R-CNN",
+        "upsampler": "nearest",
+        "box_ap": 37.4,
+        "mask_ap": None,
+        "source": SAPA,
+    },
+    {
+        "model": "Faster R-CNN",
+        "upsampler": "CARAFE",
+        "box_ap": 38.6,
+        "mask_ap": None,
+        "source": SAPA,
+    },
+    {
+        "model": "Faster R-CNN",
+        "upsampler": "CARAFE",
+        "box_ap": 38.6,
+        "mask_ap": None,
+        "source": MMDET,
+    },
+    {
+        "model": "Mask R-CNN",
+        "upsampler": "nearest",
+        "box_ap": 37.4,
+        "mask_ap": 34.2,
+        "source": PAPER_VIA,
+    },
+    {
+        "model": "Mask R-CNN",
+        "upsampler": "CARAFE (FPN)",
+        "box_ap": 38.6,
+        "mask_ap": 35.2,
+        "source": PAPER_VIA,
+    },
+    {
+        "model": "Mask R-CNN",
+        "upsampler": "CARAFE",
+        "box_ap": 39.3,
+        "mask_ap": 35.8,
+        "source": MMDET,
+    },
 ]
 
-COLUMNS = ["config", "run", "seed", "model", "upsampler", "dataset", "iterations", "box_ap",
-           "ap50", "ap_s", "ap_m", "ap_l", "mask_ap", "wall_minutes", "peak_memory_mib",
-           "device"]
-AP_KEYS = {"box_ap": "coco/bbox_mAP", "ap50": "coco/bbox_mAP_50", "ap_s": "coco/bbox_mAP_s",
-           "ap_m": "coco/bbox_mAP_m", "ap_l": "coco/bbox_mAP_l", "mask_ap": "coco/segm_mAP"}
+COLUMNS = [
+    "config",
+    "run",
+    "seed",
+    "model",
+    "upsampler",
+    "dataset",
+    "iterations",
+    "box_ap",
+    "ap50",
+    "ap_s",
+    "ap_m",
+    "ap_l",
+    "mask_ap",
+    "wall_minutes",
+    "peak_memory_mib",
+    "device",
+]
+AP_KEYS = {
+    "box_ap": "coco/bbox_mAP",
+    "ap50": "coco/bbox_mAP_50",
+    "ap_s": "coco/bbox_mAP_s",
+    "ap_m": "coco/bbox_mAP_m",
+    "ap_l": "coco/bbox_mAP_l",
+    "mask_ap": "coco/segm_mAP",
+}
 
 
 def _describe(config_name):
     model = "Mask R-CNN" if config_name.startswith("mask") else "Faster R-CNN"
-    upsampler = ("CARAFE (ours)" if "carafe" in config_name else
-                 "nearest" if "nearest" in config_name else "other")
+    upsampler = (
+        "CARAFE (ours)"
+        if "carafe" in config_name
+        else "nearest"
+        if "nearest" in config_name
+        else "other"
+    )
     dataset = "offline shapes" if "offline" in config_name else "COCO"
     return model, upsampler, dataset
 
@@ -96,6 +152,7 @@ def _seed(run_dir):
     """The run's seed, from its config (the dump in its folder, or its
     group's config with its overrides: compact.rebuild)."""
     from .compact import rebuild
+
     try:
         return rebuild(run_dir).get("randomness", {}).get("seed")
     except FileNotFoundError:
@@ -111,8 +168,11 @@ def collect(runs=None, warn=print):
     for env_path in sorted(runs.glob("*/*/env.json")):
         run_dir = env_path.parent
         try:
-            env, metrics, run = (_read_json(env_path), _read_json(run_dir / "metrics.json"),
-                                 _read_json(run_dir / "run.json"))
+            env, metrics, run = (
+                _read_json(env_path),
+                _read_json(run_dir / "metrics.json"),
+                _read_json(run_dir / "run.json"),
+            )
         except Damaged as err:
             warn(f"summarize: skipping {run_dir.name}: {err}")
             continue
@@ -120,20 +180,28 @@ def collect(runs=None, warn=print):
 
         def ap(key):
             value = metrics.get(key)
-            return None if not isinstance(value, (int, float)) or value < 0 \
-                else round(100 * value, 1)
+            return (
+                None if not isinstance(value, (int, float)) or value < 0 else round(100 * value, 1)
+            )
 
         memory = run.get("peak_cuda_mib") or run.get("peak_rss_mib")
         wall = run.get("wall_seconds")
-        rows.append({
-            "config": run_dir.parent.name, "run": run_dir.name, "seed": _seed(run_dir),
-            "model": model, "upsampler": upsampler, "dataset": dataset,
-            "iterations": run.get("iter"),
-            **{name: ap(key) for name, key in AP_KEYS.items()},
-            "wall_minutes": round(wall / 60, 1) if isinstance(wall, (int, float)) else None,
-            "peak_memory_mib": memory, "device": env.get("gpu") or env.get("device"),
-            "_dir": run_dir,
-        })
+        rows.append(
+            {
+                "config": run_dir.parent.name,
+                "run": run_dir.name,
+                "seed": _seed(run_dir),
+                "model": model,
+                "upsampler": upsampler,
+                "dataset": dataset,
+                "iterations": run.get("iter"),
+                **{name: ap(key) for name, key in AP_KEYS.items()},
+                "wall_minutes": round(wall / 60, 1) if isinstance(wall, (int, float)) else None,
+                "peak_memory_mib": memory,
+                "device": env.get("gpu") or env.get("device"),
+                "_dir": run_dir,
+            }
+        )
     return rows
 
 
@@ -175,18 +243,23 @@ def baseline_of(config):
 
 def markdown(rows):
     groups = group(rows)
-    lines = ["## Our runs (mean ± sample std over seeds)", "",
-             "| model | upsampler | dataset | seeds | iterations | box AP | AP50 | APs | APm | "
-             "APl | mask AP | wall min |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for config, g in groups.items():
+    lines = [
+        "## Our runs (mean ± sample std over seeds)",
+        "",
+        "| model | upsampler | dataset | seeds | iterations | box AP | AP50 | APs | APm | "
+        "APl | mask AP | wall min |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in groups.values():
         r0 = g["rows"][0]
         seeds = sorted(r["seed"] for r in g["rows"] if r["seed"] is not None)
-        lines.append(f"| {r0['model']} | {r0['upsampler']} | {r0['dataset']} | "
-                     f"{len(g['rows'])} ({', '.join(map(str, seeds))}) | "
-                     f"{_fmt(r0['iterations'])} | {_ms(g['box_ap'])} | {_ms(g['ap50'])} | "
-                     f"{_ms(g['ap_s'])} | {_ms(g['ap_m'])} | {_ms(g['ap_l'])} | "
-                     f"{_ms(g['mask_ap'])} | {_ms(g['wall_minutes'])} |")
+        lines.append(
+            f"| {r0['model']} | {r0['upsampler']} | {r0['dataset']} | "
+            f"{len(g['rows'])} ({', '.join(map(str, seeds))}) | "
+            f"{_fmt(r0['iterations'])} | {_ms(g['box_ap'])} | {_ms(g['ap50'])} | "
+            f"{_ms(g['ap_s'])} | {_ms(g['ap_m'])} | {_ms(g['ap_l'])} | "
+            f"{_ms(g['mask_ap'])} | {_ms(g['wall_minutes'])} |"
+        )
     verdicts = []
     for config, g in groups.items():
         base = baseline_of(config)
@@ -198,29 +271,48 @@ def markdown(rows):
                     f"- {config} vs {base}: box AP {diff:+.1f} (standard error of the difference "
                     f"{se:.1f}, n = {g['box_ap'][2]} and {groups[base]['box_ap'][2]}; Welch's "
                     f"t-test p = {p:.2g}): "
-                    + ("resolved by these seeds (p < 0.05)." if clear else
-                       "not resolved by these seeds (p >= 0.05)."))
+                    + (
+                        "resolved by these seeds (p < 0.05)."
+                        if clear
+                        else "not resolved by these seeds (p >= 0.05)."
+                    )
+                )
     if verdicts:
         lines += ["", *verdicts]
-    lines += ["", "Offline-shapes numbers are short CPU runs from random initialisation on a "
-              "small synthetic dataset (COCO's AP definitions; APl is '-' when the split has no "
-              "large object): they compare upsamplers under equal conditions, not COCO "
-              "accuracy. Wall time is elapsed time on the run's machine, whatever else it was "
-              "doing.", "", "Every run:", "",
-              "| config | seed | box AP | APs | APm | wall min | device | run |",
-              "|---|---:|---:|---:|---:|---:|---|---|"]
+    lines += [
+        "",
+        "Offline-shapes numbers are short CPU runs from random initialisation on a "
+        "small synthetic dataset (COCO's AP definitions; APl is '-' when the split has no "
+        "large object): they compare upsamplers under equal conditions, not COCO "
+        "accuracy. Wall time is elapsed time on the run's machine, whatever else it was "
+        "doing.",
+        "",
+        "Every run:",
+        "",
+        "| config | seed | box AP | APs | APm | wall min | device | run |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['config']} | {_fmt(r['seed'])} | {_fmt(r['box_ap'])} | "
-                     f"{_fmt(r['ap_s'])} | {_fmt(r['ap_m'])} | {_fmt(r['wall_minutes'])} | "
-                     f"{_fmt(r['device'])} | `{r['run']}` |")
+        lines.append(
+            f"| {r['config']} | {_fmt(r['seed'])} | {_fmt(r['box_ap'])} | "
+            f"{_fmt(r['ap_s'])} | {_fmt(r['ap_m'])} | {_fmt(r['wall_minutes'])} | "
+            f"{_fmt(r['device'])} | `{r['run']}` |"
+        )
     kernel = kernel_scores_markdown(rows)
     if kernel:
         lines += ["", "## CARAFE's FPN kernels against the ground truth", "", kernel]
-    lines += ["", "## Published COCO numbers (not ours; R50-FPN, 1x schedule)", "",
-              "| model | upsampler | box AP | mask AP | source |", "|---|---|---:|---:|---|"]
+    lines += [
+        "",
+        "## Published COCO numbers (not ours; R50-FPN, 1x schedule)",
+        "",
+        "| model | upsampler | box AP | mask AP | source |",
+        "|---|---|---:|---:|---|",
+    ]
     for p in PUBLISHED:
-        lines.append(f"| {p['model']} | {p['upsampler']} | {p['box_ap']} | "
-                     f"{_fmt(p['mask_ap'])} | {p['source']} |")
+        lines.append(
+            f"| {p['model']} | {p['upsampler']} | {p['box_ap']} | "
+            f"{_fmt(p['mask_ap'])} | {p['source']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -230,6 +322,7 @@ def kernel_scores_markdown(rows, warn=print):
     beside nearest's and bilinear's: a markdown table, or "" when no run has
     scores."""
     from ..viz import aggregate_scores, compare, scores_markdown
+
     by_config = {}
     for r in rows:
         try:
@@ -242,10 +335,14 @@ def kernel_scores_markdown(rows, warn=print):
     out = []
     for config, runs in by_config.items():
         agg = aggregate_scores(runs)
-        out += [f"`{config}`: share of each kernel's weight drawn from the output pixel's own "
-                "object (or background), at output pixels within one pixel of an object "
-                "boundary and elsewhere, on 32 held-out images; mean ± std over runs.", "",
-                scores_markdown(agg).rstrip(), ""]
+        out += [
+            f"`{config}`: share of each kernel's weight drawn from the output pixel's own "
+            "object (or background), at output pixels within one pixel of an object "
+            "boundary and elsewhere, on 32 held-out images; mean ± std over runs.",
+            "",
+            scores_markdown(agg).rstrip(),
+            "",
+        ]
         out += [f"- {compare(agg, level)}" for level in agg]
         out.append("")
     return "\n".join(out).rstrip()
@@ -255,8 +352,10 @@ def plot(rows, out_dir):
     """loss_curves.png (training loss of every run, one colour per config)
     and ap_seeds.png (box AP per config: each seed a dot, mean ± std)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     paths = []
     groups = group(rows)
     colours = {config: f"C{i}" for i, config in enumerate(groups)}
@@ -265,11 +364,19 @@ def plot(rows, out_dir):
         train = [s for s in _scalars(r["_dir"]) if "loss" in s and "step" in s]
         if train:
             first = r is groups[r["config"]]["rows"][0]
-            ax.plot([s["step"] for s in train], [s["loss"] for s in train], lw=1,
-                    color=colours[r["config"]], alpha=0.8,
-                    label=r["config"] if first else None)
-    ax.set(xlabel="iteration", ylabel="training loss (sum of the detector's losses)",
-           title="Training loss, every seed")
+            ax.plot(
+                [s["step"] for s in train],
+                [s["loss"] for s in train],
+                lw=1,
+                color=colours[r["config"]],
+                alpha=0.8,
+                label=r["config"] if first else None,
+            )
+    ax.set(
+        xlabel="iteration",
+        ylabel="training loss (sum of the detector's losses)",
+        title="Training loss, every seed",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out_dir / "loss_curves.png")
@@ -281,12 +388,21 @@ def plot(rows, out_dir):
         aps = [r["box_ap"] for r in g["rows"] if r["box_ap"] is not None]
         ax.scatter(aps, [i] * len(aps), s=12, color="0.6", zorder=1)
         if g["box_ap"]:
-            ax.errorbar(g["box_ap"][0], i, xerr=g["box_ap"][1], fmt="o", capsize=3,
-                        color=colours[config], zorder=2)
+            ax.errorbar(
+                g["box_ap"][0],
+                i,
+                xerr=g["box_ap"][1],
+                fmt="o",
+                capsize=3,
+                color=colours[config],
+                zorder=2,
+            )
     ax.set_yticks(range(len(groups)), list(groups))
     ax.invert_yaxis()
-    ax.set(xlabel="box AP (COCO metric, %): mean ± 1 sample std over seeds; grey: seeds",
-           title="Offline detection: box AP per config")
+    ax.set(
+        xlabel="box AP (COCO metric, %): mean ± 1 sample std over seeds; grey: seeds",
+        title="Offline detection: box AP per config",
+    )
     fig.tight_layout()
     paths.append(out_dir / "ap_seeds.png")
     fig.savefig(paths[-1], dpi=120)

@@ -120,8 +120,8 @@ void backward(const at::Tensor& go, const at::Tensor& f, const at::Tensor& m,
 }
 
 Dims dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
-  return make_dims<int64_t>(features.size(0), features.size(1), features.size(2),
-                            features.size(3), k, G, s);
+  return make_dims<int64_t>(features.size(0), features.size(1), features.size(2), features.size(3),
+                            k, G, s);
 }
 
 at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& masks,
@@ -138,13 +138,11 @@ at::Tensor carafe_forward_cpu(const at::Tensor& features, const at::Tensor& mask
 
 std::tuple<at::Tensor, at::Tensor> carafe_backward_cpu(const at::Tensor& grad_output,
                                                        const at::Tensor& features,
-                                                       const at::Tensor& masks,
-                                                       int64_t kernel_size, int64_t group_size,
-                                                       int64_t scale_factor) {
+                                                       const at::Tensor& masks, int64_t kernel_size,
+                                                       int64_t group_size, int64_t scale_factor) {
   check_backward_args(grad_output, features, masks, kernel_size, group_size, scale_factor);
   const Dims d = dims_of(features, kernel_size, group_size, scale_factor);
-  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
-                   m = masks.contiguous();
+  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(), m = masks.contiguous();
   at::Tensor grad_features = empty_for_write(features.sizes(), features.options());
   at::Tensor grad_masks = empty_for_write(masks.sizes(), masks.options());
   if (d.cpg == 0) {  // no channels: grad_masks sums over none (the kernels size work per channel)

@@ -32,16 +32,16 @@ namespace carafe::cpu {
 namespace {
 
 struct WindowArgs {
-  float* const* out;   // [CB * S] output rows (n, c, s*i + t, :), c in the block, t < S
-  const float* masks;  // [W blocks][taps][S*S][L], taps = rows * k
-  const float* plane;  // features (n, first channel of the block, first window row, 0), or
-                       // null: every block reads the padded copies
-  int64_t plane_stride;  // between channels of features (H*W)
-  const float* edges;  // [CB][rows][Wp]: padded rows, r zeros each side; only the
-                       // columns of blocks that reach past the input are filled
-                       // (all of them where plane is null)
+  float* const* out;       // [CB * S] output rows (n, c, s*i + t, :), c in the block, t < S
+  const float* masks;      // [W blocks][taps][S*S][L], taps = rows * k
+  const float* plane;      // features (n, first channel of the block, first window row, 0), or
+                           // null: every block reads the padded copies
+  int64_t plane_stride;    // between channels of features (H*W)
+  const float* edges;      // [CB][rows][Wp]: padded rows, r zeros each side; only the
+                           // columns of blocks that reach past the input are filled
+                           // (all of them where plane is null)
   int64_t rows, k, W, Wp;  // rows: window rows inside the input
-  int64_t out_stride;  // between output channels (Ho*Wo)
+  int64_t out_stride;      // between output channels (Ho*Wo)
 };
 
 // out[c][t][S*j + u] = sum_{taps} masks[tap][t*S + u][j] * feats[c][ky][j + kx]
@@ -77,7 +77,8 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
       // waits for its line to be read in (RFO) with the next ones queued
       // behind it.
 #pragma GCC unroll 16
-      for (int c = 0; c < CB * S; ++c) prefetch_floats<true>(a.out[c] + CB * a.out_stride + S * base, S * L);
+      for (int c = 0; c < CB * S; ++c)
+        prefetch_floats<true>(a.out[c] + CB * a.out_stride + S * base, S * L);
     }
     for (int64_t ky = 0; ky < a.rows; ++ky) {
       const float* frow = fbase + ky * rstride;
@@ -112,13 +113,15 @@ inline __attribute__((always_inline)) void window_forward_body(const WindowArgs&
 // V, for scale S and any k.
 template <typename V, int CB, int S>
 constexpr KernelRow<BlockKernels<WindowArgs>> window_row() {
-  return {0, S, {lanes<V>, CB, on_isa<V, WindowArgs, window_forward_body<V, CB, S>>(),
-                 on_isa<V, WindowArgs, window_forward_body<V, 1, S>>()}};
+  return {0,
+          S,
+          {lanes<V>, CB, on_isa<V, WindowArgs, window_forward_body<V, CB, S>>(),
+           on_isa<V, WindowArgs, window_forward_body<V, 1, S>>()}};
 }
 // Block sizes by registers: 32 vector registers with AVX-512, 16 with AVX2.
 constexpr KernelRow<BlockKernels<WindowArgs>> kWindowKernels[] = {
-    window_row<v16f, 4, 2>(), window_row<v16f, 8, 1>(),
-    window_row<v8f, 2, 2>(), window_row<v8f, 4, 1>()};
+    window_row<v16f, 4, 2>(), window_row<v16f, 8, 1>(), window_row<v8f, 2, 2>(),
+    window_row<v8f, 4, 1>()};
 #endif
 
 // The window kernels for this CPU, scale s and width W; none (the caller
@@ -258,64 +261,64 @@ bool forward_window(const at::Tensor& features, const at::Tensor& masks, at::Ten
   T* out = output.mutable_data_ptr<T>();
   const int64_t S = d.s, L = wk.L, CB = wk.CB, k = d.k, W = d.W, r = kernel_radius(k);
   const int64_t Wp = W + 2 * r, jblocks = (W + L - 1) / L, cblocks = (d.cpg + CB - 1) / CB;
-  at::parallel_for(0, d.N * d.H * d.G * cblocks, grain_for(d.kk * S * d.Wo * CB),
-                   [&](int64_t b, int64_t e) {
-    // M 64-byte aligned: the kernel's mask loads are then whole cache lines
-    std::vector<float> Mbuf(jblocks * d.kk * S * S * L + 16), F(CB * k * Wp);
-    float* const M = aligned64(Mbuf);
-    std::vector<float*> dst(CB * S);
-    // half types: a mask row as float, and the kernel's output rows
-    std::vector<float> mrow(kFloat ? 0 : d.Wo), orows(kFloat ? 0 : CB * S * d.Wo);
-    int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t blk = item % cblocks, nig = item / cblocks;
-      const int64_t g = nig % d.G, i = (nig / d.G) % d.H, n = nig / (d.G * d.H);
-      // window rows inside the input: y = i + ky - r in [0, H)
-      const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
-      const int64_t rows = ky_hi - ky_lo;
-      if (nig != laid_out) {
-        lay_out_masks(m, d, n, i, g, ky_lo, ky_hi, L, M, mrow.data());
-        laid_out = nig;
-      }
-      const int64_t c0 = g * d.cpg + blk * CB;
-      const int64_t count = std::min(CB, (g + 1) * d.cpg - c0);
-      fill_window_rows(f, d, n, c0, count, i, ky_lo, ky_hi, L, F.data());
-      for (int64_t cc = 0; cc < count; ++cc) {
-        for (int64_t t = 0; t < S; ++t) {
+  at::parallel_for(
+      0, d.N * d.H * d.G * cblocks, grain_for(d.kk * S * d.Wo * CB), [&](int64_t b, int64_t e) {
+        // M 64-byte aligned: the kernel's mask loads are then whole cache lines
+        std::vector<float> Mbuf(jblocks * d.kk * S * S * L + 16), F(CB * k * Wp);
+        float* const M = aligned64(Mbuf);
+        std::vector<float*> dst(CB * S);
+        // half types: a mask row as float, and the kernel's output rows
+        std::vector<float> mrow(kFloat ? 0 : d.Wo), orows(kFloat ? 0 : CB * S * d.Wo);
+        int64_t laid_out = -1;  // the (n, i, g) whose masks M holds
+        for (int64_t item = b; item < e; ++item) {
+          const int64_t blk = item % cblocks, nig = item / cblocks;
+          const int64_t g = nig % d.G, i = (nig / d.G) % d.H, n = nig / (d.G * d.H);
+          // window rows inside the input: y = i + ky - r in [0, H)
+          const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
+          const int64_t rows = ky_hi - ky_lo;
+          if (nig != laid_out) {
+            lay_out_masks(m, d, n, i, g, ky_lo, ky_hi, L, M, mrow.data());
+            laid_out = nig;
+          }
+          const int64_t c0 = g * d.cpg + blk * CB;
+          const int64_t count = std::min(CB, (g + 1) * d.cpg - c0);
+          fill_window_rows(f, d, n, c0, count, i, ky_lo, ky_hi, L, F.data());
+          for (int64_t cc = 0; cc < count; ++cc) {
+            for (int64_t t = 0; t < S; ++t) {
+              if constexpr (kFloat) {
+                dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
+              } else {
+                dst[cc * S + t] = orows.data() + (cc * S + t) * d.Wo;
+              }
+            }
+          }
+          const int64_t HW = d.H * W;
+          // half types: no plane (the kernel reads the converted rows in F); the
+          // output rows in orows are adjacent, the next block's unknown (0)
+          const float* plane = nullptr;
+          int64_t out_stride = 0;
           if constexpr (kFloat) {
-            dst[cc * S + t] = out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo;
+            plane = f + ((n * d.C + c0) * d.H + i + ky_lo - r) * W;
+            out_stride = d.Ho * d.Wo;
+          }
+          if (count == CB) {
+            wk.block(WindowArgs{dst.data(), M, plane, HW, F.data(), rows, k, W, Wp, out_stride});
           } else {
-            dst[cc * S + t] = orows.data() + (cc * S + t) * d.Wo;
+            for (int64_t cc = 0; cc < count; ++cc) {
+              wk.single(WindowArgs{dst.data() + cc * S, M, plane ? plane + cc * HW : nullptr, HW,
+                                   F.data() + cc * rows * Wp, rows, k, W, Wp, out_stride});
+            }
+          }
+          if constexpr (!kFloat) {
+            for (int64_t cc = 0; cc < count; ++cc) {
+              for (int64_t t = 0; t < S; ++t) {
+                convert_row(dst[cc * S + t], out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo,
+                            d.Wo);
+              }
+            }
           }
         }
-      }
-      const int64_t HW = d.H * W;
-      // half types: no plane (the kernel reads the converted rows in F); the
-      // output rows in orows are adjacent, the next block's unknown (0)
-      const float* plane = nullptr;
-      int64_t out_stride = 0;
-      if constexpr (kFloat) {
-        plane = f + ((n * d.C + c0) * d.H + i + ky_lo - r) * W;
-        out_stride = d.Ho * d.Wo;
-      }
-      if (count == CB) {
-        wk.block(WindowArgs{dst.data(), M, plane, HW, F.data(), rows, k, W, Wp, out_stride});
-      } else {
-        for (int64_t cc = 0; cc < count; ++cc) {
-          wk.single(WindowArgs{dst.data() + cc * S, M, plane ? plane + cc * HW : nullptr, HW,
-                               F.data() + cc * rows * Wp, rows, k, W, Wp, out_stride});
-        }
-      }
-      if constexpr (!kFloat) {
-        for (int64_t cc = 0; cc < count; ++cc) {
-          for (int64_t t = 0; t < S; ++t) {
-            convert_row(dst[cc * S + t], out + ((n * d.C + c0 + cc) * d.Ho + i * S + t) * d.Wo,
-                        d.Wo);
-          }
-        }
-      }
-    }
-  });
+      });
   return true;
 }
 template bool forward_window<float>(const at::Tensor&, const at::Tensor&, at::Tensor&, const Dims&);

@@ -141,44 +141,46 @@ void gather_mask_rows(const T* m, const Dims& d, int64_t n, int64_t g, int64_t i
 // block), block fastest within a group; a group whose channel count is not
 // a multiple of the block size ends with a smaller block that takes the
 // one-channel path.
-void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks,
-                           at::Tensor& output, const Dims& d) {
+void forward_blocked_float(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
+                           const Dims& d) {
   const float* f = features.const_data_ptr<float>();
   const float* m = masks.const_data_ptr<float>();
   float* out = output.mutable_data_ptr<float>();
   const int64_t Ho = d.Ho, Wo = d.Wo, Up = upsampled_len(d), cpg = d.cpg;
   const int64_t blocks = (cpg + kChannelBlock - 1) / kChannelBlock;
-  at::parallel_for(0, d.N * d.H * d.G * blocks,
-                   grain_for(d.kk * d.s * Wo * kChannelBlock), [&](int64_t b, int64_t e) {
-    std::vector<float> U(kChannelBlock * d.k * Up), clean;
-    std::vector<const float*> a_rows(d.kk);
-    std::vector<const float*> b_rows(kChannelBlock * d.kk);
-    const float* const* b_of[kChannelBlock];
-    float* dst[kChannelBlock];
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t blk = item % blocks, g = (item / blocks) % d.G;
-      const int64_t i = (item / (blocks * d.G)) % d.H, n = item / (blocks * d.G * d.H);
-      const int64_t c0 = g * cpg + blk * kChannelBlock;
-      const int64_t count = std::min<int64_t>(kChannelBlock, (g + 1) * cpg - c0);
-      int64_t pairs = 0;
-      for (int64_t cc = 0; cc < count; ++cc) {
-        const float* plane = f + (n * d.C + c0 + cc) * d.H * d.W;
-        pairs = gather_feature_rows(plane, d, i, U.data() + cc * d.k * Up,
-                                    b_rows.data() + cc * d.kk);
-        b_of[cc] = b_rows.data() + cc * d.kk;
-      }
-      for (int64_t t = 0; t < d.s; ++t) {
-        const int64_t p = i * d.s + t;
-        gather_mask_rows(m, d, n, g, i, p, pairs, a_rows.data(), clean);
-        for (int64_t cc = 0; cc < count; ++cc) dst[cc] = out + ((n * d.C + c0 + cc) * Ho + p) * Wo;
-        const bool blocked = count == kChannelBlock &&
-                             channel_block_sum4(dst, a_rows.data(), b_of, pairs, Wo);
-        for (int64_t cc = 0; cc < count; ++cc) {
-          if (!blocked) pair_sum_row(dst[cc], a_rows.data(), b_of[cc], pairs, Wo);
+  at::parallel_for(
+      0, d.N * d.H * d.G * blocks, grain_for(d.kk * d.s * Wo * kChannelBlock),
+      [&](int64_t b, int64_t e) {
+        std::vector<float> U(kChannelBlock * d.k * Up), clean;
+        std::vector<const float*> a_rows(d.kk);
+        std::vector<const float*> b_rows(kChannelBlock * d.kk);
+        const float* const* b_of[kChannelBlock];
+        float* dst[kChannelBlock];
+        for (int64_t item = b; item < e; ++item) {
+          const int64_t blk = item % blocks, g = (item / blocks) % d.G;
+          const int64_t i = (item / (blocks * d.G)) % d.H, n = item / (blocks * d.G * d.H);
+          const int64_t c0 = g * cpg + blk * kChannelBlock;
+          const int64_t count = std::min<int64_t>(kChannelBlock, (g + 1) * cpg - c0);
+          int64_t pairs = 0;
+          for (int64_t cc = 0; cc < count; ++cc) {
+            const float* plane = f + (n * d.C + c0 + cc) * d.H * d.W;
+            pairs = gather_feature_rows(plane, d, i, U.data() + cc * d.k * Up,
+                                        b_rows.data() + cc * d.kk);
+            b_of[cc] = b_rows.data() + cc * d.kk;
+          }
+          for (int64_t t = 0; t < d.s; ++t) {
+            const int64_t p = i * d.s + t;
+            gather_mask_rows(m, d, n, g, i, p, pairs, a_rows.data(), clean);
+            for (int64_t cc = 0; cc < count; ++cc)
+              dst[cc] = out + ((n * d.C + c0 + cc) * Ho + p) * Wo;
+            const bool blocked =
+                count == kChannelBlock && channel_block_sum4(dst, a_rows.data(), b_of, pairs, Wo);
+            for (int64_t cc = 0; cc < count; ++cc) {
+              if (!blocked) pair_sum_row(dst[cc], a_rows.data(), b_of[cc], pairs, Wo);
+            }
+          }
         }
-      }
-    }
-  });
+      });
 }
 
 // out[n, c, p, :] = sum_{ky, kx} masks[n, g*k*k + ky*k + kx, p, :] * U_{c, ky}[s*kx :]
@@ -219,44 +221,47 @@ template void forward_generic<double>(const at::Tensor&, const at::Tensor&, at::
 template <typename scalar_t>
 void grad_masks_generic(const scalar_t* go, const scalar_t* f, scalar_t* gm, const Dims& d) {
   const int64_t Wo = d.Wo, Up = upsampled_len(d), cpg = d.cpg, HoWo = d.Ho * Wo;
-  at::parallel_for(0, d.N * d.H * d.G * d.k, grain_for(d.k * d.s * Wo * cpg),
-                   [&](int64_t b, int64_t e) {
-    std::vector<scalar_t> U(cpg * Up);
-    std::vector<const scalar_t*> a_rows(cpg), b_rows(cpg);
-    std::vector<scalar_t*> dst_rows(d.k);
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t ky = item % d.k, g = (item / d.k) % d.G, i = (item / (d.k * d.G)) % d.H;
-      const int64_t n = item / (d.k * d.G * d.H);
-      const int64_t y = tap_coord(i, ky, d.k);
-      const bool row_ok = in_bounds(y, d.H);
-      if (row_ok) {
-        for (int64_t c = 0; c < cpg; ++c) {
-          fill_upsampled_row(f + ((n * d.C + g * cpg + c) * d.H + y) * d.W, d,
-                             U.data() + c * Up);
+  at::parallel_for(
+      0, d.N * d.H * d.G * d.k, grain_for(d.k * d.s * Wo * cpg), [&](int64_t b, int64_t e) {
+        std::vector<scalar_t> U(cpg * Up);
+        std::vector<const scalar_t*> a_rows(cpg), b_rows(cpg);
+        std::vector<scalar_t*> dst_rows(d.k);
+        for (int64_t item = b; item < e; ++item) {
+          const int64_t ky = item % d.k, g = (item / d.k) % d.G, i = (item / (d.k * d.G)) % d.H;
+          const int64_t n = item / (d.k * d.G * d.H);
+          const int64_t y = tap_coord(i, ky, d.k);
+          const bool row_ok = in_bounds(y, d.H);
+          if (row_ok) {
+            for (int64_t c = 0; c < cpg; ++c) {
+              fill_upsampled_row(f + ((n * d.C + g * cpg + c) * d.H + y) * d.W, d,
+                                 U.data() + c * Up);
+            }
+          }
+          for (int64_t t = 0; t < d.s; ++t) {
+            const int64_t p = i * d.s + t;
+            for (int64_t kx = 0; kx < d.k; ++kx) dst_rows[kx] = gm + mask_row(d, n, g, ky, kx, p);
+            if (!row_ok) {  // the taps read outside the input: zero gradient
+              for (int64_t kx = 0; kx < d.k; ++kx)
+                std::fill(dst_rows[kx], dst_rows[kx] + Wo, scalar_t(0));
+              continue;
+            }
+            for (int64_t c = 0; c < cpg; ++c)
+              a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
+            bool done = false;
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              // the k taps at once (k = 3, 5, 7; rows of 16 columns or more)
+              for (int64_t c = 0; c < cpg; ++c) b_rows[c] = U.data() + c * Up;
+              done =
+                  shift_sum_rows(d.k, dst_rows.data(), a_rows.data(), b_rows.data(), cpg, d.s, Wo);
+            }
+            for (int64_t kx = 0; kx < d.k && !done; ++kx) {
+              for (int64_t c = 0; c < cpg; ++c) b_rows[c] = U.data() + c * Up + d.s * kx;
+              pair_sum_row(dst_rows[kx], a_rows.data(), b_rows.data(), cpg, Wo);
+            }
+            for (int64_t kx = 0; kx < d.k; ++kx) zero_outside_columns(dst_rows[kx], kx, d);
+          }
         }
-      }
-      for (int64_t t = 0; t < d.s; ++t) {
-        const int64_t p = i * d.s + t;
-        for (int64_t kx = 0; kx < d.k; ++kx) dst_rows[kx] = gm + mask_row(d, n, g, ky, kx, p);
-        if (!row_ok) {  // the taps read outside the input: zero gradient
-          for (int64_t kx = 0; kx < d.k; ++kx) std::fill(dst_rows[kx], dst_rows[kx] + Wo, scalar_t(0));
-          continue;
-        }
-        for (int64_t c = 0; c < cpg; ++c) a_rows[c] = go + (n * d.C + g * cpg + c) * HoWo + p * Wo;
-        bool done = false;
-        if constexpr (std::is_same_v<scalar_t, float>) {
-          // the k taps at once (k = 3, 5, 7; rows of 16 columns or more)
-          for (int64_t c = 0; c < cpg; ++c) b_rows[c] = U.data() + c * Up;
-          done = shift_sum_rows(d.k, dst_rows.data(), a_rows.data(), b_rows.data(), cpg, d.s, Wo);
-        }
-        for (int64_t kx = 0; kx < d.k && !done; ++kx) {
-          for (int64_t c = 0; c < cpg; ++c) b_rows[c] = U.data() + c * Up + d.s * kx;
-          pair_sum_row(dst_rows[kx], a_rows.data(), b_rows.data(), cpg, Wo);
-        }
-        for (int64_t kx = 0; kx < d.k; ++kx) zero_outside_columns(dst_rows[kx], kx, d);
-      }
-    }
-  });
+      });
 }
 template void grad_masks_generic<float>(const float*, const float*, float*, const Dims&);
 template void grad_masks_generic<double>(const double*, const double*, double*, const Dims&);
@@ -277,8 +282,7 @@ void grad_features_generic(const scalar_t* go, const scalar_t* m, scalar_t* gf, 
   const int64_t Wo = d.Wo, cpg = d.cpg, HoWo = d.Ho * Wo, pad = grad_pad(d), Wp = Wo + 2 * pad;
   constexpr int64_t CB = std::is_same_v<scalar_t, float> ? kChannelBlock : 1;
   const int64_t rows_per_channel = d.k * d.s;  // padded grad_output rows (ky, t) of a channel
-  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * d.s * Wo * cpg),
-                   [&](int64_t b, int64_t e) {
+  at::parallel_for(0, d.N * d.H * d.G, grain_for(d.kk * d.s * Wo * cpg), [&](int64_t b, int64_t e) {
     std::vector<scalar_t> Mp(d.kk * d.s * Wp), Gp(CB * rows_per_channel * Wp), sum(CB * Wo);
     std::vector<const scalar_t*> a_rows(d.kk * d.s), b_rows(CB * d.kk * d.s);
     const scalar_t* const* b_of[CB];
@@ -341,7 +345,6 @@ void grad_features_generic(const scalar_t* go, const scalar_t* m, scalar_t* gf, 
   });
 }
 template void grad_features_generic<float>(const float*, const float*, float*, const Dims&);
-template void grad_features_generic<double>(const double*, const double*, double*,
-                                            const Dims&);
+template void grad_features_generic<double>(const double*, const double*, double*, const Dims&);
 
 }  // namespace carafe::cpu

@@ -29,20 +29,21 @@ namespace {
 constexpr int64_t kGradMaskChunk = 32;
 
 struct GradMaskItemArgs {
-  float* const* out;       // [k * K * S] grad_masks rows (ky, kx, t): (ky*K + kx)*S + t
-  const float* go;         // grad_output (n, first channel of g, s*i, 0)
-  int64_t go_stride, Wo;   // between channels (Ho*Wo), between output rows t (Wo)
-  const float* feats;      // features of the group's first channel; column -r of a row is
-                           // feats + f_rows[row] - r, channels f_stride apart
+  float* const* out;      // [k * K * S] grad_masks rows (ky, kx, t): (ky*K + kx)*S + t
+  const float* go;        // grad_output (n, first channel of g, s*i, 0)
+  int64_t go_stride, Wo;  // between channels (Ho*Wo), between output rows t (Wo)
+  const float* feats;     // features of the group's first channel; column -r of a row is
+                          // feats + f_rows[row] - r, channels f_stride apart
   int64_t f_stride;
-  const int64_t* f_rows;   // [rows] offsets of the window rows inside the input
+  const int64_t* f_rows;  // [rows] offsets of the window rows inside the input
   int64_t ky_lo, rows;
-  int64_t count, W;        // channels of the group, input width
+  int64_t count, W;          // channels of the group, input width
   int64_t jb_begin, jb_end;  // the column blocks to compute (block_start)
-  const float* next_go;    // the next item's grad_output (its first block's columns), or null
-  const float* next_feat;  // the next item's newest feature row (its first block, column -r), or null
-  float* scratch;          // [kGradMaskChunk][S*S][L] + [rows][S*S*K][L] floats
-  bool accumulate;         // add to the sums already in out (of the channels before these)
+  const float* next_go;      // the next item's grad_output (its first block's columns), or null
+  const float*
+      next_feat;    // the next item's newest feature row (its first block, column -r), or null
+  float* scratch;   // [kGradMaskChunk][S*S][L] + [rows][S*S*K][L] floats
+  bool accumulate;  // add to the sums already in out (of the channels before these)
 };
 
 // The sums of window row `row` (acc[t][u][kx]) at the start of the chunk
@@ -140,14 +141,16 @@ inline __attribute__((always_inline)) void grad_masks_item_body(const GradMaskIt
     // Accumulating, the columns this block shares with the one before (the
     // row's last block, moved left) already hold their new sums: they are
     // computed again but not stored.
-    const int64_t shared =
-        a.accumulate && jb > a.jb_begin ? std::max<int64_t>(0, block_start(jb - 1, L, a.W) + L - base) : 0;
+    const int64_t shared = a.accumulate && jb > a.jb_begin
+                               ? std::max<int64_t>(0, block_start(jb - 1, L, a.W) + L - base)
+                               : 0;
     if (jb + 1 < blocks) {
       // the next block's output lines, for writing (see window_forward_body)
       const int64_t next = block_start(jb + 1, L, a.W);
       for (int64_t ky = a.ky_lo; ky < a.ky_lo + rows; ++ky) {
 #pragma GCC unroll 16
-        for (int o = 0; o < K * S; ++o) prefetch_floats<true>(a.out[ky * K * S + o] + S * next, S * L);
+        for (int o = 0; o < K * S; ++o)
+          prefetch_floats<true>(a.out[ky * K * S + o] + S * next, S * L);
       }
     }
     for (int64_t c0 = 0; c0 < count; c0 += CH) {
@@ -238,9 +241,8 @@ constexpr KernelRow<GradMaskKernel> grad_masks_row() {
 constexpr KernelRow<GradMaskKernel> kGradMaskKernels[] = {
     grad_masks_row<v16f, 1, 2>(), grad_masks_row<v16f, 3, 2>(), grad_masks_row<v16f, 5, 2>(),
     grad_masks_row<v16f, 1, 1>(), grad_masks_row<v16f, 3, 1>(), grad_masks_row<v16f, 5, 1>(),
-    grad_masks_row<v16f, 7, 1>(),
-    grad_masks_row<v8f, 1, 2>(), grad_masks_row<v8f, 3, 2>(),
-    grad_masks_row<v8f, 1, 1>(), grad_masks_row<v8f, 3, 1>(), grad_masks_row<v8f, 5, 1>()};
+    grad_masks_row<v16f, 7, 1>(), grad_masks_row<v8f, 1, 2>(),  grad_masks_row<v8f, 3, 2>(),
+    grad_masks_row<v8f, 1, 1>(),  grad_masks_row<v8f, 3, 1>(),  grad_masks_row<v8f, 5, 1>()};
 #endif
 
 // The grad_masks kernel for this CPU, k, scale and width; none where no
@@ -309,8 +311,7 @@ bool grad_masks_window_applies(const Dims& d) { return grad_masks_kernel(d).fn !
 // Item (n, i, g) writes the k*k*s mask rows of output rows s*i .. s*i+s-1;
 // rows are owned by one item (no race, no atomics) and each element is
 // summed over the group's channels in channel order.
-bool grad_masks_window(const float* go, const float* f, float* gm, const Dims& d,
-                       bool accumulate) {
+bool grad_masks_window(const float* go, const float* f, float* gm, const Dims& d, bool accumulate) {
   const GradMaskKernel wk = grad_masks_kernel(d);
   if (!wk.fn) return false;
   const int64_t S = d.s, k = d.k, W = d.W, r = kernel_radius(k), cpg = d.cpg;
@@ -326,41 +327,46 @@ bool grad_masks_window(const float* go, const float* f, float* gm, const Dims& d
   const int64_t strip = std::max<int64_t>(1, (int64_t(512) << 10) / per_block);
   // the last block overlaps the one before (block_start): both in the last strip
   const int64_t strips = std::max<int64_t>(1, (blocks - 1 + strip - 1) / strip);
-  at::parallel_for(0, d.N * d.G * strips * d.H, grain_for(d.kk * S * S * W * cpg / strips),
-                   [&](int64_t b, int64_t e) {
-    std::vector<float> F, buf(scratch + 16);
-    float* const sc = aligned64(buf);
-    std::vector<float*> out(k * k * S);
-    std::vector<int64_t> f_rows(k);
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item % d.H, st = (item / d.H) % strips;
-      const int64_t g = (item / (d.H * strips)) % d.G, n = item / (d.H * strips * d.G);
-      const int64_t jb_begin = st * strip, jb_end = st + 1 == strips ? blocks : jb_begin + strip;
-      // output columns of the strip
-      const int64_t q_lo = S * block_start(jb_begin, L, W), q_hi = S * (block_start(jb_end - 1, L, W) + L);
-      // window rows inside the input: y = i + ky - r in [0, H)
-      const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
-      const int64_t rows = ky_hi - ky_lo;
-      item_out_rows(gm, d, n, i, g, ky_lo, ky_hi, q_lo, q_hi, out.data());
-      int64_t f_stride = 0;
-      const float* feats = item_features(f, d, n, i, g, ky_lo, ky_hi, F, f_rows.data(), &f_stride);
-      const float* go_i = go + (n * d.C + g * cpg) * HoWo + i * S * d.Wo;
-      const int64_t col = block_start(jb_begin, L, W);
-      const float* next_go = i + 1 < d.H ? go_i + S * d.Wo + S * col : nullptr;
-      const float* next_feat = i + 1 + r < d.H && f_stride == HW && col >= r
-                                   ? feats + (i + 1 + r) * W + col - r : nullptr;
-      wk.fn(GradMaskItemArgs{out.data(), go_i, HoWo, d.Wo, feats, f_stride, f_rows.data(), ky_lo,
-                             rows, cpg, W, jb_begin, jb_end, next_go, next_feat, sc,
-                             accumulate});
-      for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
-        for (int64_t kx = 0; kx < k; ++kx) {
-          for (int64_t t = 0; t < S; ++t) {
-            zero_outside_columns(out[(ky * k + kx) * S + t], kx, d, q_lo, q_hi);
+  at::parallel_for(
+      0, d.N * d.G * strips * d.H, grain_for(d.kk * S * S * W * cpg / strips),
+      [&](int64_t b, int64_t e) {
+        std::vector<float> F, buf(scratch + 16);
+        float* const sc = aligned64(buf);
+        std::vector<float*> out(k * k * S);
+        std::vector<int64_t> f_rows(k);
+        for (int64_t item = b; item < e; ++item) {
+          const int64_t i = item % d.H, st = (item / d.H) % strips;
+          const int64_t g = (item / (d.H * strips)) % d.G, n = item / (d.H * strips * d.G);
+          const int64_t jb_begin = st * strip,
+                        jb_end = st + 1 == strips ? blocks : jb_begin + strip;
+          // output columns of the strip
+          const int64_t q_lo = S * block_start(jb_begin, L, W),
+                        q_hi = S * (block_start(jb_end - 1, L, W) + L);
+          // window rows inside the input: y = i + ky - r in [0, H)
+          const int64_t ky_lo = std::max<int64_t>(0, r - i), ky_hi = std::min(k, d.H + r - i);
+          const int64_t rows = ky_hi - ky_lo;
+          item_out_rows(gm, d, n, i, g, ky_lo, ky_hi, q_lo, q_hi, out.data());
+          int64_t f_stride = 0;
+          const float* feats =
+              item_features(f, d, n, i, g, ky_lo, ky_hi, F, f_rows.data(), &f_stride);
+          const float* go_i = go + (n * d.C + g * cpg) * HoWo + i * S * d.Wo;
+          const int64_t col = block_start(jb_begin, L, W);
+          const float* next_go = i + 1 < d.H ? go_i + S * d.Wo + S * col : nullptr;
+          const float* next_feat = i + 1 + r < d.H && f_stride == HW && col >= r
+                                       ? feats + (i + 1 + r) * W + col - r
+                                       : nullptr;
+          wk.fn(GradMaskItemArgs{out.data(), go_i, HoWo, d.Wo, feats, f_stride, f_rows.data(),
+                                 ky_lo, rows, cpg, W, jb_begin, jb_end, next_go, next_feat, sc,
+                                 accumulate});
+          for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+            for (int64_t kx = 0; kx < k; ++kx) {
+              for (int64_t t = 0; t < S; ++t) {
+                zero_outside_columns(out[(ky * k + kx) * S + t], kx, d, q_lo, q_hi);
+              }
+            }
           }
         }
-      }
-    }
-  });
+      });
   return true;
 }
 

@@ -35,47 +35,60 @@ namespace {
 // One vector of each conversion: the 16 elements (AVX-512) or 8 (AVX2) at s
 // converted into d.
 // bfloat16 -> float: the 16 bits become the top half of the float's
-inline __attribute__((always_inline)) CARAFE_TARGET_V4 void bf16_to_float16(const uint16_t* s, float* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V4 void bf16_to_float16(const uint16_t* s,
+                                                                            float* d) {
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s)));
   _mm512_storeu_ps(d, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
 }
-inline __attribute__((always_inline)) CARAFE_TARGET_V3 void bf16_to_float8(const uint16_t* s, float* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V3 void bf16_to_float8(const uint16_t* s,
+                                                                           float* d) {
   const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
   _mm256_storeu_ps(d, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
 }
 // float -> bfloat16, c10's round_to_nearest_even: (u + 0x7fff + lsb) >> 16, NaN 0x7fc0
-inline __attribute__((always_inline)) CARAFE_TARGET_V4 void float_to_bf16_16(const float* s, uint16_t* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V4 void float_to_bf16_16(const float* s,
+                                                                             uint16_t* d) {
   const __m512 v = _mm512_loadu_ps(s);
   const __m512i u = _mm512_castps_si512(v);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+  __m512i r =
+      _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
   r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(d), _mm512_cvtepi32_epi16(r));
 }
-inline __attribute__((always_inline)) CARAFE_TARGET_V3 void float_to_bf16_8(const float* s, uint16_t* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V3 void float_to_bf16_8(const float* s,
+                                                                            uint16_t* d) {
   const __m256 v = _mm256_loadu_ps(s);
   const __m256i u = _mm256_castps_si256(v);
   const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+  __m256i r =
+      _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0),
+                         _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
   // values < 2^16: the saturating pack keeps them
   _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
                    _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
 }
 // float16 <-> float: the hardware conversions (F16C; rounding to nearest even)
-inline __attribute__((always_inline)) CARAFE_TARGET_V4 void half_to_float16(const uint16_t* s, float* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V4 void half_to_float16(const uint16_t* s,
+                                                                            float* d) {
   _mm512_storeu_ps(d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s))));
 }
-inline __attribute__((always_inline)) CARAFE_TARGET_V3 void half_to_float8(const uint16_t* s, float* d) {
+inline __attribute__((always_inline)) CARAFE_TARGET_V3 void half_to_float8(const uint16_t* s,
+                                                                           float* d) {
   _mm256_storeu_ps(d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s))));
 }
-inline __attribute__((always_inline)) CARAFE_TARGET_V4 void float_to_half16(const float* s, uint16_t* d) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(d),
-                      _mm512_cvtps_ph(_mm512_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+inline __attribute__((always_inline)) CARAFE_TARGET_V4 void float_to_half16(const float* s,
+                                                                            uint16_t* d) {
+  _mm256_storeu_si256(
+      reinterpret_cast<__m256i*>(d),
+      _mm512_cvtps_ph(_mm512_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
-inline __attribute__((always_inline)) CARAFE_TARGET_V3 void float_to_half8(const float* s, uint16_t* d) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
-                   _mm256_cvtps_ph(_mm256_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+inline __attribute__((always_inline)) CARAFE_TARGET_V3 void float_to_half8(const float* s,
+                                                                           uint16_t* d) {
+  _mm_storeu_si128(
+      reinterpret_cast<__m128i*>(d),
+      _mm256_cvtps_ph(_mm256_loadu_ps(s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
 // d[i] = convert(s[i]) for i < n, a Step (16 elements) at a time, the last
@@ -121,13 +134,21 @@ void convert_row(const From* src, To* dst, int64_t n) {
   using R = RawBits<From>;
   using W = RawBits<To>;
   if constexpr (std::is_same_v<From, at::BFloat16>) {
-    i = v4 ? convert_v4<R, W, bf16_to_float16>(s, d, n) : v3 ? convert_v3<R, W, bf16_to_float8>(s, d, n) : 0;
+    i = v4   ? convert_v4<R, W, bf16_to_float16>(s, d, n)
+        : v3 ? convert_v3<R, W, bf16_to_float8>(s, d, n)
+             : 0;
   } else if constexpr (std::is_same_v<From, at::Half>) {
-    i = v4 ? convert_v4<R, W, half_to_float16>(s, d, n) : v3 ? convert_v3<R, W, half_to_float8>(s, d, n) : 0;
+    i = v4   ? convert_v4<R, W, half_to_float16>(s, d, n)
+        : v3 ? convert_v3<R, W, half_to_float8>(s, d, n)
+             : 0;
   } else if constexpr (std::is_same_v<To, at::BFloat16>) {
-    i = v4 ? convert_v4<R, W, float_to_bf16_16>(s, d, n) : v3 ? convert_v3<R, W, float_to_bf16_8>(s, d, n) : 0;
+    i = v4   ? convert_v4<R, W, float_to_bf16_16>(s, d, n)
+        : v3 ? convert_v3<R, W, float_to_bf16_8>(s, d, n)
+             : 0;
   } else {
-    i = v4 ? convert_v4<R, W, float_to_half16>(s, d, n) : v3 ? convert_v3<R, W, float_to_half8>(s, d, n) : 0;
+    i = v4   ? convert_v4<R, W, float_to_half16>(s, d, n)
+        : v3 ? convert_v3<R, W, float_to_half8>(s, d, n)
+             : 0;
   }
 #endif
   for (; i < n; ++i) dst[i] = static_cast<To>(src[i]);
@@ -189,18 +210,21 @@ void for_channel_blocks(const at::Tensor& masks, const Dims& d, int64_t block, F
 
 }  // namespace
 
-void forward_half_via_float(const at::Tensor& features, const at::Tensor& masks,
-                            at::Tensor& output, const Dims& d) {
+void forward_half_via_float(const at::Tensor& features, const at::Tensor& masks, at::Tensor& output,
+                            const Dims& d) {
   const int64_t block = half_block_channels(d);
   const at::TensorOptions fopt = features.options().dtype(at::kFloat);
   const at::Tensor fbuf = at::empty({block * d.H * d.W}, fopt);
   const at::Tensor obuf = empty_for_write({block * d.Ho * d.Wo}, fopt);
-  for_channel_blocks(masks, d, block, [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
-    at::Tensor f32 = float_view(fbuf, db.C, d.H, d.W), o32 = float_view(obuf, db.C, d.Ho, d.Wo);
-    f32[0].copy_(features[n].narrow(0, c, db.C));
-    forward_float(f32, m32, o32, db);
-    output[n].narrow(0, c, db.C).copy_(o32[0]);
-  }, [](int64_t, int64_t) {});
+  for_channel_blocks(
+      masks, d, block,
+      [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
+        at::Tensor f32 = float_view(fbuf, db.C, d.H, d.W), o32 = float_view(obuf, db.C, d.Ho, d.Wo);
+        f32[0].copy_(features[n].narrow(0, c, db.C));
+        forward_float(f32, m32, o32, db);
+        output[n].narrow(0, c, db.C).copy_(o32[0]);
+      },
+      [](int64_t, int64_t) {});
 }
 
 // grad_masks sums the group's channels in float32: where the float32
@@ -212,8 +236,8 @@ void backward_half_via_float(const at::Tensor& grad_output, const at::Tensor& fe
                              const at::Tensor& masks, at::Tensor& grad_features,
                              at::Tensor& grad_masks, const Dims& d) {
   const bool accumulate = grad_masks_window_applies(d);
-  const int64_t block = accumulate ? half_block_channels(d, kHalfBlockBytesAccumulating, 32)
-                                   : half_block_channels(d);
+  const int64_t block =
+      accumulate ? half_block_channels(d, kHalfBlockBytesAccumulating, 32) : half_block_channels(d);
   const at::TensorOptions fopt = features.options().dtype(at::kFloat);
   const at::Tensor gobuf = at::empty({block * d.Ho * d.Wo}, fopt);
   const at::Tensor fbuf = at::empty({block * d.H * d.W}, fopt);
@@ -221,17 +245,21 @@ void backward_half_via_float(const at::Tensor& grad_output, const at::Tensor& fe
   const at::Tensor gm_sum = empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt);
   const at::Tensor gm_part =
       d.cpg > block && !accumulate ? empty_for_write({1, d.kk, d.Ho, d.Wo}, fopt) : gm_sum;
-  for_channel_blocks(masks, d, block, [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
-    const bool first = c % d.cpg == 0;  // the group's first block
-    at::Tensor go32 = float_view(gobuf, db.C, d.Ho, d.Wo), f32 = float_view(fbuf, db.C, d.H, d.W);
-    at::Tensor gf32 = float_view(gfbuf, db.C, d.H, d.W);
-    at::Tensor gm32 = first || accumulate ? gm_sum : gm_part;
-    go32[0].copy_(grad_output[n].narrow(0, c, db.C));
-    f32[0].copy_(features[n].narrow(0, c, db.C));
-    backward_float(go32, f32, m32, gf32, gm32, db, accumulate && !first);
-    if (!first && !accumulate) gm_sum.add_(gm_part);
-    grad_features[n].narrow(0, c, db.C).copy_(gf32[0]);
-  }, [&](int64_t n, int64_t g) { grad_masks[n].narrow(0, g * d.kk, d.kk).copy_(gm_sum[0]); });
+  for_channel_blocks(
+      masks, d, block,
+      [&](int64_t n, int64_t c, const Dims& db, const at::Tensor& m32) {
+        const bool first = c % d.cpg == 0;  // the group's first block
+        at::Tensor go32 = float_view(gobuf, db.C, d.Ho, d.Wo),
+                   f32 = float_view(fbuf, db.C, d.H, d.W);
+        at::Tensor gf32 = float_view(gfbuf, db.C, d.H, d.W);
+        at::Tensor gm32 = first || accumulate ? gm_sum : gm_part;
+        go32[0].copy_(grad_output[n].narrow(0, c, db.C));
+        f32[0].copy_(features[n].narrow(0, c, db.C));
+        backward_float(go32, f32, m32, gf32, gm32, db, accumulate && !first);
+        if (!first && !accumulate) gm_sum.add_(gm_part);
+        grad_features[n].narrow(0, c, db.C).copy_(gf32[0]);
+      },
+      [&](int64_t n, int64_t g) { grad_masks[n].narrow(0, g * d.kk, d.kk).copy_(gm_sum[0]); });
 }
 
 }  // namespace carafe::cpu

@@ -41,8 +41,8 @@ namespace {
 // times less traffic than K separate pair sums over the same channel rows.
 // 16 columns per block.
 template <int K>
-CARAFE_CLONES bool shift_sum_rows_k(float* const* out, const float* const* a,
-                                    const float* const* b, int64_t count, int64_t s, int64_t n) {
+CARAFE_CLONES bool shift_sum_rows_k(float* const* out, const float* const* a, const float* const* b,
+                                    int64_t count, int64_t s, int64_t n) {
   constexpr int64_t B = 16;
   if (n < B) return false;
   for (int64_t q0 = 0; q0 < n; q0 += B) {
@@ -79,9 +79,10 @@ constexpr struct {
 // vectors of columns per block; CB*2 accumulators stay in registers over
 // all pairs.
 template <typename V, int CB>
-inline __attribute__((always_inline)) bool channel_block_sum_body(
-    float* const* out, const float* const* a, const float* const* const* b, int64_t pairs,
-    int64_t n) {
+inline __attribute__((always_inline)) bool channel_block_sum_body(float* const* out,
+                                                                  const float* const* a,
+                                                                  const float* const* const* b,
+                                                                  int64_t pairs, int64_t n) {
   constexpr int64_t L = lanes<V>, B = 2 * L;
   if (n < B) return false;
   for (int64_t q0 = 0; q0 < n; q0 += B) {

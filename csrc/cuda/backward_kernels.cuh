@@ -58,8 +58,7 @@ __device__ __forceinline__ void correlate_row(const scalar_t* __restrict__ go,
                                               const scalar_t* __restrict__ plane,
                                               acc_t (&acc)[kOutputsPerThread<S>][K],
                                               const WindowPlace<index_t, S>& at, index_t y,
-                                              const Dims<index_t>& d, index_t HW,
-                                              index_t HoWo) {
+                                              const Dims<index_t>& d, index_t HW, index_t HoWo) {
   constexpr int U = kOutputsPerThread<S>, R = K / 2;
   using V = Vec<scalar_t, U>;
   const index_t row = y * d.W + (at.cj - R);  // may be < 0 at the left border
@@ -127,8 +126,8 @@ __global__ void __launch_bounds__(kThreads)
         correlate_row<false, K, S>(go, plane, acc, at, y, d, HW, HoWo);
       }
     }
-    scalar_t* out = grad_masks + (n * d.mC + mask_channel(g, ky, index_t(0), index_t(K))) * HoWo +
-                    at.pix;
+    scalar_t* out =
+        grad_masks + (n * d.mC + mask_channel(g, ky, index_t(0), index_t(K))) * HoWo + at.pix;
 #pragma unroll
     for (int kx = 0; kx < K; ++kx) {
       V o;
@@ -202,9 +201,8 @@ template <typename scalar_t, typename index_t, int K, int S>
 __global__ void __launch_bounds__(kThreads)
     carafe_grad_features_chunk_kernel(const scalar_t* __restrict__ grad_output,
                                       const scalar_t* __restrict__ masks,
-                                      scalar_t* __restrict__ grad_features,
-                                      const Dims<index_t> d, const index_t chunks,
-                                      const index_t total) {
+                                      scalar_t* __restrict__ grad_features, const Dims<index_t> d,
+                                      const index_t chunks, const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;
   const index_t r = kernel_radius(K > 0 ? index_t(K) : d.k);

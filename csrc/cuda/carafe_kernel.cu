@@ -74,17 +74,16 @@ at::Tensor carafe_forward_cuda(const at::Tensor& features, const at::Tensor& mas
   check_forward_args(features, masks, kernel_size, group_size, scale_factor);
   const c10::cuda::CUDAGuard device_guard(features.device());
   const at::Tensor f = features.contiguous(), m = masks.contiguous();
-  at::Tensor out = at::empty({f.size(0), f.size(1), f.size(2) * scale_factor,
-                              f.size(3) * scale_factor},
-                             f.options());
+  at::Tensor out = at::empty(
+      {f.size(0), f.size(1), f.size(2) * scale_factor, f.size(3) * scale_factor}, f.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_forward_cuda",
-                                  [&] {
-    dispatch_index_type(use_int32({f.numel(), m.numel(), out.numel()}), [&](auto index) {
-      forward_cuda_typed<scalar_t, decltype(index)>(f, m, out, kernel_size, group_size,
-                                                    scale_factor, stream);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_forward_cuda", [&] {
+        dispatch_index_type(use_int32({f.numel(), m.numel(), out.numel()}), [&](auto index) {
+          forward_cuda_typed<scalar_t, decltype(index)>(f, m, out, kernel_size, group_size,
+                                                        scale_factor, stream);
+        });
+      });
   return out;
 }
 
@@ -95,18 +94,17 @@ std::tuple<at::Tensor, at::Tensor> carafe_backward_cuda(const at::Tensor& grad_o
                                                         int64_t scale_factor) {
   check_backward_args(grad_output, features, masks, kernel_size, group_size, scale_factor);
   const c10::cuda::CUDAGuard device_guard(features.device());
-  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
-                   m = masks.contiguous();
+  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(), m = masks.contiguous();
   at::Tensor gf = at::empty(f.sizes(), f.options());
   at::Tensor gm = at::empty(m.sizes(), m.options());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(),
-                                  "carafe_backward_cuda", [&] {
-    dispatch_index_type(use_int32({f.numel(), m.numel(), go.numel()}), [&](auto index) {
-      backward_cuda_typed<scalar_t, decltype(index)>(go, f, m, gf, gm, kernel_size, group_size,
-                                                     scale_factor, stream);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, f.scalar_type(), "carafe_backward_cuda", [&] {
+        dispatch_index_type(use_int32({f.numel(), m.numel(), go.numel()}), [&](auto index) {
+          backward_cuda_typed<scalar_t, decltype(index)>(go, f, m, gf, gm, kernel_size, group_size,
+                                                         scale_factor, stream);
+        });
+      });
   return {gf, gm};
 }
 

@@ -47,8 +47,8 @@ namespace kernels {
 
 template <typename index_t>
 Dims<index_t> dims_of(const at::Tensor& features, int64_t k, int64_t G, int64_t s) {
-  return make_dims<index_t>(features.size(0), features.size(1), features.size(2),
-                            features.size(3), k, G, s);
+  return make_dims<index_t>(features.size(0), features.size(1), features.size(2), features.size(3),
+                            k, G, s);
 }
 
 // Chunks of CB channels per group (the last one may be short).
@@ -62,11 +62,16 @@ index_t channel_chunks(const Dims<index_t>& d) {
 template <typename F>
 void dispatch_kernel_size(int64_t k, F&& f) {
   switch (k) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    default: return f(std::integral_constant<int, 0>{});
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 5:
+      return f(std::integral_constant<int, 5>{});
+    case 7:
+      return f(std::integral_constant<int, 7>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
   }
 }
 
@@ -95,14 +100,14 @@ void launch_forward(const Dims<index_t>& d, const scalar_t* features, const scal
     constexpr int k = decltype(K)::value;
     if constexpr (k == 0) {
       const int64_t threads = per_row * d.Wo;
-      launch(threads, carafe_forward_generic_kernel<scalar_t, index_t>, features, masks, output,
-             d, chunks, index_t(threads));
+      launch(threads, carafe_forward_generic_kernel<scalar_t, index_t>, features, masks, output, d,
+             chunks, index_t(threads));
     } else {
       if constexpr (k <= 5) {
         if (pairs) {
           const int64_t threads = per_row * d.W;
-          return launch(threads, carafe_forward_window_kernel<scalar_t, index_t, k, 2>,
-                        features, masks, output, d, chunks, index_t(threads));
+          return launch(threads, carafe_forward_window_kernel<scalar_t, index_t, k, 2>, features,
+                        masks, output, d, chunks, index_t(threads));
         }
       }
       const int64_t threads = per_row * d.Wo;

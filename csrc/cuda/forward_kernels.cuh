@@ -23,9 +23,8 @@ template <bool kInterior, int K, int S, typename scalar_t, typename index_t, typ
 __device__ __forceinline__ void reassemble(const scalar_t* __restrict__ plane,
                                            scalar_t* __restrict__ out,
                                            const acc_t (&w)[kOutputsPerThread<S>][K * K],
-                                           const WindowPlace<index_t, S>& at,
-                                           index_t channels, const Dims<index_t>& d, index_t HW,
-                                           index_t HoWo) {
+                                           const WindowPlace<index_t, S>& at, index_t channels,
+                                           const Dims<index_t>& d, index_t HW, index_t HoWo) {
   constexpr int U = kOutputsPerThread<S>, R = K / 2;
   using V = Vec<scalar_t, U>;
   const index_t corner = (at.ci - R) * d.W + (at.cj - R);  // may be < 0 at the border
@@ -42,8 +41,7 @@ __device__ __forceinline__ void reassemble(const scalar_t* __restrict__ plane,
     for (int ky = 0; ky < K; ++ky) {
 #pragma unroll
       for (int kx = 0; kx < K; ++kx) {
-        if (kInterior ||
-            (in_bounds(at.ci - R + ky, d.H) && in_bounds(at.cj - R + kx, d.W))) {
+        if (kInterior || (in_bounds(at.ci - R + ky, d.H) && in_bounds(at.cj - R + kx, d.W))) {
           const acc_t f = static_cast<acc_t>(plane[corner + index_t(ky) * d.W + kx]);
 #pragma unroll
           for (int u = 0; u < U; ++u) acc[u] += w[u][ky * K + kx] * f;
@@ -65,9 +63,8 @@ __device__ __forceinline__ void reassemble(const scalar_t* __restrict__ plane,
 template <typename scalar_t, typename index_t, int K, int S>
 __global__ void __launch_bounds__(kThreads)
     carafe_forward_window_kernel(const scalar_t* __restrict__ features,
-                                 const scalar_t* __restrict__ masks,
-                                 scalar_t* __restrict__ output, const Dims<index_t> d,
-                                 const index_t chunks, const index_t total) {
+                                 const scalar_t* __restrict__ masks, scalar_t* __restrict__ output,
+                                 const Dims<index_t> d, const index_t chunks, const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int U = kOutputsPerThread<S>;
   using V = Vec<scalar_t, U>;
@@ -104,9 +101,9 @@ __global__ void __launch_bounds__(kThreads)
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     carafe_forward_generic_kernel(const scalar_t* __restrict__ features,
-                                  const scalar_t* __restrict__ masks,
-                                  scalar_t* __restrict__ output, const Dims<index_t> d,
-                                  const index_t chunks, const index_t total) {
+                                  const scalar_t* __restrict__ masks, scalar_t* __restrict__ output,
+                                  const Dims<index_t> d, const index_t chunks,
+                                  const index_t total) {
   using acc_t = at::opmath_type<scalar_t>;
   const index_t k = d.k;
   const index_t HoWo = d.Ho * d.Wo, HW = d.H * d.W;

@@ -84,8 +84,8 @@ struct WindowPlace {
   // Whether every tap of a K*K window lies inside the input.
   template <int K>
   __device__ __forceinline__ bool interior(const Dims<index_t>& d) const {
-    return in_bounds(ci - K / 2, d.H) && in_bounds(ci + K / 2, d.H) &&
-           in_bounds(cj - K / 2, d.W) && in_bounds(cj + K / 2, d.W);
+    return in_bounds(ci - K / 2, d.H) && in_bounds(ci + K / 2, d.H) && in_bounds(cj - K / 2, d.W) &&
+           in_bounds(cj + K / 2, d.W);
   }
 };
 

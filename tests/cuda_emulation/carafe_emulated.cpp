@@ -182,8 +182,8 @@ void emulate_launch(int64_t total, int64_t max_blocks, Kernel kernel, Args... ar
 }
 
 template <typename scalar_t, typename index_t>
-void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k,
-                   int64_t G, int64_t s, int64_t max_blocks) {
+void forward_typed(const at::Tensor& f, const at::Tensor& m, at::Tensor& out, int64_t k, int64_t G,
+                   int64_t s, int64_t max_blocks) {
   // the launch choice of carafe_kernel.cu (launch_forward), emulated
   launch_forward(dims_of<index_t>(f, k, G, s), f.const_data_ptr<scalar_t>(),
                  m.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
@@ -234,8 +234,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_output,
                                             const at::Tensor& features, const at::Tensor& masks,
                                             int64_t k, int64_t G, int64_t s, int64_t index_bits,
                                             int64_t max_blocks) {
-  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(),
-                   m = masks.contiguous();
+  const at::Tensor go = grad_output.contiguous(), f = features.contiguous(), m = masks.contiguous();
   at::Tensor gf = at::empty(f.sizes(), f.options()), gm = at::empty(m.sizes(), m.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "emu_backward", [&] {
     with_index_type(index_bits, {f.numel(), m.numel(), go.numel()}, [&](auto index) {
@@ -286,11 +285,14 @@ bool carafe::kernels::emulated_warp_all(bool p, int64_t item) {
 }
 
 TORCH_LIBRARY(carafe_cuda_emulation, m) {
-  m.def("forward(Tensor features, Tensor masks, int kernel_size, int group_size, "
-        "int scale_factor, int index_bits, int max_blocks) -> Tensor", &forward);
-  m.def("backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
-        "int group_size, int scale_factor, int index_bits, int max_blocks) -> (Tensor, Tensor)",
-        &backward);
+  m.def(
+      "forward(Tensor features, Tensor masks, int kernel_size, int group_size, "
+      "int scale_factor, int index_bits, int max_blocks) -> Tensor",
+      &forward);
+  m.def(
+      "backward(Tensor grad_output, Tensor features, Tensor masks, int kernel_size, "
+      "int group_size, int scale_factor, int index_bits, int max_blocks) -> (Tensor, Tensor)",
+      &backward);
   m.def("launch_blocks(int threads) -> int", &grid_blocks);
   m.def("index_fits_int32(int[] numels) -> bool", &index_fits_int32);
   m.def("kernels_launched() -> str[]", &kernels_launched);
