@@ -65,9 +65,22 @@ print(json.dumps(out))
 
 def one_round(tree, repeat, sizes, dtypes, threads):
     env = dict(os.environ, PYTHONPATH=str(tree))
-    proc = subprocess.run([sys.executable, "-c", ROUND, str(repeat), json.dumps(sizes),
-                           ",".join(dtypes), str(threads)], env=env, capture_output=True,
-                          text=True, cwd=str(tree), check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ROUND,
+            str(repeat),
+            json.dumps(sizes),
+            ",".join(dtypes),
+            str(threads),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=str(tree),
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"round in {tree} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -86,21 +99,26 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="the smaller size only")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    for name, value in (("rounds", args.rounds), ("repeat", args.repeat),
-                        ("threads", args.threads)):
+    for name, value in (
+        ("rounds", args.rounds),
+        ("repeat", args.repeat),
+        ("threads", args.threads),
+    ):
         if value < 1:
             parser.error(f"--{name}: expected an integer >= 1, got {value}")
     sizes = dict(list(SIZES.items())[:1]) if args.quick else SIZES
     runs = {"old": [], "new": []}
     for r in range(args.rounds):
         for which in ("old", "new"):
-            runs[which].append(one_round(getattr(args, which), args.repeat, sizes, DTYPES,
-                                         args.threads))
+            runs[which].append(
+                one_round(getattr(args, which), args.repeat, sizes, DTYPES, args.threads)
+            )
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     report = {}
     for case in runs["old"][0]:
-        row = {"identical_outputs": runs["old"][0][case]["digest"]
-               == runs["new"][0][case]["digest"]}
+        row = {
+            "identical_outputs": runs["old"][0][case]["digest"] == runs["new"][0][case]["digest"]
+        }
         for what in ("forward", "forward_backward"):
             old = statistics.median(x[case][what] for x in runs["old"])
             new = statistics.median(x[case][what] for x in runs["new"])
@@ -110,23 +128,40 @@ def main(argv=None):
             ratios = [n[case][what] / o[case][what] for o, n in zip(runs["old"], runs["new"])]
             row[f"{what}_ratio_per_round"] = ratios
         report[case] = row
-        print(f"{case}: forward {row['forward_ms_old']:.2f} -> {row['forward_ms_new']:.2f} ms "
-              f"({row['forward_new_over_old']:.3f}x), fwd+bwd {row['forward_backward_ms_old']:.2f}"
-              f" -> {row['forward_backward_ms_new']:.2f} ms "
-              f"({row['forward_backward_new_over_old']:.3f}x; per round "
-              f"{min(row['forward_backward_ratio_per_round']):.3f}-"
-              f"{max(row['forward_backward_ratio_per_round']):.3f}); outputs "
-              + ("bit-identical" if row["identical_outputs"] else "DIFFER"))
+        print(
+            f"{case}: forward {row['forward_ms_old']:.2f} -> {row['forward_ms_new']:.2f} ms "
+            f"({row['forward_new_over_old']:.3f}x), fwd+bwd {row['forward_backward_ms_old']:.2f}"
+            f" -> {row['forward_backward_ms_new']:.2f} ms "
+            f"({row['forward_backward_new_over_old']:.3f}x; per round "
+            f"{min(row['forward_backward_ratio_per_round']):.3f}-"
+            f"{max(row['forward_backward_ratio_per_round']):.3f}); outputs "
+            + ("bit-identical" if row["identical_outputs"] else "DIFFER")
+        )
     sys.path.insert(0, str(args.new))
     from carafe_lab.environment import describe
+
     out = args.out or RESULTS / "compare_builds_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    commits = {which: describe("cpu", commit_of=getattr(args, which)).get("git_commit")
-               for which in ("old", "new")}
-    out.write_text(json.dumps({"machine": describe("cpu"), "old": str(args.old),
-                               "new": str(args.new), "commits": commits, "rounds": args.rounds,
-                               "repeat": args.repeat, "threads": args.threads,
-                               "cases": report}, indent=2) + "\n")
+    commits = {
+        which: describe("cpu", commit_of=getattr(args, which)).get("git_commit")
+        for which in ("old", "new")
+    }
+    out.write_text(
+        json.dumps(
+            {
+                "machine": describe("cpu"),
+                "old": str(args.old),
+                "new": str(args.new),
+                "commits": commits,
+                "rounds": args.rounds,
+                "repeat": args.repeat,
+                "threads": args.threads,
+                "cases": report,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0 if all(r["identical_outputs"] for r in report.values()) else 1
 

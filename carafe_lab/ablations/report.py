@@ -111,8 +111,8 @@ def verdict_markdown(root=None):
         ]
     results = chosen.get(("kernel_lr", "seg"))
     if results is not None:
-        from .verdict import ca_by_level
         from ..stats import mean_ci
+        from .verdict import ca_by_level
 
         lines.append(
             f"- `kernel_lr` on `seg` ({results['seeds']} seeds, "
