@@ -3,8 +3,8 @@ generator of `carafe_lab.experiments.data`, drawn in memory: background + the fo
 shape classes, objects from 4 px up, textured with real photographs).
 
 The network is a small FPN-style decoder, where upsampling matters: a
-stride-4 encoder, then the upsampler under test twice (1/4 -> 1/2 -> 1/1),
-each time added to a lateral 1x1 projection of the encoder feature at that
+stride-8 encoder (strided 3x3 convolutions), then the upsampler under test
+three times (1/8 -> 1/4 -> 1/2 -> 1/1), each time added to a lateral 1x1 projection of the encoder feature at that
 resolution, then a 1x1 classifier at full resolution. Metrics on held-out
 images: mIoU over the five classes, and the boundary F-score (Csurka et al.
 2013: per class, boundary pixels of prediction and ground truth matched within
