@@ -6,6 +6,7 @@ import platform
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 
 
 def cpu_model() -> str:
@@ -69,3 +70,19 @@ def describe(device="cpu", commit_of=None, short_commit=False) -> dict:
     if commit_of is not None:
         info["git_commit"] = git_commit(commit_of, short_commit)
     return info
+
+
+@contextmanager
+def intra_op_threads(n):
+    """torch's intra-op thread count set to n inside the block, restored
+    after: a training whose float sums must not depend on the machine's
+    thread count (torch's own CPU kernels split their sums by thread) runs
+    with a fixed count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -503,3 +503,19 @@ def test_tables_bold_only_resolved_differences_and_keep_published_on_det():
         and "not resolved" not in s
         for s in sentences
     )
+
+
+def test_seg_training_does_not_depend_on_the_callers_thread_count():
+    """seg trains with a fixed intra-op thread count (seg.TRAIN_THREADS), so
+    a notebook's model is the study's model, whatever torch's setting."""
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            model, _, _ = seg.train_model("carafe", {}, seed=3, setting="quick", steps=6)
+            results.append(seg.evaluate_model(model, *seg.validation_split("quick")))
+            assert torch.get_num_threads() == threads  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+    assert results[0] == results[1]

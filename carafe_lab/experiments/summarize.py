@@ -350,11 +350,14 @@ def kernel_scores_markdown(rows, warn=print):
             else:
                 out.append(f"- {compare(agg, level)}")
         if not any("phase_mean" in agg[level] for level in agg):
-            out += ["", "These runs scored their kernels before the content-agnostic "
-                    "controls existed: a difference from bilinear's fixed weights mixes the "
-                    "kernels' width with their dependence on the content, so it does not "
-                    "measure content adaptation. The `mechanism` study scores the same FPN's "
-                    "kernels against their own phase mean (CA; docs/ablations.md)."]
+            out += [
+                "",
+                "These runs scored their kernels before the content-agnostic "
+                "controls existed: a difference from bilinear's fixed weights mixes the "
+                "kernels' width with their dependence on the content, so it does not "
+                "measure content adaptation. The `mechanism` study scores the same FPN's "
+                "kernels against their own phase mean (CA; docs/ablations.md).",
+            ]
         out.append("")
     return "\n".join(out).rstrip()
 
