@@ -70,8 +70,9 @@ def compare_seeds(a, b, paired=False, confidence=0.95):
     t-test when a[i] and b[i] come from the same trained model (paired=True,
     e.g. a model and its own phase-mean swap). Returns {"diff", "low",
     "high", "p", "n_a", "n_b", "test"}; None with fewer than two values per
-    side. Zero spread on both sides: p is 0 when the means differ, 1 when
-    not, and the interval is the difference itself."""
+    side. No spread (both sides constant, or constant paired differences):
+    p is 1 when the means are equal and NaN (not resolved) when not, and the
+    interval is the difference itself."""
     import statistics
 
     from scipy import stats
@@ -87,12 +88,24 @@ def compare_seeds(a, b, paired=False, confidence=0.95):
     out = {"diff": diff, "n_a": len(a), "n_b": len(b), "test": "paired t" if paired else "Welch"}
     spread = [x - y for x, y in zip(a, b)] if paired else a + b
     if paired and len(set(spread)) == 1 or not paired and len(set(a)) == len(set(b)) == 1:
-        out.update(low=diff, high=diff, p=0.0 if diff != 0 else 1.0)
+        # no spread to judge by: equal sides are not different, unequal ones unresolved
+        out.update(low=diff, high=diff, p=1.0 if diff == 0 else math.nan)
         return out
     result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
     ci = result.confidence_interval(confidence)
     out.update(low=float(ci.low), high=float(ci.high), p=float(result.pvalue))
     return out
+
+
+def one_sample_p(values, mean=0.0):
+    """Two-sided p-value of the one-sample t-test that values (over seeds)
+    have the given mean; NaN with fewer than two values or no spread."""
+    from scipy import stats
+
+    values = [float(v) for v in values]
+    if len(values) < 2 or len(set(values)) == 1:
+        return math.nan
+    return float(stats.ttest_1samp(values, mean).pvalue)
 
 
 def holm(pvalues):

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 BASE = """model = dict(neck=dict(type='CARAFEZooFPN', upsample_cfg=dict(type='zoo', name='carafe')),
              backbone=dict(depth=18))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'neck.upsample': dict(lr_mult=0.1)}))
 randomness = dict(seed=0)
 pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 128))]
 work_dir = '{work_dir}'
@@ -24,7 +25,7 @@ extra = dict(only_here=1)
 def _run(group, name, **changes):
     run = group / name
     run.mkdir(parents=True)
-    text = BASE.format(work_dir=run)
+    text = BASE.replace("{work_dir}", str(run))
     for old, new in changes.items():
         text = text.replace(old, new)
     (run / "faster-rcnn_r18_fpn-carafe_offline.py").write_text(text)
@@ -32,27 +33,32 @@ def _run(group, name, **changes):
 
 
 def test_overrides_rebuild_each_dump_exactly(tmp_path):
+    changes_c = {
+        "extra = dict(only_here=1)\n": "",
+        "scale=(128, 128)": "scale=(64, 64)",
+        "lr_mult=0.1": "lr_mult=0.5",
+    }
     runs = [
         _run(tmp_path, "a"),
         _run(tmp_path, "b", **{"seed=0": "seed=3", "name='carafe'": "name='nearest'"}),
-        _run(
-            tmp_path,
-            "c",
-            **{"extra = dict(only_here=1)\n": "", "scale=(128, 128)": "scale=(64, 64)"},
-        ),
+        _run(tmp_path, "c", **changes_c),
     ]
     for run in runs:
         compact.record(run)
-    assert json.loads((tmp_path / "b" / "overrides.json").read_text())["set"] == {
-        "model.neck.upsample_cfg.name": "nearest",
-        "randomness.seed": 3,
-        "work_dir": str(tmp_path / "b"),
-    }
+    assert json.loads((tmp_path / "b" / "overrides.json").read_text())["set"] == [
+        [["model", "neck", "upsample_cfg", "name"], "nearest"],
+        [["randomness", "seed"], 3],
+        [["work_dir"], str(tmp_path / "b")],
+    ]
     overrides_c = json.loads((tmp_path / "c" / "overrides.json").read_text())
-    assert overrides_c["delete"] == ["extra.only_here"]
-    assert overrides_c["set"]["pipeline"][1]["scale"] == [64, 64]
+    assert overrides_c["delete"] == [["extra", "only_here"]]
+    set_c = {tuple(path): value for path, value in overrides_c["set"]}
+    # a key with a dot in it is one key
+    path = ("optim_wrapper", "paramwise_cfg", "custom_keys", "neck.upsample", "lr_mult")
+    assert set_c[path] == 0.5
     for run in runs:
-        dumped = compact.config_dict(compact.dump_of(run))
+        dumped = compact.rebuild(run)  # from the dump while it is there
+        assert dumped["pipeline"][1]["scale"] in ((128, 128), (64, 64))  # tuples stay tuples
         (run / "faster-rcnn_r18_fpn-carafe_offline.py").unlink()  # as a clone has it
         assert compact.rebuild(run) == dumped
     with pytest.raises(FileNotFoundError, match="neither a dumped config"):
@@ -77,7 +83,8 @@ def test_committed_runs_rebuild_their_config(run):
     what the run recorded: its seed, and in a study its upsampler."""
     assert (run / compact.OVERRIDES).exists() and (run.parent / compact.GROUP_CONFIG).exists()
     overrides = json.loads((run / compact.OVERRIDES).read_text())
-    cfg = compact.apply(json.loads((run.parent / compact.GROUP_CONFIG).read_text()), overrides)
+    group = json.loads((run.parent / compact.GROUP_CONFIG).read_text())
+    cfg = compact.decode(compact.apply(group, overrides))
     command = json.loads((run / "env.json").read_text()).get("command", "")
     if "randomness.seed=" in command:
         assert f"randomness.seed={cfg['randomness']['seed']}" in command

@@ -55,6 +55,10 @@ def _ours_like(module: _MMCVCARAFEPack) -> CARAFEPack:
     )
 
 
+#: The upsample types mmdet's FPN_CARAFE and FCNMaskHead build themselves.
+MMDET_TYPES = ("nearest", "bilinear", "deconv", "pixel_shuffle", "carafe")
+
+
 def _split_type(upsample_cfg):
     """(cfg mmdet accepts, whether ours was asked for). mmdet's FPN_CARAFE
     and FCNMaskHead accept only their own list of upsample types and build
@@ -62,9 +66,11 @@ def _split_type(upsample_cfg):
     mmdet's code as mmcv's 'carafe' (the layer layout is then mmdet's by
     construction) and swapped for ours afterwards."""
     cfg = dict(upsample_cfg) if upsample_cfg is not None else None
-    ours = cfg is not None and (
-        cfg.get("type") == UPSAMPLE_TYPE or cfg.get("type") in UPSAMPLE_ALIASES
-    )
+    kind = None if cfg is None else cfg.get("type")
+    ours = kind == UPSAMPLE_TYPE or kind in UPSAMPLE_ALIASES
+    if kind is not None and not ours and kind not in MMDET_TYPES:
+        known = [UPSAMPLE_TYPE, *sorted(UPSAMPLE_ALIASES), *MMDET_TYPES]
+        raise ValueError(f"upsample_cfg: type must be one of {known}, got {kind!r}")
     if ours:
         cfg["type"] = "carafe"
     return cfg, ours

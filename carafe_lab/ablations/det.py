@@ -13,6 +13,7 @@ device itself (CUDA when torch sees one).
 import json
 
 from .. import paths
+from ..environment import intra_op_threads
 from .task import Task
 
 # mmdet's COCO metric reports AP as fractions; tables show percent, as papers do
@@ -72,7 +73,9 @@ def run(
     config=None,
 ):
     """Train and evaluate once; returns {"bbox_mAP", "bbox_mAP_50", ...,
-    "train_seconds", "work_dir"}. scale must be 2 (the FPN's step)."""
+    "train_seconds", "threads", "work_dir"}. scale must be 2 (the FPN's
+    step). Trains with TRAIN_THREADS intra-op threads whatever the caller's
+    setting (run studies with --jobs 2 on two cores)."""
     if scale != 2:
         raise ValueError(f"scale: the FPN neck upsamples by 2 per level; got {scale}")
     from ..experiments.launcher import train
@@ -80,17 +83,25 @@ def run(
     config = config if config is not None else paths.configs() / CONFIG_NAME
     cfg = dict(SETTINGS[setting])
     options_ = cfg_options(upsampler, options, seed, cfg["max_epochs"], steps, cfg["train_images"])
-    run_dir = train(config, work_dir=work_dir, cfg_options=options_)
+    with intra_op_threads(TRAIN_THREADS):
+        run_dir = train(config, work_dir=work_dir, cfg_options=options_)
     if work_dir is not None:  # a study's run: its dump becomes overrides of the study's config
-        from ..experiments.compact import record
+        from ..experiments.compact import record_or_warn
 
-        record(run_dir)
+        record_or_warn(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "run.json").read_text())
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
     result["train_seconds"] = summary.get("wall_seconds", float("nan"))
+    result["threads"] = TRAIN_THREADS
     result["work_dir"] = str(run_dir)
     return result
+
+
+#: Intra-op threads of a training: torch's CPU kernels split their sums by
+#: thread, so the same seed would take another path at another thread count;
+#: one, as a study with --jobs 2 on two cores runs them.
+TRAIN_THREADS = 1
 
 
 #: The evaluations of a trained model that :func:`evaluate` knows.
@@ -125,18 +136,19 @@ def evaluate(evaluation, trained, setting="default", device="cpu"):
         )
     checkpoint = resume_checkpoint(run_dir, pointer.read_text().strip())
     out = new_folder(run_dir.parent / f"{run_dir.name}_{evaluation}")
-    metrics = test(
-        run_dir / CONFIG_NAME,
-        checkpoint,
-        work_dir=out,
-        extra_hooks=[
-            dict(
-                type="CarafePhaseMeanSwapHook",
-                num_images=PHASE_MEAN_IMAGES,
-                score_images=KERNEL_SCORE_IMAGES,
-            )
-        ],
-    )
+    with intra_op_threads(TRAIN_THREADS):
+        metrics = test(
+            run_dir / CONFIG_NAME,
+            checkpoint,
+            work_dir=out,
+            extra_hooks=[
+                dict(
+                    type="CarafePhaseMeanSwapHook",
+                    num_images=PHASE_MEAN_IMAGES,
+                    score_images=KERNEL_SCORE_IMAGES,
+                )
+            ],
+        )
     result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
     result["work_dir"] = str(out)
     result["of"] = str(run_dir)

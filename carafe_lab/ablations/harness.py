@@ -156,9 +156,10 @@ def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
         raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
     _check_jobs(jobs, params["device"])
     select_variants(params["study"], params["variants"])  # the study still has them
+    # keyed by label: the study's variants may be listed in another order now
     finished = {
-        (i, s["seed"]): {k: v for k, v in s.items() if k != "seed"}
-        for i, r in enumerate(saved["rows"])
+        (r["label"], s["seed"]): {k: v for k, v in s.items() if k != "seed"}
+        for r in saved["rows"]
         for s in r["seeds"]
         if not (reevaluate and evaluated(params["study"], r["label"]))
     }
@@ -196,6 +197,8 @@ def _execute(out, params, finished, jobs, log):
     chosen = select_variants(study, params["variants"])
     labels = [label for label, _, _ in chosen]
     _check_sources(study, labels)
+    # finished runs, {(label, seed): result}, by their index in this order
+    finished = {(labels.index(label), seed): result for (label, seed), result in finished.items()}
     seeds, metrics = params["seeds"], metrics_of(task)
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     rows = []
@@ -316,38 +319,61 @@ def _execute(out, params, finished, jobs, log):
         return _evaluate_one, (task, source[1], trained, kwargs)
 
     save(complete=False)
+    failures = []
+
+    def next_ready(waiting):
+        """The first (variant, seed) of waiting, in seed-major order, whose
+        job can start (an evaluation waits for its trained model)."""
+        return next(((i, seed) for i, seed in waiting if job(i, seed) is not None), None)
+
+    def failed(i, seed, error):
+        failures.append((labels[i], seed))
+        log(
+            f"[{study}/{task}] {labels[i]} seed {seed} failed ({type(error).__name__}: "
+            f"{error}); left for `resume`"
+        )
+
     if jobs == 1:
         waiting = list(todo)
-        while waiting:
-            ready = [(i, seed) for i, seed in waiting if job(i, seed) is not None]
-            if not ready:
-                break  # only evaluations whose training gave no result
-            i, seed = ready[0]  # a source is always before its evaluation in seed-major order
-            waiting.remove((i, seed))
-            fn, args = job(i, seed)
-            done(i, seed, fn(*args, None))
+        while (item := next_ready(waiting)) is not None:
+            waiting.remove(item)
+            fn, args = job(*item)
+            try:
+                done(*item, fn(*args, None))
+            except Exception as e:  # noqa: BLE001  (one failed training must not end the study)
+                failed(*item, e)
     else:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         # spawn: a forked child would inherit torch's OpenMP pool mid-state;
         # one training per process: no state (mmengine's global registries and
-        # message hub, torch's RNG) carries from one run into the next.
+        # message hub, torch's RNG) carries from one run into the next. At most
+        # `jobs` in flight, taken in seed-major order as they become ready, so
+        # that an interrupted study has its evaluations as far as it got.
         with ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
         ) as pool:
             waiting, running = list(todo), {}
-            while waiting or running:
-                for i, seed in list(waiting):
-                    spec = job(i, seed)
-                    if spec is not None:
-                        waiting.remove((i, seed))
-                        running[pool.submit(spec[0], *spec[1], threads)] = (i, seed)
+            while True:
+                while len(running) < jobs and (item := next_ready(waiting)) is not None:
+                    waiting.remove(item)
+                    fn, args = job(*item)
+                    running[pool.submit(fn, *args, threads)] = item
                 if not running:
-                    break  # only evaluations whose training failed to give a result
+                    break  # nothing left, or only evaluations whose training failed
                 finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished_now:
-                    done(*running.pop(future), future.result())
+                    item = running.pop(future)
+                    try:
+                        done(*item, future.result())
+                    except Exception as e:  # noqa: BLE001
+                        failed(*item, e)
+    if failures:
+        log(
+            f"[{study}/{task}] {len(failures)} run(s) failed: {failures}; the study is "
+            f"incomplete: python -m carafe_lab.ablations resume {out}"
+        )
     complete = all((i, seed) in results_by_run for i in range(len(chosen)) for seed in range(seeds))
     results = save(complete=complete)
     if complete:

@@ -9,9 +9,14 @@ from .tables import comparison_rows, values
 
 
 def ca_by_level(results, label="carafe"):
-    """{step: {"mean", "low", "high", "seeds": [CA per seed], "entropy",
-    "one_hot_share", "centre_share"}} of a variant whose runs scored their
-    kernels (CA: :func:`carafe_lab.viz.kernel_report`); {} when none did."""
+    """{step: {"mean", "low", "high", "seeds": [CA per seed], "p", "p_holm",
+    "entropy", "one_hot_share", "centre_share"}} of a variant whose runs
+    scored their kernels (CA: :func:`carafe_lab.viz.kernel_report`); {} when
+    none did. p: the one-sample t-test of CA = 0 over the seeds; p_holm: p
+    Holm-corrected over the steps (one family: the variant's CA at every
+    step)."""
+    from ..stats import holm, one_sample_p
+
     row = next((r for r in results["rows"] if r["label"] == label), None)
     runs = [
         s["kernels"] for s in (row or {}).get("seeds", []) if isinstance(s.get("kernels"), dict)
@@ -26,43 +31,44 @@ def ca_by_level(results, label="carafe"):
             "low": low,
             "high": high,
             "seeds": ca,
+            "p": one_sample_p(ca),
             **{
                 key: sum(p[key] for p in per) / len(per)
                 for key in ("entropy", "one_hot_share", "centre_share")
             },
         }
+    for c, p in zip(out.values(), holm([c["p"] for c in out.values()])):
+        c["p_holm"] = p
     return out
 
 
 def ca_word(c):
-    """What a CA interval says: "adaptive" (above 0), "anti" (below 0),
-    "unresolved" (the 95% interval holds 0, or a single seed)."""
-    if c["low"] != c["low"]:
+    """What a step's CA says: "adaptive" (above 0) or "anti" (below 0) when
+    its Holm-corrected p-value is below ALPHA, else "unresolved"."""
+    if not c["p_holm"] < ALPHA:  # NaN (a single seed) included
         return "unresolved"
-    if c["low"] > 0:
-        return "adaptive"
-    if c["high"] < 0:
-        return "anti"
-    return "unresolved"
+    return "adaptive" if c["mean"] > 0 else "anti"
 
 
 _CA_TEXT = {
     "adaptive": "the learned kernels keep more weight in the pixel's own segment than "
     "their own phase mean does: content adaptation, resolved",
     "anti": "the learned kernels keep less weight in the pixel's own segment than "
-    "their own phase mean does",
+    "their own phase mean does, resolved",
     "unresolved": "no difference from the content-agnostic phase mean is resolved",
 }
 
 
 def ca_sentences(results, label="carafe"):
-    """One sentence per step on CA with its 95% interval over the seeds."""
+    """One sentence per step on CA with its 95% interval over the seeds and
+    its p-value Holm-corrected over the steps."""
     out = []
     for level, c in ca_by_level(results, label).items():
         out.append(
             f"{results['task']} {level}: CA = {c['mean']:+.3f} "
             f"[95% CI {c['low']:+.3f}, {c['high']:+.3f}] over {len(c['seeds'])} seeds "
-            f"({', '.join(f'{x:+.3f}' for x in c['seeds'])}): {_CA_TEXT[ca_word(c)]}."
+            f"({', '.join(f'{x:+.3f}' for x in c['seeds'])}; Holm-corrected p over the steps "
+            f"{c['p_holm']:.2g}): {_CA_TEXT[ca_word(c)]}."
         )
     return out
 
@@ -85,16 +91,21 @@ def shift_sentences(results, label="carafe", threshold=0.5):
         values = [s[far] for s in shares]
         if min(values) > threshold:
             inner = [r[level]["masses"]["carafe"]["interior"] for r in runs if level in r]
-            uniform = runs[0][level]["masses"]["uniform"]["interior"]
-            out.append(
+            uniform = min(r[level]["masses"]["uniform"]["interior"] for r in runs if level in r)
+            sentence = (
                 f"{results['task']} {level}: the phase-mean kernels put "
                 f"{min(values):.2f}-{max(values):.2f} of their weight {far} input pixels from the "
                 f"source pixel in all {len(values)} seeds: a learned shift (a sub-pixel geometry "
-                f"mismatch moves a sample by at most half a pixel). It is why the interior "
-                f"same-segment mass ({min(inner):.3f}-{max(inner):.3f}) is below a uniform "
-                f"kernel's ({uniform:.3f}); the phase mean shares the shift, so CA does not "
-                "count it."
+                "mismatch moves a sample by at most half a pixel); the phase mean shares it, "
+                "so CA does not count it."
             )
+            if max(inner) < uniform:
+                sentence += (
+                    f" The interior same-segment mass ({min(inner):.3f}-{max(inner):.3f}) is "
+                    f"below a uniform kernel's ({uniform:.3f}), as a kernel reading pixels "
+                    f"{far} away would make it."
+                )
+            out.append(sentence)
     return out
 
 

@@ -12,64 +12,96 @@ and logs stay on disk and are not committed (.gitignore);
 to write overrides that do not rebuild its dump exactly.
 
     group/config.json          the first run's config, as data
-    group/<run>/overrides.json {"set": {"a.b.c": value, ...}, "delete": ["x.y", ...]}
+    group/<run>/overrides.json {"set": [[["a", "b", "c"], value], ...],
+                                "delete": [["x", "y"], ...]}
 """
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 #: The group's config and each run's overrides.
 GROUP_CONFIG = "config.json"
 OVERRIDES = "overrides.json"
+#: How a tuple is written in JSON (mmdet tells tuples from lists, e.g. a
+#: Resize scale must be a tuple).
+TUPLE = "__tuple__"
 
 
-def _flatten(d, prefix=""):
-    """{dotted key: value} of nested dicts; lists and other values are leaves."""
+def _encode(value):
+    """value with tuples written as {TUPLE: [...]}, recursively (JSON-safe)."""
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return {TUPLE: [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def decode(value):
+    """The inverse of _encode: tuples back as tuples."""
+    if isinstance(value, dict):
+        if set(value) == {TUPLE}:
+            return tuple(decode(v) for v in value[TUPLE])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def _flatten(d, prefix=()):
+    """{key path (tuple of keys): value} of nested dicts (an encoded tuple is
+    a leaf, like a list; keys may contain dots)."""
     out = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+        path = (*prefix, k)
+        if isinstance(v, dict) and v and set(v) != {TUPLE}:
+            out.update(_flatten(v, path))
         else:
-            out[key] = v
+            out[path] = v
     return out
 
 
 def _unflatten(flat):
     out = {}
-    for key, value in flat.items():
+    for path, value in flat.items():
         node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
     return out
 
 
 def config_dict(path):
-    """A dumped config file as a plain dict (mmengine's Config, without
-    importing its custom_imports: a dump names modules that may have moved)."""
+    """A dumped config file as an encoded dict (tuples as {TUPLE: [...]}),
+    read with mmengine's Config without importing its custom_imports (a dump
+    names modules that may have moved)."""
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(path), import_custom_modules=False)
-    return json.loads(json.dumps(cfg.to_dict(), default=str))
+    return _encode(cfg.to_dict())
 
 
 def diff(base, run):
-    """The overrides that turn config dict base into run."""
+    """The overrides that turn encoded config dict base into run:
+    {"set": [[key path, value], ...], "delete": [key path, ...]}."""
     fb, fr = _flatten(base), _flatten(run)
     return {
-        "set": {k: v for k, v in fr.items() if k not in fb or fb[k] != v},
-        "delete": sorted(k for k in fb if k not in fr),
+        "set": [[list(k), v] for k, v in fr.items() if k not in fb or fb[k] != v],
+        "delete": sorted(list(k) for k in fb if k not in fr),
     }
 
 
 def apply(base, overrides):
-    """base (a config dict) with overrides applied: a new dict."""
+    """base (an encoded config dict) with overrides applied: a new dict."""
     flat = _flatten(base)
-    for key in overrides.get("delete", []):
-        flat.pop(key, None)
-    flat.update(overrides.get("set", {}))
+    for path in overrides.get("delete", []):
+        flat.pop(tuple(path), None)
+    flat.update({tuple(path): value for path, value in overrides.get("set", [])})
     return _unflatten(flat)
 
 
@@ -79,11 +111,25 @@ def dump_of(run_dir):
     return dumps[0] if len(dumps) == 1 else None
 
 
+def _claim(path, text):
+    """Write text to path unless path exists; the first writer wins and a
+    reader never sees a half-written file (written aside, then linked)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
 def record(run_dir, group_dir=None):
     """Write run_dir/overrides.json against group_dir/config.json (default:
     run_dir's parent), making run_dir's config the group's if it has none
-    yet. Raises ValueError when the overrides would not rebuild the
-    dump exactly, or the run has no single dump. Returns the overrides."""
+    yet. Raises ValueError when the overrides would not rebuild the dump
+    exactly, or the run has no single dump. Returns the overrides."""
     run_dir = Path(run_dir)
     group_dir = Path(group_dir) if group_dir is not None else run_dir.parent
     dump = dump_of(run_dir)
@@ -91,26 +137,35 @@ def record(run_dir, group_dir=None):
         raise ValueError(f"run_dir: expected one dumped config (*.py) in {run_dir}")
     group_config = group_dir / GROUP_CONFIG
     run = config_dict(dump)
-    try:  # "x": the first run of the group claims it, even with parallel runs
-        with open(group_config, "x") as fh:
-            fh.write(json.dumps(run, indent=1, sort_keys=True) + "\n")
-    except FileExistsError:
-        pass
+    _claim(group_config, json.dumps(run, indent=1, sort_keys=True) + "\n")
     base = json.loads(group_config.read_text())
     overrides = diff(base, run)
     if apply(base, overrides) != run:
         raise ValueError(f"run_dir: the overrides of {run_dir} do not rebuild its config")
-    (run_dir / OVERRIDES).write_text(json.dumps(overrides, indent=2, sort_keys=True) + "\n")
+    (run_dir / OVERRIDES).write_text(json.dumps(overrides, indent=2) + "\n")
     return overrides
 
 
+def record_or_warn(run_dir, group_dir=None):
+    """:func:`record`, with a failure reported on stderr instead of raised:
+    a finished training keeps its results (and its dump, on disk) either way."""
+    import sys
+
+    try:
+        return record(run_dir, group_dir)
+    except (ValueError, OSError) as e:
+        print(f"compact: {run_dir} keeps its config dump only ({e})", file=sys.stderr)
+        return None
+
+
 def rebuild(run_dir, group_dir=None):
-    """A run's full config as a dict: its dump when it is on disk, else the
-    group's config.json with the run's overrides.json applied."""
+    """A run's full config as a dict (tuples as tuples): its dump when it is
+    on disk, else the group's config.json with the run's overrides.json
+    applied."""
     run_dir = Path(run_dir)
     dump = dump_of(run_dir)
     if dump is not None:
-        return config_dict(dump)
+        return decode(config_dict(dump))
     group_dir = Path(group_dir) if group_dir is not None else run_dir.parent
     overrides = run_dir / OVERRIDES
     if not overrides.exists() or not (group_dir / GROUP_CONFIG).exists():
@@ -118,8 +173,8 @@ def rebuild(run_dir, group_dir=None):
             f"run_dir: {run_dir} has neither a dumped config nor "
             f"{OVERRIDES} beside a {GROUP_CONFIG} in {group_dir}"
         )
-    return apply(
-        json.loads((group_dir / GROUP_CONFIG).read_text()), json.loads(overrides.read_text())
+    return decode(
+        apply(json.loads((group_dir / GROUP_CONFIG).read_text()), json.loads(overrides.read_text()))
     )
 
 
@@ -134,11 +189,14 @@ def compact(group_dir, runs=None):
 __all__ = [
     "GROUP_CONFIG",
     "OVERRIDES",
+    "TUPLE",
     "config_dict",
+    "decode",
     "diff",
     "apply",
     "dump_of",
     "record",
+    "record_or_warn",
     "rebuild",
     "compact",
 ]

@@ -325,9 +325,9 @@ def train(
     _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train())
     if work_dir is None and _is_main_rank():
         # a run among this config's runs: keep its config as overrides of theirs
-        from .compact import record
+        from .compact import record_or_warn
 
-        record(folder)
+        record_or_warn(folder)
     return folder
 
 

@@ -27,9 +27,10 @@ def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
         )
     from mmengine.config import Config
 
-    from .compact import rebuild
+    from .compact import dump_of, rebuild
 
-    config = Config(rebuild(run_dir))  # the dump, or the group's config + overrides
+    dump = dump_of(run_dir)  # else the group's config with the run's overrides
+    config = str(dump) if dump is not None else Config(rebuild(run_dir))
     checkpoint = pointer.read_text().strip()
     with trusting(trusted_checkpoint):
         check_readable(checkpoint)

@@ -316,6 +316,28 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
+def _ca_lines(runs, levels):
+    """CA (carafe minus its phase mean, boundary mass) per level over runs:
+    mean, 95% interval, the one-sample t-test of CA = 0 Holm-corrected over
+    the levels (each run's two scores come from the same kernels: paired)."""
+    from ..stats import ALPHA, holm, mean_ci, one_sample_p
+
+    per = {
+        lv: [r[lv]["carafe"]["boundary"] - r[lv]["phase_mean"]["boundary"] for r in runs if lv in r]
+        for lv in levels
+    }
+    adjusted = holm([one_sample_p(v) for v in per.values()])
+    lines = []
+    for (lv, values), p in zip(per.items(), adjusted):
+        mean, low, high = mean_ci(values)
+        word = "resolved" if p < ALPHA else "not resolved"
+        lines.append(
+            f"{lv}: CA {mean:+.3f} [95% CI {low:+.3f}, {high:+.3f}] over "
+            f"{len(values)} runs (Holm-corrected p {p:.2g}): {word}"
+        )
+    return lines
+
+
 def kernel_scores_markdown(rows, warn=print):
     """Same-segment mass of the CARAFE FPN kernels (kernel_scores.json of
     each run, written by CarafeKernelScoreHook) over the runs of each config,
@@ -343,12 +365,9 @@ def kernel_scores_markdown(rows, warn=print):
             scores_markdown(agg).rstrip(),
             "",
         ]
-        for level in agg:
-            if "phase_mean" in agg[level]:
-                # the content-agnostic twin: same support, same geometric offset
-                out.append(f"- {compare(agg, level, 'carafe', 'phase_mean')}")
-            else:
-                out.append(f"- {compare(agg, level)}")
+        twin = [lv for lv in agg if "phase_mean" in agg[lv]]
+        out += [f"- {line}" for line in _ca_lines(runs, twin)]
+        out += [f"- {compare(agg, level)}" for level in agg if level not in twin]
         if not any("phase_mean" in agg[level] for level in agg):
             out += [
                 "",
