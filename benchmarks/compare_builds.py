@@ -17,6 +17,7 @@ Writes JSON with the machine description under benchmarks/results/.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -140,7 +141,9 @@ def main(argv=None):
     sys.path.insert(0, str(args.new))
     from carafe_lab.environment import describe
 
-    out = args.out or RESULTS / "compare_builds_cpu.json"
+    info = describe("cpu")
+    name = re.sub(r"[^a-z0-9]+", "-", f"{info['cpu']}-{info['cpu_count']}c".lower()).strip("-")
+    out = args.out or RESULTS / f"compare_builds_cpu_{name}{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     commits = {
         which: describe("cpu", commit_of=getattr(args, which)).get("git_commit")
@@ -149,7 +152,7 @@ def main(argv=None):
     out.write_text(
         json.dumps(
             {
-                "machine": describe("cpu"),
+                "machine": info,
                 "old": str(args.old),
                 "new": str(args.new),
                 "commits": commits,
