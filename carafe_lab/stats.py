@@ -1,12 +1,13 @@
 """Comparing results over seeds, shared by the detection summary and the
-ablation report.
+ablation tables.
 
-A difference of two means over a few seeds is called resolved when Welch's
-two-sided t-test rejects equal means at the 5% level. (An earlier rule,
-"the difference exceeds twice its standard error", is a z-test: with 2 or 3
-seeds per arm the t distribution's tails are far heavier -- the 5% critical
-value is 12.7 standard errors at one degree of freedom, 4.3 at two -- so
-that rule called differences resolved that the seeds do not support.)"""
+A difference of two means over a few seeds is called resolved when the t-test
+(Welch's for independent trainings, paired for the same trained models)
+rejects equal means at the 5% level after Holm's correction over the
+comparisons of one table. A t-test, not "twice the standard error": with 2 or
+3 seeds per arm the t distribution's tails are far heavier than the normal's
+(the 5% critical value is 12.7 standard errors at one degree of freedom, 4.3
+at two)."""
 
 import math
 
