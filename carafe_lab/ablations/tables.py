@@ -190,11 +190,11 @@ def kernel_markdown(results):
                 xs = [x for x in xs if x == x]
                 return sum(xs) / len(xs) if xs else float("nan")
 
-            ca = f"{c['mean']:+.3f} [{_fmt(c['low'], 3)}, {_fmt(c['high'], 3)}]"
+            ca = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
             if c["p_holm"] < ALPHA:
                 ca = f"**{ca}**"
             lines.append(
-                f"| {row['label']} | {level} | {ca} | {_fmt(c['p_holm'], 2)} | "
+                f"| {row['label']} | {level} | {ca} | {c['p_holm']:.2g} | "
                 + ", ".join(f"{x:+.3f}" for x in c["seeds"])
                 + f" | {avg('ca_permuted'):+.3f} | {avg('direction', 'shift'):+.2f} | "
                 f"{avg('entropy'):.2f} | {avg('one_hot_share'):.3f} | "
