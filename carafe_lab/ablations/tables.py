@@ -3,14 +3,16 @@
 
 Per variant: parameters and FLOPs of the upsamplers as they sit in the
 trained model (the task's channels and number of upsamplers) beside the
-C = 256 figure, the first metric's mean with its 95% confidence interval
-and every seed's value, the second metric's mean ± std. Then the study's
+C = 256 figure, the first metric's mean with its 95% confidence interval,
+its median and every seed's value, the second metric's mean ± std. Then the study's
 comparisons (studies.comparisons): difference of means with its 95%
 interval, the test's p-value and the p-value Holm-corrected over the
 comparisons of that table; a difference is shown in bold only when the
 corrected p-value is below 0.05. Then, for variants whose runs scored
 their kernels (seg CARAFE), the content-awareness score CA per step.
 """
+
+import statistics
 
 from ..stats import ALPHA, compare_seeds, holm, mean_ci
 from . import paper
@@ -81,10 +83,10 @@ def study_markdown(results, run_path=None):
         "",
         f"| variant | params as trained ({len(channels)} x C={channels[0]}) | "
         f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
-        f"[95% CI] | {m1}{unit} | {label(results, m0)} per seed | "
+        f"[95% CI] | median | {m1}{unit} | {label(results, m0)} per seed | "
         + "".join(f"{header} | " for header, _ in spec.columns)
         + (f"{paper.COLUMN} |" if published else ""),
-        "|---|---:|---:|---:|---:|---:|---|"
+        "|---|---:|---:|---:|---:|---:|---:|---|"
         + "---:|" * len(spec.columns)
         + ("---:|" if published else ""),
     ]
@@ -107,6 +109,7 @@ def study_markdown(results, run_path=None):
         lines.append(
             f"| {name} | {params:,} | {row['params_c256_s2']:,} | {flops:,} | "
             f"{mean:.{d0}f} [{_fmt(low, d0)}, {_fmt(high, d0)}]{extra} | "
+            f"{statistics.median(v0):.{d0}f} | "
             f"{sum(v1) / len(v1):.{d1}f} ± {std1:.{d1}f} | "
             + ", ".join(f"{x:.{d0}f}" for x in v0)
             + " | "
@@ -115,7 +118,8 @@ def study_markdown(results, run_path=None):
         )
     lines += [
         "",
-        "95% CI: the t-interval of the mean over the seeds. Parameters as trained: "
+        "95% CI: the t-interval of the mean over the seeds; median: of the seeds. "
+        "Parameters as trained: "
         "all the upsamplers of the task's model at its channels; FLOPs per input "
         "pixel of one of them (2 x multiply-adds, weights only).",
     ]
