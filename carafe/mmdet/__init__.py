@@ -23,15 +23,25 @@ then still build.
 
 State dicts are key-for-key those of ``FPN_CARAFE`` / ``FCNMaskHead`` with
 mmcv's ``CARAFEPack``, so mmdet CARAFE checkpoints load unchanged.
+
+Importing it first calls :func:`carafe.mmcv_ext.install`: with mmcv-lite
+(no compiled ``mmcv._ext``) mmcv's ops then come from ``carafe.mmcv_ext``;
+with full mmcv nothing changes.
 """
 
-from mmcv.ops.carafe import CARAFEPack as _MMCVCARAFEPack
-from mmdet.models.necks import FPN_CARAFE
-from mmdet.models.roi_heads.mask_heads import FCNMaskHead
-from mmdet.registry import MODELS
-from mmengine.registry import MODELS as MMENGINE_MODELS
+from ..mmcv_ext import install as _install_mmcv_ext
 
-from ..modules import CARAFEPack
+# On mmcv-lite, mmcv.ops needs the compiled ops carafe.mmcv_ext provides;
+# with full mmcv this changes nothing. Before the first mmcv.ops import.
+_install_mmcv_ext()
+
+from mmcv.ops.carafe import CARAFEPack as _MMCVCARAFEPack  # noqa: E402
+from mmdet.models.necks import FPN_CARAFE  # noqa: E402
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead  # noqa: E402
+from mmdet.registry import MODELS  # noqa: E402
+from mmengine.registry import MODELS as MMENGINE_MODELS  # noqa: E402
+
+from ..modules import CARAFEPack  # noqa: E402
 
 #: The upsample ``type`` that selects our op in the neck and mask head.
 UPSAMPLE_TYPE = "carafe_op"

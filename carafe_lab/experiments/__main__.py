@@ -130,8 +130,12 @@ def _needs_mmdet():
     except ImportError as e:
         raise RuntimeError(
             f"this command needs the mmdet extra ({e}): `make setup`, or "
-            "scripts/install_mmcv.sh then pip install -e '.[mmdet]'"
+            "pip install --no-build-isolation -e '.[mmdet-lite]' (on mmcv-lite: nothing "
+            "of mmcv compiled), or scripts/install_mmcv.sh then the same with '.[mmdet]'"
         ) from None
+    from carafe.mmcv_ext import install
+
+    install()  # mmcv-lite: mmcv's compiled ops from carafe.mmcv_ext (see there)
 
 
 def _run(args):

@@ -15,16 +15,24 @@ from .. import paths
 
 def environment(device: str) -> dict:
     """carafe_lab.environment.describe (with the commit of the checkout the
-    run was launched from, the lab root) plus the mmdet stack's versions."""
+    run was launched from, the lab root) plus the mmdet stack's versions, and
+    whose compiled ops mmcv ran (mmcv_ops: 'mmcv', or 'carafe.mmcv_ext' on
+    mmcv-lite)."""
     import mmcv
     import mmdet
     import mmengine
+
+    from carafe.mmcv_ext import route
 
     from ..environment import describe
 
     info = describe(device, commit_of=paths.root())
     info.update(
-        mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__, device=device
+        mmcv=mmcv.__version__,
+        mmcv_ops=route(),
+        mmdet=mmdet.__version__,
+        mmengine=mmengine.__version__,
+        device=device,
     )
     return info
 

@@ -73,6 +73,11 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     import torch
     from mmengine.config import Config
 
+    from carafe.mmcv_ext import install
+
+    # before the config's custom_imports import mmdet (mmcv-lite: see carafe.mmcv_ext)
+    install()
+
     if not Path(config).is_file():
         raise LaunchError(f"config: {config} is not a file")
     try:

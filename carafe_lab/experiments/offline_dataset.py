@@ -3,8 +3,14 @@ data_root on first use, whichever entry point builds it: our launcher,
 mmdetection's tools/train.py or `mim train mmdet CONFIG` (the offline
 configs import this module through custom_imports)."""
 
-from mmdet.datasets import CocoDataset
-from mmdet.registry import DATASETS
+from carafe.mmcv_ext import install
+
+# mmdet.datasets imports mmcv.ops: on mmcv-lite its compiled ops come from
+# carafe.mmcv_ext, which must be in place first (with full mmcv, a no-op)
+install()
+
+from mmdet.datasets import CocoDataset  # noqa: E402
+from mmdet.registry import DATASETS  # noqa: E402
 
 
 @DATASETS.register_module()

@@ -12,6 +12,9 @@ def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     named in last_checkpoint, loaded as weights only (see
     carafe_lab.experiments.checkpoints; trusted_checkpoint opts one file out).
     Nothing in run_dir is written."""
+    from carafe.mmcv_ext import install
+
+    install()  # before mmdet.apis imports mmcv.ops (mmcv-lite; see carafe.mmcv_ext)
     from mmdet.apis import init_detector
 
     import carafe.mmdet  # noqa: F401
