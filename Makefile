@@ -23,11 +23,15 @@
 #
 # Variables: PYTHON (interpreter that creates the venv), TORCH_SPEC (what pip
 # installs for PyTorch), FORCE_CUDA=1 (compile the CUDA kernels without a
-# GPU), TORCH_CUDA_ARCH_LIST, MAX_JOBS: see setup.py.
+# GPU), TORCH_CUDA_ARCH_LIST, MAX_JOBS: see setup.py. MMCV=auto|full|lite: the
+# mmcv under mmdet (scripts/install_mmcv.sh; auto: full mmcv when a prebuilt
+# wheel is found, else mmcv-lite with our ops; full: that wheel or a build
+# from source, about 37 minutes on 2 cores).
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+MMCV ?= auto
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
@@ -37,22 +41,29 @@ export MAX_JOBS ?= 2
 
 setup: $(STAMP)
 
-$(VENV)/.deps-installed: scripts/install_mmcv.sh
+$(VENV)/.deps-installed:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip "setuptools>=64,<81" wheel ninja
 	$(PY) -m pip install $(TORCH_SPEC)
 	$(PY) -m pip install pytest numpy expecttest build
-	# The detection stack: mmcv 2.1.0 (prebuilt wheel when one is found,
-	# else built from source), then mmengine and mmdet (see docs/install.md).
-	bash scripts/install_mmcv.sh $(PY)
 	$(PY) -m pip install "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
 	# Executing the notebooks headless (tests, demo); `make lab` adds JupyterLab.
 	$(PY) -m pip install papermill nbclient nbformat ipykernel
 	touch $@
 
+# The mmcv under mmdet 3.3.0 (docs/install.md, "The detection stack"): full
+# mmcv 2.1.0 from a prebuilt wheel when pip finds one, else mmcv-lite, whose
+# missing compiled ops carafe.mmcv_ext provides (RoIAlign, nms, CARAFE);
+# MMCV=full builds full mmcv from source where no wheel exists. Redone when
+# MMCV changes.
+$(VENV)/.mmcv-$(MMCV): $(VENV)/.deps-installed scripts/install_mmcv.sh
+	MMCV=$(MMCV) bash scripts/install_mmcv.sh $(PY)
+	rm -f $(VENV)/.mmcv-*
+	touch $@
+
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
-$(STAMP): $(VENV)/.deps-installed $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
+$(STAMP): $(VENV)/.mmcv-$(MMCV) $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
 	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs,lint]"
 	touch $@
 
