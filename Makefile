@@ -14,6 +14,8 @@
 #                executing the notebooks at their defaults with figures_dir pointed there
 #   make wheel-check  build sdist and wheel, install the wheel in a fresh venv, run the
 #                op's check and a lab command from outside the checkout (CI runs it)
+#   make lite-check  the mmcv-lite route beside .venv's mmcv: a second venv
+#                (build/lite-venv) with mmcv-lite, running the tests that use mmdet (CI runs it)
 #   make setup   only the set-up (idempotent; rebuilds the kernels when csrc/ changes)
 #   make gpu-check-prepare  (here, with the package index) fetch what gpu-check needs
 #                into build/gpu-check/ (mmcv's CARAFE sources, test wheels)
@@ -37,7 +39,7 @@ STAMP := $(VENV)/.carafe-installed
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh)
 export MAX_JOBS ?= 2
 
-.PHONY: setup test demo bench lab figures docs lint clean gpu-check gpu-check-prepare wheel-check
+.PHONY: setup test demo bench lab figures docs lint clean gpu-check gpu-check-prepare wheel-check lite-check
 
 setup: $(STAMP)
 
@@ -104,6 +106,22 @@ figures: setup
 # (not editable), exercised from a folder outside the checkout (CI runs it).
 wheel-check: setup
 	bash scripts/wheel_check.sh $(PY) build/wheel-check
+
+# The mmcv-lite route, whatever mmcv .venv has (CI: full mmcv from the shared
+# wheel): a second venv with the same torch, mmcv-lite (nothing of mmcv
+# compiled) and the rest of the mmdet stack, running the checkout as built by
+# `make setup` (its kernels were compiled against that torch; PYTHONPATH, so
+# nothing is rebuilt) through the tests that use mmdet, less the slow ones
+# (longer trainings on the same code paths, which `make test` runs). Their
+# golden tests skip there, with the reason: they run in `make test`.
+LITE_VENV ?= build/lite-venv
+LITE_TESTS ?= tests/test_mmcv_lite.py tests/test_mmdet.py
+lite-check: setup
+	test -x $(LITE_VENV)/bin/python || $(PYTHON) -m venv $(LITE_VENV)
+	$(LITE_VENV)/bin/python -m pip install -q "setuptools>=64,<81" $(TORCH_SPEC) \
+	  pytest numpy expecttest hypothesis "mmengine==0.10.7" "mmdet==3.3.0" scikit-image matplotlib
+	MMCV=lite bash scripts/install_mmcv.sh $(LITE_VENV)/bin/python
+	PYTHONPATH=$(CURDIR) $(LITE_VENV)/bin/python -m pytest -q -rs -m "not slow" $(LITE_TESTS)
 
 lab: setup
 	$(PY) -m pip install --no-build-isolation -e ".[notebooks]"
