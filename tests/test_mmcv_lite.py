@@ -578,3 +578,36 @@ def test_launcher_trains_and_evaluates_mask_rcnn_on_mmcv_lite(tmp_path):
     metrics = json.loads((work_dir / "metrics.json").read_text())
     assert 0 <= metrics["coco/bbox_mAP"] <= 1 and 0 <= metrics["coco/segm_mAP"] <= 1
     assert json.loads((work_dir / "env.json").read_text())["mmcv_ops"] == "carafe.mmcv_ext"
+
+
+PARITY = REPO / "experiments" / "results" / "mmcv_lite_parity"
+STUDY = REPO / "experiments" / "ablations" / "mechanism" / "det" / "20261203_080417"
+
+
+def test_the_committed_parity_run_agrees_and_the_docs_say_so():
+    """The full-mmcv and mmcv-lite trainings committed agree as parity.json
+    says (recomputed here from the run folders), and docs/install.md states
+    its numbers."""
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "mmcv_lite_parity", REPO / "scripts" / "mmcv_lite_parity.py"
+    )
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    full_run = STUDY / "runs" / "01_carafe_seed0"
+    result = parity.compare(full_run, PARITY / "lite_run_carafe_seed0", STUDY / "results.json")
+    committed = json.loads((PARITY / "parity.json").read_text())
+    for key in ("logged_iterations", "identical_logged_iterations", "bbox_mAP_diff"):
+        assert result[key] == committed[key], key
+    assert result["per_iteration"] == committed["per_iteration"]
+    assert committed["identical_logged_iterations"] == committed["logged_iterations"] == 30
+    assert (committed["full"]["mmcv_ops"], committed["lite"]["mmcv_ops"]) == (
+        "mmcv",
+        "carafe.mmcv_ext",
+    )
+    docs = " ".join((REPO / "docs" / "install.md").read_text().split())
+    assert f"all {committed['logged_iterations']} logged iterations, bit for bit" in docs
+    assert f"same box AP, {100 * committed['lite']['bbox_mAP']:.1f}" in docs
+    for ap in committed["seed_spread"]["bbox_mAP_by_seed"].values():
+        assert f"{100 * ap:.1f}" in docs
