@@ -3,6 +3,7 @@ arXiv 1905.02188) as a PyTorch operator on CPU and CUDA, with mmcv-compatible
 modules. The core package imports only torch."""
 
 from ._loader import cuda_available, has_kernel
+from .convert import convert_upsamplers
 from .modules import CARAFE, CARAFEPack
 from .ops import carafe
 from .reference import carafe_reference, carafe_unfold
@@ -15,6 +16,7 @@ __all__ = [
     "carafe",
     "carafe_reference",
     "carafe_unfold",
+    "convert_upsamplers",
     "cuda_available",
     "has_kernel",
 ]

@@ -40,7 +40,8 @@ def build_model(config):
     register_all_modules()
     cfg = Config.fromfile(str(config))
     # COCO configs start from ImageNet weights, which cannot be downloaded here.
-    cfg.model.backbone.init_cfg = None
+    detector = cfg.model.model if cfg.model.type == "CARAFEConverted" else cfg.model
+    detector.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     model.init_weights()
     return model
@@ -567,3 +568,46 @@ def test_offline_data_options_reach_the_datasets(tmp_path):
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         spec = cfg[name]["dataset"]
         assert spec["offline_data"]["num_train"] == 8 and spec["offline_data"]["num_val"] == 4
+
+
+def test_yolox_converts_through_the_config_key_and_trains():
+    """mmdet's YOLOX-s, its PAFPN's upsampling converted by the CARAFEConverted
+    key: its one neck.upsample, called at two levels, becomes one CARAFEPack
+    per channel count; a forward and a loss on generated images reach both."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from carafe.convert import ChannelDispatchCARAFE
+
+    torch.manual_seed(0)
+    model = build_model(CONFIGS / "yolox_s-carafe_8xb8-300e_coco.py")
+    stock = build_model(
+        Path(mmdet.__file__).parent / ".mim" / "configs" / "yolox" / "yolox_s_8xb8-300e_coco.py"
+    )
+    up = model.neck.upsample
+    assert isinstance(up, ChannelDispatchCARAFE) and up.channels == (128, 256)
+    assert [(r.name, r.channels) for r in model.carafe_conversion.replaced] == [
+        ("neck.upsample", (128, 256))
+    ]
+    # everything but the upsampler is the stock detector's
+    ours = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("neck.upsample.")}
+    assert ours == {k: v.shape for k, v in stock.state_dict().items()}
+
+    x = torch.rand(2, 3, 128, 128) * 255
+    cls_scores, _, _ = model(x, mode="tensor")
+    assert [tuple(c.shape) for c in cls_scores] == [(2, 80, 16, 16), (2, 80, 8, 8), (2, 80, 4, 4)]
+    samples = []
+    for _ in range(2):
+        sample = DetDataSample(metainfo=dict(img_shape=(128, 128), batch_input_shape=(128, 128)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[10.0, 20.0, 60.0, 90.0], [70.0, 30.0, 120.0, 100.0]]),
+            labels=torch.tensor([1, 5]),
+        )
+        samples.append(sample)
+    model.train()
+    losses = model.loss(x, samples)
+    assert set(losses) == {"loss_cls", "loss_bbox", "loss_obj"}
+    sum(losses.values()).backward()
+    for channels in ("128", "256"):
+        grad = up.packs[channels].channel_compressor.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -14,6 +14,12 @@ It registers, under names that cannot clash with mmcv's own ``carafe``
   in ``FPN_CARAFE``, so baselines use the same neck.
 - ``CARAFEOpMaskHead`` (mmdet MODELS): mmdet's ``FCNMaskHead`` with
   ``upsample_cfg=dict(type='carafe_op', scale_factor=2, ...)``.
+- ``CARAFEConverted`` (mmdet MODELS): any detector with its ``nn.Upsample``
+  layers converted by :func:`carafe.convert_upsamplers`, e.g. YOLOX's PAFPN::
+
+      model = dict(type='CARAFEConverted', model=<the detector's model dict>,
+                   example_input_shape=(2, 3, 256, 256), up_kernel=5)
+
 - ``CARAFEOpPack`` (mmengine MODELS, so also mmcv's ``build_upsample_layer``):
   :class:`carafe.CARAFEPack`.
 
@@ -41,6 +47,7 @@ from mmdet.models.roi_heads.mask_heads import FCNMaskHead  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
 from mmengine.registry import MODELS as MMENGINE_MODELS  # noqa: E402
 
+from ..convert import convert_upsamplers  # noqa: E402
 from ..modules import CARAFEPack  # noqa: E402
 
 #: The upsample ``type`` that selects our op in the neck and mask head.
@@ -144,4 +151,53 @@ class CARAFEOpMaskHead(FCNMaskHead):
 #: carafe 0.2's class names (the registry knows both).
 CARAFELabFPN, CARAFELabMaskHead = CARAFEOpFPN, CARAFEOpMaskHead
 
-__all__ = ["CARAFEOpFPN", "CARAFEOpMaskHead", "UPSAMPLE_TYPE", "UPSAMPLE_ALIASES"]
+
+def build_carafe_converted(model, example_input_shape=(2, 3, 256, 256), **options):
+    """mmdet MODELS builder ``CARAFEConverted``: builds the detector `model`
+    (a model config dict), then replaces its integer-factor ``nn.Upsample``
+    layers by CARAFE with :func:`carafe.convert_upsamplers` (options: its
+    ``up_kernel``, ``compressed_channels``, ...). A builder function, not a
+    wrapper module, so that the runner gets the detector itself: its
+    data_preprocessor, state_dict keys and hooks are the detector's.
+
+    The channels come from one forward of the detector in ``mode='tensor'``
+    on a zero batch of `example_input_shape` (N, 3, H, W): use an N >= 2 and
+    H, W divisible by the backbone's largest stride. The report is kept as
+    the returned detector's ``carafe_conversion`` and logged.
+    """
+    from mmengine.logging import print_log
+
+    if not isinstance(model, dict) or "type" not in model:
+        raise TypeError(
+            "CARAFEConverted: model must be a detector's model config dict with a 'type', "
+            f"got {type(model).__name__}"
+        )
+    shape = tuple(example_input_shape)
+    if len(shape) != 4 or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise ValueError(
+            "CARAFEConverted: example_input_shape must be 4 positive ints (N, 3, H, W), "
+            f"got {example_input_shape!r}"
+        )
+    import torch
+
+    detector = MODELS.build(model)
+    inputs = {"inputs": torch.zeros(shape), "mode": "tensor"}
+    detector, report = convert_upsamplers(detector, inputs, **options)
+    if not report.replaced:
+        raise ValueError(
+            f"CARAFEConverted: {model['type']} has no upsampling layer that converts:\n{report}"
+        )
+    detector.carafe_conversion = report
+    print_log(f"CARAFEConverted: {report}", logger="current")
+    return detector
+
+
+MODELS.register_module(name="CARAFEConverted", module=build_carafe_converted)
+
+__all__ = [
+    "CARAFEOpFPN",
+    "CARAFEOpMaskHead",
+    "UPSAMPLE_TYPE",
+    "UPSAMPLE_ALIASES",
+    "build_carafe_converted",
+]
