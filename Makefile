@@ -66,7 +66,7 @@ $(VENV)/.mmcv-$(MMCV): $(VENV)/.deps-installed scripts/install_mmcv.sh
 # The extension is compiled against the torch installed above, hence
 # --no-build-isolation. Rebuilt whenever a source changes (or FORCE_CUDA flips).
 $(STAMP): $(VENV)/.mmcv-$(MMCV) $(SOURCES) $(VENV)/.force-cuda-$(FORCE_CUDA)
-	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs,lint]"
+	$(PY) -m pip install --no-build-isolation -e ".[dev,lab,mmdet,export,docs,lint,yolo]"
 	touch $@
 
 $(VENV)/.force-cuda-$(FORCE_CUDA): $(VENV)/.deps-installed
