@@ -1,7 +1,8 @@
-"""Render the saved benchmark results (benchmarks/results/bench_op_*.json and
-bench_export_*.json, quick runs excluded) as markdown tables, and optionally
-write them into the docs: docs/kernels.md between its `<!-- bench:start -->` /
-`<!-- bench:end -->` markers, docs/export.md between its export markers.
+"""Render the saved benchmark results (benchmarks/results/bench_op_*.json,
+bench_export_*.json and bench_convert_*.json, quick runs excluded) as markdown
+tables, and optionally write them into the docs: docs/kernels.md between its
+`<!-- bench:start -->` / `<!-- bench:end -->` markers, docs/export.md and
+docs/convert.md between theirs.
 
     python benchmarks/report.py [--update-docs]    (--update-readme: the same)
 """
@@ -19,6 +20,8 @@ BENCH_PAGE = ROOT / "docs" / "kernels.md"
 EXPORT_PAGE = ROOT / "docs" / "export.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 EXPORT_MARKERS = ("<!-- export:start -->", "<!-- export:end -->")
+CONVERT_PAGE = ROOT / "docs" / "convert.md"
+CONVERT_MARKERS = ("<!-- bench_convert table -->", "<!-- end bench_convert table -->")
 
 
 def load_results(folder=RESULTS):
@@ -164,12 +167,49 @@ def update_docs(text, page=BENCH_PAGE):
 update_readme = update_docs  # --update-readme's name for it
 
 
-def load_export_results(folder=RESULTS):
+def load_export_results(folder=RESULTS, prefix="bench_export_"):
     return [
         (path, json.loads(path.read_text()))
-        for path in sorted(folder.glob("bench_export_*.json"))
+        for path in sorted(folder.glob(f"{prefix}*.json"))
         if not json.loads(path.read_text()).get("quick")
     ]
+
+
+def load_convert_results(folder=RESULTS):
+    return load_export_results(folder, "bench_convert_")
+
+
+def render_convert(runs):
+    """The before/after table of bench_convert.py's results."""
+    parts = []
+    for path, data in runs:
+        m = data["machine"]
+        parts.append(
+            f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']} "
+            f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
+        )
+        parts.append(
+            "| model | replaced (channels) | params | GFLOPs | latency ms | "
+            "converted / original latency [range over rounds] | share of roofline |"
+        )
+        parts.append("|---|---|---:|---:|---:|---:|---:|")
+        for r in data["results"]:
+            replaced = ", ".join(
+                f"`{x['name']}` ({'/'.join(str(c) for c in x['channels'])})" for x in r["replaced"]
+            )
+            ratios = r["latency_ratio_rounds"]
+            roof = r["roofline"]
+            parts.append(
+                f"| {r['model']} {r['input'][-2]}x{r['input'][-1]} | {replaced} | "
+                f"{r['params_before']:,} -> {r['params_after']:,} (+{r['params_added']:,}) | "
+                f"{r['gflops_before']:.2f} -> {r['gflops_after']:.2f} "
+                f"(+{r['gflops_added']:.2f}) | {r['ms_before']:.1f} -> {r['ms_after']:.1f} | "
+                f"{r['latency_ratio']:.3f}x [{min(ratios):.3f}, {max(ratios):.3f}] | "
+                f"{roof['original']['pct_of_roofline']:.0f}% -> "
+                f"{roof['converted']['pct_of_roofline']:.0f}% |"
+            )
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def render_export(runs):
@@ -204,17 +244,23 @@ def main(argv=None):
         "--update-readme",
         dest="update_docs",
         action="store_true",
-        help="write the tables into docs/kernels.md and docs/export.md",
+        help="write the tables into docs/kernels.md, docs/export.md and docs/convert.md",
     )
     args = parser.parse_args(argv)
     text = render(load_results())
     export = render_export(load_export_results())
+    convert = render_convert(load_convert_results())
     print(text)
     print(export)
+    print(convert)
     if args.update_docs:
         update_docs(text)
         write_section(EXPORT_PAGE, EXPORT_MARKERS, export)
-        print(f"updated {BENCH_PAGE.relative_to(ROOT)} and {EXPORT_PAGE.relative_to(ROOT)}")
+        write_section(CONVERT_PAGE, CONVERT_MARKERS, convert)
+        print(
+            f"updated {BENCH_PAGE.relative_to(ROOT)}, {EXPORT_PAGE.relative_to(ROOT)} "
+            f"and {CONVERT_PAGE.relative_to(ROOT)}"
+        )
     return 0
 
 

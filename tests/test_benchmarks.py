@@ -377,3 +377,14 @@ def test_docs_export_table_is_generated_from_results():
     assert section.strip() == report.render_export(report.load_export_results()).strip(), (
         "docs/export.md table is stale: run `python benchmarks/report.py --update-docs`"
     )
+
+
+def test_docs_convert_table_is_generated_from_results():
+    report = load_report()
+    assert report.CONVERT_PAGE == ROOT / "docs" / "convert.md"
+    runs = report.load_convert_results()
+    assert runs, "no committed bench_convert result"
+    section = read_section(report.CONVERT_PAGE, report.CONVERT_MARKERS)
+    assert section.strip() == report.render_convert(runs).strip(), (
+        "docs/convert.md table is stale: run `python benchmarks/report.py --update-docs`"
+    )
