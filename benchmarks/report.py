@@ -21,7 +21,7 @@ EXPORT_PAGE = ROOT / "docs" / "export.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 EXPORT_MARKERS = ("<!-- export:start -->", "<!-- export:end -->")
 CONVERT_PAGE = ROOT / "docs" / "convert.md"
-CONVERT_MARKERS = ("<!-- bench_convert table -->", "<!-- end bench_convert table -->")
+CONVERT_MARKERS = ("<!-- convert:start -->", "<!-- convert:end -->")
 
 
 def load_results(folder=RESULTS):
