@@ -182,16 +182,52 @@ class DySample(nn.Module):
 class CARAFEUpsampler(CARAFEPack):
     """CARAFE (the paper's upsampler): :class:`carafe.CARAFEPack` with the zoo's
     constructor shape; options: up_kernel, up_group, encoder_kernel,
-    encoder_dilation, compressed_channels, normalizer."""
+    encoder_dilation, compressed_channels, normalizer, kernel_init.
 
-    def __init__(self, channels: int, scale_factor: int, normalizer: str = "softmax", **options):
-        super().__init__(channels, scale_factor, **options)
+    kernel_init: the kernels at initialisation, set by the content encoder's
+    bias (its weights start at std 0.001, so every pixel starts with the same
+    kernel per sub-pixel phase): "uniform" (mmcv's: zero bias, a k x k box
+    blur), "nearest" (the centre tap, the source pixel nearest-neighbour
+    upsampling copies) or "bilinear" (bilinear interpolation's weights,
+    align_corners=False), each mixed with KERNEL_INIT_UNIFORM_SHARE of the
+    uniform kernel. Softmax normaliser only."""
+
+    def __init__(
+        self,
+        channels: int,
+        scale_factor: int,
+        normalizer: str = "softmax",
+        kernel_init: str = "uniform",
+        **options,
+    ):
         if normalizer not in NORMALIZERS:
             raise ValueError(
                 f"CARAFEUpsampler: normalizer must be one of {sorted(NORMALIZERS)}, "
                 f"got {normalizer!r}"
             )
+        if kernel_init not in KERNEL_INITS:
+            raise ValueError(
+                f"CARAFEUpsampler: kernel_init must be one of {list(KERNEL_INITS)}, "
+                f"got {kernel_init!r}"
+            )
+        if kernel_init != "uniform" and normalizer != "softmax":
+            raise ValueError(
+                f"CARAFEUpsampler: kernel_init={kernel_init!r} needs normalizer='softmax', "
+                f"got {normalizer!r}"
+            )
+        self.kernel_init = kernel_init
+        super().__init__(channels, scale_factor, **options)
         self.normalizer = normalizer
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if getattr(self, "kernel_init", "uniform") != "uniform":
+            with torch.no_grad():
+                self.content_encoder.bias.copy_(
+                    init_kernel_logits(
+                        self.kernel_init, self.up_kernel, self.scale_factor, self.up_group
+                    )
+                )
 
     def kernel_normalizer(self, mask: Tensor) -> Tensor:
         if self.normalizer == "softmax":
@@ -210,6 +246,44 @@ class CARAFEUpsampler(CARAFEPack):
             + self.encoder_kernel**2 * s2 * k2 * self.up_group * self.compressed_channels
             + s2 * k2 * self.channels
         )
+
+
+#: The kernels CARAFE can start from (CARAFEUpsampler's kernel_init).
+KERNEL_INITS = ("uniform", "nearest", "bilinear")
+#: The share of the uniform kernel mixed into a "nearest" or "bilinear" start:
+#: a softmax saturated at a one-hot kernel passes almost no gradient to the
+#: other taps (w * (1 - w)), which would pin the kernel where it started.
+KERNEL_INIT_UNIFORM_SHARE = 0.1
+
+
+def bilinear_phase_kernels(up_kernel: int, scale_factor: int) -> Tensor:
+    """Bilinear interpolation (align_corners=False) as CARAFE kernels: (k*k, s, s),
+    tap (ky, kx) of phase (ry, rx). Output pixel p = s*i + r samples the input
+    at i + (r + 0.5) / s - 0.5; CARAFE's tap d reads input pixel i + d - k//2."""
+    k, s = up_kernel, scale_factor
+    taps = torch.arange(k, dtype=torch.float64) - k // 2
+    shift = (torch.arange(s, dtype=torch.float64) + 0.5) / s - 0.5
+    w1 = (1 - (taps[:, None] - shift[None, :]).abs()).clamp(min=0)  # (k, s)
+    return torch.einsum("ay,bx->abyx", w1, w1).reshape(k * k, s, s)
+
+
+def init_kernel_logits(kernel_init: str, up_kernel: int, scale_factor: int, up_group: int):
+    """The content encoder bias (s*s*G*k*k,) whose softmax is `kernel_init`'s
+    kernel mixed with KERNEL_INIT_UNIFORM_SHARE of the uniform one. Channel
+    c*s*s + ry*s + rx of the encoder is kernel channel c = g*k*k + tap at
+    phase (ry, rx) after the pixel shuffle."""
+    k, s = up_kernel, scale_factor
+    if kernel_init == "nearest":
+        target = torch.zeros(k * k, s, s, dtype=torch.float64)
+        target[(k * k) // 2] = 1.0
+    elif kernel_init == "bilinear":
+        target = bilinear_phase_kernels(k, s)
+    else:
+        raise ValueError(f"kernel_init: expected 'nearest' or 'bilinear', got {kernel_init!r}")
+    share = KERNEL_INIT_UNIFORM_SHARE
+    kernels = (1 - share) * target + share / (k * k)
+    logits = kernels.log().repeat(up_group, 1, 1)  # (G*k*k, s, s)
+    return logits.reshape(-1).float()
 
 
 def carafe_parameter_count(channels: int, scale_factor: int, **options) -> int:

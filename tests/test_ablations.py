@@ -578,3 +578,31 @@ def test_a_failed_training_leaves_the_others_and_resume_fills_it(tmp_path, monke
     harness.resume_study(out, log=lambda *_: None)
     final = json.loads((out / "results.json").read_text())
     assert final["complete"] and [len(r["seeds"]) for r in final["rows"]] == [2, 2]
+
+
+def test_sr_reports_a_wide_border_shave_beside_the_conventional_one():
+    from carafe_lab.ablations import sr
+
+    model = sr.SRNet("nearest", 2, 8)
+    scores = sr.evaluate(model.eval(), 2, 64)
+    for name in ("psnr", "ssim", "bicubic_psnr", "bicubic_ssim"):
+        assert f"{name}_shave{sr.WIDE_SHAVE}" in scores
+    # different borders, different numbers (the crops are not constant)
+    assert scores["bicubic_psnr_shave8"] != scores["bicubic_psnr"]
+    row = {"seeds": [{"psnr_shave8": 30.0}, {"psnr_shave8": 31.0}, {"psnr_shave8": 32.0}]}
+    assert sr._wide_shave_cell(row).startswith("31.000 [")
+    assert sr._wide_shave_cell({"seeds": [{"psnr": 30.0}]}) == "-"
+
+
+def test_kernel_init_study_runs_on_sr_only():
+    from carafe_lab.ablations.studies import STUDIES, STUDY_TASKS
+
+    labels = [label for label, _, _ in STUDIES["kernel_init"]]
+    assert labels == [
+        "nearest",
+        "bilinear",
+        "carafe",
+        "carafe_init=nearest",
+        "carafe_init=bilinear",
+    ]
+    assert STUDY_TASKS["kernel_init"] == ("sr",)

@@ -69,3 +69,52 @@ def test_bad_arguments():
         U.build_upsampler("carafe", 8, 2, normalizer="tanh")
     with pytest.raises(ValueError, match="groups=3 must divide channels=8"):
         U.build_upsampler("dysample", 8, 2, groups=3)
+
+
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("init", ["nearest", "bilinear"])
+def test_carafe_kernel_init_starts_as_the_interpolation(init, s):
+    """With the encoder's weights at zero, CARAFE started at `init` is that
+    interpolation mixed with KERNEL_INIT_UNIFORM_SHARE of the 5x5 box kernel,
+    away from the border (where the box reads zero padding)."""
+    import torch.nn.functional as F
+
+    from carafe import carafe
+
+    torch.manual_seed(0)
+    up = U.build_upsampler("carafe", 8, s, kernel_init=init)
+    torch.nn.init.zeros_(up.content_encoder.weight)
+    x = torch.randn(2, 8, 12, 12)
+    if init == "nearest":
+        interpolated = F.interpolate(x, scale_factor=s, mode="nearest")
+    else:
+        interpolated = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+    box = carafe(x, torch.full((2, 25, 12 * s, 12 * s), 1 / 25), 5, 1, s)
+    share = U.KERNEL_INIT_UNIFORM_SHARE
+    expected = (1 - share) * interpolated + share * box
+    b = 3 * s
+    torch.testing.assert_close(up(x)[..., b:-b, b:-b], expected[..., b:-b, b:-b])
+    # the uniform start (mmcv's) is the box kernel itself
+    uniform = U.build_upsampler("carafe", 8, s)
+    torch.nn.init.zeros_(uniform.content_encoder.weight)
+    torch.testing.assert_close(uniform(x), box)
+
+
+def test_bilinear_phase_kernels_are_convex_and_separable():
+    kernels = U.bilinear_phase_kernels(5, 2)  # (25, 2, 2)
+    torch.testing.assert_close(kernels.sum(0), torch.ones(2, 2, dtype=kernels.dtype))
+    assert (kernels >= 0).all()
+    # phase (0, 0) samples at i - 0.25: weights 0.75 on the source pixel, 0.25 on i - 1
+    grid = kernels[:, 0, 0].reshape(5, 5)
+    row = torch.tensor([0, 0.25, 0.75, 0, 0], dtype=kernels.dtype)
+    torch.testing.assert_close(grid, torch.outer(row, row))
+
+
+def test_carafe_kernel_init_bad_arguments():
+    with pytest.raises(
+        ValueError,
+        match=r"kernel_init must be one of \['uniform', 'nearest', 'bilinear'\], got 'box'",
+    ):
+        U.build_upsampler("carafe", 8, 2, kernel_init="box")
+    with pytest.raises(ValueError, match="kernel_init='nearest' needs normalizer='softmax'"):
+        U.build_upsampler("carafe", 8, 2, kernel_init="nearest", normalizer="sigmoid")

@@ -47,6 +47,17 @@ STUDIES["mechanism"] = [
 # The learning-rate factor of CARAFE's kernel prediction (schedule.KERNEL_LR_SCALE).
 STUDIES["kernel_lr"] = [(f"kernel_lr_scale={x}", "carafe", {}) for x in (0.1, 0.3, 1.0)]
 
+# Where CARAFE's kernels start (sr): the uniform kernel (a box blur the
+# head must undo), nearest's centre tap or bilinear's weights; beside the two
+# fixed interpolations they start from.
+STUDIES["kernel_init"] = [
+    ("nearest", "nearest", {}),
+    ("bilinear", "bilinear", {}),
+    ("carafe", "carafe", {}),
+    ("carafe_init=nearest", "carafe", {"kernel_init": "nearest"}),
+    ("carafe_init=bilinear", "carafe", {"kernel_init": "bilinear"}),
+]
+
 #: study -> evaluated variant label -> (trained variant label, evaluation name)
 #: (the task's ``evaluate`` implements the evaluation).
 EVALUATED = {"mechanism": {"carafe_phase_mean": ("carafe", "phase_mean")}}
@@ -55,7 +66,7 @@ EVALUATED = {"mechanism": {"carafe_phase_mean": ("carafe", "phase_mean")}}
 TRAINING = {"kernel_lr": {f"kernel_lr_scale={x}": {"kernel_lr_scale": x} for x in (0.1, 0.3, 1.0)}}
 
 #: study -> the tasks it runs on (studies not listed run on any task).
-STUDY_TASKS = {"mechanism": ("seg", "det"), "kernel_lr": ("seg",)}
+STUDY_TASKS = {"mechanism": ("seg", "det"), "kernel_lr": ("seg",), "kernel_init": ("sr",)}
 
 
 def evaluated(study, label):
@@ -78,6 +89,13 @@ COMPARISONS = {
         ("carafe", "carafe_phase_mean", True),  # the same models, content adaptation removed
         ("carafe", "nearest_conv", False),  # the mechanism vs as many parameters
         ("static_carafe", "nearest", False),  # what a learned fixed reassembly adds
+        ("carafe", "nearest", False),
+    ],
+    "kernel_init": [
+        ("carafe_init=nearest", "carafe", False),  # the start, same model otherwise
+        ("carafe_init=bilinear", "carafe", False),
+        ("carafe_init=nearest", "nearest", False),  # against what it starts as
+        ("carafe_init=bilinear", "bilinear", False),
         ("carafe", "nearest", False),
     ],
 }
