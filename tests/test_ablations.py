@@ -591,7 +591,7 @@ def test_sr_reports_a_wide_border_shave_beside_the_conventional_one():
     assert scores["bicubic_psnr_shave8"] != scores["bicubic_psnr"]
     row = {"seeds": [{"psnr_shave8": 30.0}, {"psnr_shave8": 31.0}, {"psnr_shave8": 32.0}]}
     assert sr._wide_shave_cell(row).startswith("31.000 [")
-    assert sr._wide_shave_cell({"seeds": [{"psnr": 30.0}]}) == "-"
+    assert sr._wide_shave_cell({"seeds": [{"psnr": 30.0}]}) is None
 
 
 def test_kernel_init_study_runs_on_sr_only():

@@ -53,14 +53,13 @@ WIDE_SHAVE = 8
 
 
 def _wide_shave_cell(row):
-    """Mean [95% CI] of the PSNR with WIDE_SHAVE pixels shaved, over the seeds
-    (and bicubic's, for the baseline's scale); '-' for results written before
-    the metric existed."""
+    """Mean [95% CI] over the seeds of the PSNR with WIDE_SHAVE pixels shaved;
+    None for results written before the metric existed."""
     from ..stats import mean_ci
 
     values = [s[f"psnr_shave{WIDE_SHAVE}"] for s in row["seeds"] if f"psnr_shave{WIDE_SHAVE}" in s]
     if len(values) != len(row["seeds"]) or not values:
-        return "-"
+        return None
     if len(values) == 1:
         return f"{values[0]:.3f}"
     mean, low, high = mean_ci(values)

@@ -25,6 +25,11 @@ def _spec(results):
     return task_of(results["task"])
 
 
+def _cell(cell, row):
+    value = cell(row)
+    return "-" if value is None else value
+
+
 def trained_columns(results, row):
     """(parameters as trained, FLOPs per input pixel as trained, channels):
     from the row, or computed for results written before rows kept them."""
@@ -76,6 +81,13 @@ def study_markdown(results, run_path=None):
     published = paper.has_column(results["study"], results["task"])
     first = results["rows"][0]
     params0, _, channels = trained_columns(results, first)
+    # a column whose cells are all None (results written before its metric
+    # existed) is left out rather than shown empty
+    columns = [
+        (header, cell)
+        for header, cell in spec.columns
+        if any(cell(row) is not None for row in results["rows"])
+    ]
     where = f"; `{run_path}`" if run_path else ""
     lines = [
         f"**{results['study']}** on `{results['task']}` (x{results['scale']}, "
@@ -84,10 +96,10 @@ def study_markdown(results, run_path=None):
         f"| variant | params as trained ({len(channels)} x C={channels[0]}) | "
         f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
         f"[95% CI] | median | {m1}{unit} | {label(results, m0)} per seed | "
-        + "".join(f"{header} | " for header, _ in spec.columns)
+        + "".join(f"{header} | " for header, _ in columns)
         + (f"{paper.COLUMN} |" if published else ""),
         "|---|---:|---:|---:|---:|---:|---:|---|"
-        + "---:|" * len(spec.columns)
+        + "---:|" * len(columns)
         + ("---:|" if published else ""),
     ]
     for row in results["rows"]:
@@ -113,7 +125,7 @@ def study_markdown(results, run_path=None):
             f"{sum(v1) / len(v1):.{d1}f} ± {std1:.{d1}f} | "
             + ", ".join(f"{x:.{d0}f}" for x in v0)
             + " | "
-            + "".join(f"{cell(row)} | " for _, cell in spec.columns)
+            + "".join(f"{_cell(cell, row)} | " for _, cell in columns)
             + (f"{paper.paper_cell(results['study'], row['label'])} |" if published else "")
         )
     lines += [

@@ -18,7 +18,8 @@ class Task:
     results_keys: entries added to every results.json of this task.
     keeps_run_folders: each training writes a run folder of its own beside the
     results (det: mmengine's logs and checkpoint).
-    columns: extra table columns, (header, cell(row) -> str).
+    columns: extra table columns, (header, cell(row) -> str, or None where the
+    row has no value; a column with no value in any row is left out).
     baseline_note: cell suffix for the baseline row's first metric, or None.
     metric_label: (results, metric) -> column name, or None for the metric's name.
     saves_models: every training is given a folder (runs/<variant>_seed<n>
