@@ -5,8 +5,8 @@ modules. The core package imports only torch."""
 from ._loader import cuda_available, has_kernel
 from .convert import convert_upsamplers
 from .modules import CARAFE, CARAFEPack
-from .ops import carafe
-from .reference import carafe_reference, carafe_unfold
+from .ops import carafe, window_similarity
+from .reference import carafe_reference, carafe_unfold, window_similarity_reference
 
 __version__ = "0.3.0.dev0"
 
@@ -19,4 +19,6 @@ __all__ = [
     "convert_upsamplers",
     "cuda_available",
     "has_kernel",
+    "window_similarity",
+    "window_similarity_reference",
 ]

@@ -1,7 +1,8 @@
-"""Pure-PyTorch CARAFE: the specification and the test oracle.
+"""Pure-PyTorch CARAFE and window similarity: the specifications and the
+test oracles.
 
 Nothing in the package falls back to these functions; they exist to define
-the operator and to check (and benchmark) the compiled kernels against.
+the operators and to check (and benchmark) the compiled kernels against.
 
 Semantics (Wang et al., "CARAFE: Content-Aware ReAssembly of FEatures",
 ICCV 2019, arXiv 1905.02188, Eq. 2 with mmcv's indexing)::
@@ -12,6 +13,7 @@ ICCV 2019, arXiv 1905.02188, Eq. 2 with mmcv's indexing)::
 with g = c // (C / G); taps that fall outside the input are skipped (their
 weights are never read, so a NaN or inf weight there changes nothing, and
 their gradient is zero), and the weights are not renormalised.
+:func:`window_similarity_reference` specifies ``carafe.window_similarity``.
 """
 
 import torch
@@ -81,6 +83,54 @@ def carafe_unfold(
     cols = F.unfold(up, kernel_size=k, dilation=s, padding=(k // 2) * s)
     cols = cols.view(N, G, C // G, k * k, Ho, Wo)
     return (cols * masks.view(N, G, 1, k * k, Ho, Wo)).sum(dim=3).view(N, C, Ho, Wo)
+
+
+def _inside_taps(H: int, W: int, k: int, s: int, device) -> torch.Tensor:
+    """(k*k, s*H, s*W) bool: whether tap (ky, kx) of output pixel (p, q)
+    reads inside the (H, W) input."""
+    r = k // 2
+    taps = torch.arange(k, device=device) - r
+    y = (torch.arange(H * s, device=device) // s)[None, :] + taps[:, None]  # (k, s*H)
+    x = (torch.arange(W * s, device=device) // s)[None, :] + taps[:, None]  # (k, s*W)
+    in_y, in_x = (y >= 0) & (y < H), (x >= 0) & (x < W)
+    return (in_y[:, None, :, None] & in_x[None, :, None, :]).reshape(k * k, H * s, W * s)
+
+
+def window_similarity_reference(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    kernel_size: int,
+    group_size: int,
+    scale_factor: int,
+) -> torch.Tensor:
+    """The spec of :func:`carafe.window_similarity`: each query pixel's dot
+    products, per channel group, with the k x k key window CARAFE reads::
+
+        sim[n, g*k*k + ky*k + kx, p, q] = sum_{c in group g} query[n, c, p, q]
+                                          * key[n, c, p // s + ky - k // 2, q // s + kx - k // 2]
+
+    Taps outside the key are 0 (whatever the query holds). Every window is
+    gathered with a dilated ``F.unfold`` of the nearest-upsampled key (a
+    k*k-times expanded tensor), as :func:`carafe_unfold` does.
+
+    Args:
+        query: (N, C, s*H, s*W).
+        key: (N, C, H, W).
+    Returns:
+        (N, G*k*k, s*H, s*W), CARAFE's masks layout, in the dtype of ``key``.
+        Differentiable by autograd.
+    """
+    N, C, H, W = key.shape
+    k, G, s = kernel_size, group_size, scale_factor
+    Ho, Wo = H * s, W * s
+    up = key.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+    # Dilation s on the upsampled map reads key[p//s + ky - r] for tap ky.
+    cols = F.unfold(up, kernel_size=k, dilation=s, padding=(k // 2) * s)
+    cols = cols.view(N, G, C // G, k * k, Ho, Wo)
+    sim = (cols * query.reshape(N, G, C // G, 1, Ho, Wo)).sum(dim=2)
+    # zero padding times a non-finite query would be NaN: outside taps are 0
+    sim = torch.where(_inside_taps(H, W, k, s, key.device), sim, 0)
+    return sim.reshape(N, G * k * k, Ho, Wo)
 
 
 def random_inputs(
