@@ -1,7 +1,15 @@
-"""The small shared helpers: generated page sections and timing."""
+"""The small shared helpers: generated page sections, timing, progress bars
+and the notebooks' quiet logging."""
+
+import contextlib
+import io
+import logging
+import sys
+import warnings
 
 import pytest
 
+from carafe_lab.experiments import quiet
 from carafe_lab.readme import read_section, write_section
 from carafe_lab.timing import cuda_event_seconds, median_seconds
 
@@ -78,3 +86,68 @@ def test_welch_difference_matches_scipy_and_is_strict_with_few_seeds():
     assert diff / se == pytest.approx(3.0) and not resolved and 0.05 < p < 0.2
     assert difference((1.0, 0.0, 1), (0.0, 1.0, 3)) is None  # one seed: no test
     assert difference((1.0, 0.0, 2), (1.0, 0.0, 2))[2] is False  # identical, zero spread
+
+
+def test_progress_bar_without_ipywidgets_is_text_and_does_not_warn(monkeypatch):
+    """tqdm.auto warns (TqdmWarning) in a notebook where ipywidgets is missing."""
+    pytest.importorskip("tqdm", reason="progress bars are tqdm's (the lab extra)")
+    from tqdm.std import tqdm as text_bar
+
+    from carafe_lab import progress
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # its import raises ImportError
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert progress.bar_class() is text_bar
+        progress.tqdm(range(2), disable=True).close()
+
+
+def test_known_warnings_are_filtered_and_no_others():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.filter_known_warnings()
+        warnings.warn("pkg_resources is deprecated as an API. See ...", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_log_writer_logs_each_printed_line(caplog):
+    logger = logging.getLogger("carafe_lab.test_log_writer")
+    writer = quiet.LogWriter(logger)
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        with contextlib.redirect_stdout(writer):
+            print("loading annotations into memory...")
+            print("Done (t=0.01s)\ncreating", end="")
+            print(" index...")
+            print("last", end="")
+        writer.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "loading annotations into memory...",
+        "Done (t=0.01s)",
+        "creating index...",
+        "last",
+    ]
+
+
+def test_console_errors_only_leaves_the_log_file_everything(tmp_path):
+    logger = logging.getLogger("carafe_lab.test_console_errors_only")
+    logger.setLevel(logging.INFO)
+    console = logging.StreamHandler(io.StringIO())
+    log_file = logging.FileHandler(tmp_path / "run.log")
+    logger.addHandler(console)
+    logger.addHandler(log_file)
+    try:
+        assert quiet.console_errors_only(logger) is logger
+        logger.info("the config dump")
+        logger.warning("a deprecation notice")
+        logger.error("a failure")
+    finally:
+        logger.removeHandler(console)
+        logger.removeHandler(log_file)
+        log_file.close()
+    assert console.stream.getvalue() == "a failure\n"
+    assert (tmp_path / "run.log").read_text().splitlines() == [
+        "the config dump",
+        "a deprecation notice",
+        "a failure",
+    ]

@@ -611,3 +611,35 @@ def test_yolox_converts_through_the_config_key_and_trains():
     for channels in ("128", "256"):
         grad = up.packs[channels].channel_compressor.weight.grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_predict_draws_the_top_k_scoring_boxes_over_the_threshold(monkeypatch):
+    """What notebook 03 draws after a short run: each image's top_k boxes,
+    highest score first, whatever their score (score_thr=0)."""
+    from types import SimpleNamespace
+
+    from carafe.mmcv_ext import install
+
+    install()  # before mmdet.apis imports mmcv.ops (mmcv-lite)
+    import mmdet.apis
+    from mmengine.structures import InstanceData
+
+    from carafe_lab.experiments import predict
+
+    inst = InstanceData(
+        bboxes=torch.arange(20.0).reshape(5, 4),
+        scores=torch.tensor([0.2, 0.9, 0.1, 0.5, 0.3]),
+        labels=torch.tensor([0, 1, 2, 3, 0]),
+    )
+    monkeypatch.setattr(
+        mmdet.apis, "inference_detector", lambda model, path: SimpleNamespace(pred_instances=inst)
+    )
+    (top,) = predict.predict(None, ["a.png"], score_thr=0.0, top_k=2)
+    assert top["scores"].tolist() == pytest.approx([0.9, 0.5])
+    assert top["labels"].tolist() == [1, 3] and top["boxes"][:, 0].tolist() == [4.0, 12.0]
+    (confident,) = predict.predict(None, ["a.png"], score_thr=0.25)
+    assert confident["scores"].tolist() == pytest.approx([0.9, 0.5, 0.3])
+    (none,) = predict.predict(None, ["a.png"], score_thr=0.95, top_k=3)
+    assert none["boxes"].shape == (0, 4)
+    with pytest.raises(ValueError, match="top_k: expected None or a positive int, got 0"):
+        predict.predict(None, ["a.png"], top_k=0)

@@ -2,7 +2,10 @@
 (tagged, with a `device` parameter), and each executing headless at its
 defaults without error (outputs redirected to a temporary folder)."""
 
+import ast
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +44,24 @@ def test_committed_stripped_with_a_parameters_cell_first(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, (
                 f"{path.name}: outputs must be stripped before committing"
             )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_parses_every_parameter_line(path, caplog):
+    """papermill's own inference (`papermill --help-notebook`, inspect_notebook)
+    finds every name the parameters cell assigns, and warns about no line
+    (it gives up on a line holding two '=', e.g. one in a comment)."""
+    papermill = pytest.importorskip("papermill", reason="parameter inference is papermill's")
+    source = "".join(cells(path)[0]["source"])
+    assigned = [
+        node.targets[0].id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    ]
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        inferred = papermill.inspect_notebook(str(path))
+    assert list(inferred) == assigned
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_runner_passes_the_declared_parameters():
@@ -102,3 +123,24 @@ def test_notebook_executes_at_its_defaults(name, tmp_path):
     assert not errors
     figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
     assert FIGURES[name] <= figures, figures
+    # readable output: no warning of any library in a cell (deprecations,
+    # mmengine's logger, tqdm without ipywidgets), ...
+    streams = [
+        "".join(o["text"])
+        for c in executed
+        if c["cell_type"] == "code"
+        for o in c["outputs"]
+        if o["output_type"] == "stream"
+    ]
+    warned = [text for text in streams if re.search("warn", text, re.IGNORECASE)]
+    assert not warned, warned
+    if name == "03_detection_experiments":
+        # ... nor mmengine's and pycocotools' chatter, which the run's log has,
+        text = "".join(streams)
+        for chatter in ("loading annotations", "Average Precision", "Loads checkpoint"):
+            assert chatter not in text
+        (log,) = (tmp_path / "run").glob("*/*.log")
+        assert "Average Precision" in log.read_text()
+        # and the detections drawn, counted from the run
+        drawn = re.search(r"^(\d+) detections drawn", text, re.MULTILINE)
+        assert drawn and int(drawn.group(1)) >= 1, text[-2000:]

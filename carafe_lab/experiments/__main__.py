@@ -47,11 +47,10 @@ def _dict_action():
 
 
 def main(argv=None):
-    import warnings
+    from .quiet import filter_known_warnings
 
-    # mmengine imports pkg_resources; its deprecation notice would bury the
-    # one-line errors below
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    # mmengine's deprecation notice would bury the one-line errors below
+    filter_known_warnings()
     parser = argparse.ArgumentParser(
         prog="python -m carafe_lab.experiments", description=__doc__.splitlines()[0]
     )

@@ -82,6 +82,9 @@ def config_dict(path):
     names modules that may have moved)."""
     from mmengine.config import Config
 
+    from .quiet import filter_known_warnings
+
+    filter_known_warnings()  # before Config looks for mmdet (`mmdet::` bases)
     cfg = Config.fromfile(str(path), import_custom_modules=False)
     return _encode(cfg.to_dict())
 

@@ -415,15 +415,15 @@ class CarafePhaseMeanSwapHook(Hook):
 
 @HOOKS.register_module()
 class CarafeProgressHook(Hook):
-    """A tqdm.auto progress bar over the training iterations (the loss as its
-    postfix), for notebooks, where the launcher runs with mmengine's log
-    level at WARNING so that its environment and config dump stays out of the
-    output (``launcher.train(..., quiet=True)``)."""
+    """A progress bar (:mod:`carafe_lab.progress`: a widget in JupyterLab)
+    over the training iterations, the loss as its postfix, for notebooks,
+    where the launcher keeps mmengine's log out of the output
+    (``launcher.train(..., quiet=True)``)."""
 
     priority = "LOW"
 
     def before_train(self, runner) -> None:
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         self._bar = (
             tqdm(
@@ -442,7 +442,10 @@ class CarafeProgressHook(Hook):
             return
         self._bar.update(1)
         if outputs and "loss" in outputs:
-            self._bar.set_postfix(loss=f"{float(outputs['loss']):.3f}", refresh=False)
+            loss = outputs["loss"]
+            # a tensor still carrying its graph: float() of it warns
+            loss = float(loss.detach() if hasattr(loss, "detach") else loss)
+            self._bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     def after_train(self, runner) -> None:
         if self._bar is not None:

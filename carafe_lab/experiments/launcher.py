@@ -14,12 +14,14 @@ name>/<timestamp>/``, never into the run it reads. Only ``resume`` writes into
 an existing run. Checkpoints are loaded as data (see checkpoints.py).
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
 from .. import paths
 from .checkpoints import CheckpointError, check_readable, trusting
 from .folders import is_empty, new_folder, remove_if_empty
+from .quiet import LogWriter, filter_known_warnings, runner_class
 
 #: Modules of carafe 0.2 that moved to carafe_lab (configs dumped then name them).
 REMOVED_MODULES = ("carafe.experiments", "carafe.ablations")
@@ -75,6 +77,7 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
 
     from carafe.mmcv_ext import install
 
+    filter_known_warnings()
     # before the config's custom_imports import mmdet (mmcv-lite: see carafe.mmcv_ext)
     install()
 
@@ -244,19 +247,27 @@ def _agree(launcher, cfg, choose):
     return value
 
 
-def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action):
+def _run_in(folder, created, cfg, launcher, trusted_checkpoint, action, quiet=False):
     """Prepare the data and build mmengine's Runner in folder, then
     action(runner); a folder this call created is removed again if the run
-    fails before writing a file into it."""
-    from mmengine.runner import Runner
-
+    fails before writing a file into it. quiet: see train."""
     cfg.work_dir = str(folder)
     try:
         prepare_data(cfg)
         if launcher != "none" and not torch_cuda_available():
             _cpu_distributed(cfg)
         with trusting(trusted_checkpoint):
-            return action(Runner.from_cfg(cfg))
+            runner = runner_class(quiet).from_cfg(cfg)
+            if not quiet:
+                return action(runner)
+            # pycocotools print()s (loading annotations, the COCO evaluation
+            # table) while the runner builds its datasets and evaluates
+            log = LogWriter(runner.logger)
+            try:
+                with contextlib.redirect_stdout(log):
+                    return action(runner)
+            finally:
+                log.flush()
     except BaseException:
         if created and _is_main_rank():
             remove_if_empty(folder)
@@ -276,9 +287,10 @@ def train(
     run in work_dir (default: this config's latest run that has a checkpoint)
     from its last checkpoint; the earlier logs stay in place. Without it,
     work_dir must be new or empty (default: a new folder under
-    experiments/runs/<config name>/). quiet=True (for notebooks): mmengine
-    logs warnings only (no environment and config dump in the output; the
-    log file in the run folder has the same) and a tqdm.auto bar shows the
+    experiments/runs/<config name>/). quiet=True (for notebooks): mmengine's
+    log (environment, config, losses, warnings) and what pycocotools prints go
+    to the run's log file (<run>/<timestamp>/<timestamp>.log) only, errors
+    still to the output, and a progress bar (carafe_lab.progress) shows the
     progress. trusted_checkpoint: a file you trust to be unpickled fully
     (see carafe_lab.experiments.checkpoints); all others load as weights only.
 
@@ -287,7 +299,6 @@ def train(
     is written."""
     cfg = load_config(config, cfg_options, launcher)
     if quiet:
-        cfg.log_level = "WARNING"
         cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="CarafeProgressHook")]
 
     def choose():
@@ -327,7 +338,9 @@ def train(
     if resume:
         cfg.resume = True
         cfg.load_from = checkpoint  # mmengine resumes from load_from when resume is set
-    _run_in(folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train())
+    _run_in(
+        folder, created, cfg, launcher, trusted_checkpoint, lambda runner: runner.train(), quiet
+    )
     if work_dir is None and _is_main_rank():
         # a run among this config's runs: keep its config as overrides of theirs
         from .compact import record_or_warn

@@ -1,9 +1,15 @@
 """Detections of a finished run, for looking at: load the run's model, predict
 on images, draw boxes (predictions and ground truth) with matplotlib."""
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
+
+from .quiet import LogWriter, filter_known_warnings
+
+log = logging.getLogger(__name__)
 
 
 def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
@@ -11,9 +17,11 @@ def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     (:func:`carafe_lab.experiments.compact.rebuild`) and the checkpoint
     named in last_checkpoint, loaded as weights only (see
     carafe_lab.experiments.checkpoints; trusted_checkpoint opts one file out).
-    Nothing in run_dir is written."""
+    Nothing in run_dir is written; what mmengine prints while loading goes
+    to this module's logger."""
     from carafe.mmcv_ext import install
 
+    filter_known_warnings()
     install()  # before mmdet.apis imports mmcv.ops (mmcv-lite; see carafe.mmcv_ext)
     from mmdet.apis import init_detector
 
@@ -35,25 +43,32 @@ def load_detector(run_dir, device="cpu", trusted_checkpoint=None):
     dump = dump_of(run_dir)  # else the group's config with the run's overrides
     config = str(dump) if dump is not None else Config(rebuild(run_dir))
     checkpoint = pointer.read_text().strip()
-    with trusting(trusted_checkpoint):
+    # mmengine's checkpoint loader print()s the path it loads
+    with trusting(trusted_checkpoint), contextlib.redirect_stdout(LogWriter(log)):
         check_readable(checkpoint)
         return init_detector(config, checkpoint, device=device)
 
 
-def predict(model, image_paths, score_thr=0.3):
+def predict(model, image_paths, score_thr=0.3, top_k=None):
     """[{"boxes": (K, 4) xyxy, "scores": (K,), "labels": (K,)}] per image,
-    numpy, detections scoring at least score_thr."""
+    numpy, highest score first: the detections scoring at least score_thr,
+    at most top_k of them (None: all). With score_thr=0 and top_k=5, each
+    image's 5 highest-scoring boxes whatever their score (of those the
+    model outputs: its test_cfg has a score threshold of its own)."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k: expected None or a positive int, got {top_k!r}")
     from mmdet.apis import inference_detector
 
     out = []
     for path in image_paths:
         inst = inference_detector(model, str(path)).pred_instances
-        keep = inst.scores >= score_thr
+        order = inst.scores.argsort(descending=True)
+        order = order[inst.scores[order] >= score_thr][:top_k]
         out.append(
             {
-                "boxes": inst.bboxes[keep].cpu().numpy(),
-                "scores": inst.scores[keep].cpu().numpy(),
-                "labels": inst.labels[keep].cpu().numpy(),
+                "boxes": inst.bboxes[order].cpu().numpy(),
+                "scores": inst.scores[order].cpu().numpy(),
+                "labels": inst.labels[order].cpu().numpy(),
             }
         )
     return out
@@ -94,13 +109,18 @@ def draw(ax, image, detections, classes, gt_boxes=None):
         ax.add_patch(
             Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, lw=1.5, color=color)
         )
+        # the label above the box, or inside it at the image's top edge
+        # (above, it would cover the axis title)
+        top = box[1] < 0.08 * image.shape[0]
         ax.text(
             box[0],
-            box[1] - 2,
+            box[1] + (1 if top else -2),
             f"{classes[int(label)]} {score:.2f}",
             color=color,
             fontsize=7,
+            va="top" if top else "bottom",
             backgroundcolor=(0, 0, 0, 0.4),
+            clip_on=True,
         )
     ax.set_xticks([])
     ax.set_yticks([])
