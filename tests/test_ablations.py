@@ -43,18 +43,22 @@ def test_study_runs(study, tmp_path):
 
 def test_published_numbers_have_sources_and_match_the_shared_file():
     shared = REPO.parent / "shared" / "published-numbers.md"
-    for study, entries in paper.PUBLISHED.items():
-        labels = {label for label, _, _ in STUDIES[study]}
-        for label, (ap, source) in entries.items():
-            assert label in labels and source
-            assert paper.paper_cell(study, label) == f"{ap:.1f}"
-            if shared.exists():  # the numbers are read from there, never typed from memory
-                assert f"{ap:.1f}" in shared.read_text()
+    for task, by_study in paper.PUBLISHED.items():
+        for study, entries in by_study.items():
+            labels = {label for label, _, _ in STUDIES[study]}
+            for label, (value, source) in entries.items():
+                assert label in labels and source
+                cell = paper.paper_cell(study, label, task)
+                assert cell == paper.COLUMNS[task].cell.format(value)
+                if shared.exists():  # the numbers are read from there, never typed from memory
+                    assert f"{value:.1f}" in shared.read_text()
+    if shared.exists():
+        assert "1.1 dB (inpainting)" in shared.read_text()
     # studies without any published number get no column at all
     assert not paper.has_column("normalizer", "det") and paper.has_column("upsamplers", "det")
-    # measured on detection: no other task's table carries it
+    # each column on the task its numbers were measured on, and on no other
     assert not paper.has_column("upsamplers", "seg") and not paper.has_column("upsamplers", "sr")
-    assert paper.paper_cell("upsamplers", "gum") == "-"
+    assert paper.paper_cell("upsamplers", "gum", "det") == "-"
 
 
 def test_unknown_study_and_task(tmp_path):
@@ -508,7 +512,7 @@ def test_tables_bold_only_resolved_differences_and_keep_published_on_det():
     }
     per["carafe"] = [0.50, 0.52, 0.49, 0.51, 0.50]  # far above every other
     text = tables.study_markdown(_fake_results("upsamplers", "seg", per))
-    assert paper.COLUMN not in text  # measured on detection, not seg
+    assert paper.column("det").header not in text  # measured on detection, not seg
     bold = [line for line in text.splitlines() if "**" in line and line.startswith("| ")]
     assert len(bold) == 1 and bold[0].startswith("| carafe - nearest")
     assert "0.500, 0.520, 0.490, 0.510, 0.500" in text  # every seed shown

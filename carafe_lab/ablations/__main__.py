@@ -1,16 +1,19 @@
 """python -m carafe_lab.ablations list
 python -m carafe_lab.ablations report [--update-docs]
-python -m carafe_lab.ablations run STUDY [--task sr|seg|det] [--quick] [--seeds N]
+python -m carafe_lab.ablations run STUDY [--task sr|seg|det|inpaint] [--quick] [--seeds N]
                                      [--device cpu|cuda] [--scale 2|4]
-                                     [--variants LABEL ...] [--jobs N]
+                                     [--variants LABEL ...] [--jobs N] [--out DIR]
 python -m carafe_lab.ablations resume FOLDER [--jobs N] [--seeds N] [--reevaluate]
                                      (an interrupted study, or more seeds for one)
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
-offline shapes through the detection launcher; box AP; needs the mmdet extra).
+offline shapes through the detection launcher; box AP; needs the mmdet extra),
+inpaint (filling rectangular and free-form holes in photographs; PSNR in the
+holes, SSIM).
 Writes experiments/ablations/<study>/<task>/<timestamp>/ (results.json,
-table.md, figure.png; det also runs/ with mmengine's logs). --scale 4 is for sr.
+table.md, figure.png; runs/ with det's mmengine logs and the trained models of
+seg and inpaint, kept locally). --scale 4 is for sr.
 """
 
 import argparse

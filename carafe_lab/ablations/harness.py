@@ -13,11 +13,11 @@ from .. import paths
 from ..experiments.folders import new_folder
 from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters
-from . import det, paper, seg, sr
+from . import det, inpaint, paper, seg, sr
 from .studies import STUDIES, STUDY_TASKS, evaluated, training_overrides
 
 #: task name -> its module (each declares TASK, SETTINGS and run()).
-TASKS = {m.TASK.name: m for m in (sr, seg, det)}
+TASKS = {m.TASK.name: m for m in (sr, seg, det, inpaint)}
 
 
 def task_of(name):
@@ -270,7 +270,7 @@ def _execute(out, params, finished, jobs, log):
             "wall_seconds": round(time.perf_counter() - started, 1),
             "complete": complete,
             "rows": rows,
-            "published_source": paper.SOURCE if paper.has_column(study, task) else None,
+            "published_source": paper.source(study, task),
         }
         results.update(task_of(task).results_keys)
         tmp = out / "results.json.tmp"  # a kill mid-write never leaves half a file

@@ -2,64 +2,122 @@
 (transcribed from ../shared/published-numbers.md, where every number was read
 in the source named; none is typed from memory).
 
+A study's table gets a published column only on the task the numbers were
+measured on, so no number stands beside a metric it was not measured in:
+
+- ``det``: the upsampler comparison's Faster R-CNN R50-FPN 1x COCO box AP,
+  from the SAPA and DySample authors' repositories;
+- ``inpaint``: the inpainting gain the CARAFE paper's abstract states
+  (+1.1 dB), on CARAFE's row of the upsampler comparison; the paper's
+  per-upsampler inpainting table could not be read.
+
 The CARAFE paper's own ablation tables (C_m, k_encoder x k_up, normaliser,
 the upsampler comparison with its AP breakdown) could not be read here, so
 those studies have no published column at all rather than a column of
-"not verified". The upsampler comparison has published COCO numbers from
-the SAPA and DySample authors' repositories (Faster R-CNN R50-FPN, 1x).
-Our parameter and FLOP counts are computed, not copied (see
+"not verified". Our parameter and FLOP counts are computed, not copied (see
 carafe_lab.upsamplers), and CARAFE's match the paper's text: 74,148 parameters
 and ~199K FLOPs per pixel at C=256, s=2.
 """
 
-from ..published import DYSAMPLE, SAPA
+from dataclasses import dataclass
 
-#: What the published column reports.
-COLUMN = "published: Faster R-CNN R50-FPN 1x COCO box AP"
+from ..published import CARAFE_ABSTRACT, DYSAMPLE, SAPA
 
-# study -> variant label -> (box AP, source)
-PUBLISHED = {
-    "upsamplers": {
-        "nearest": (37.4, SAPA),
-        "deconv": (37.3, SAPA),
-        "pixel_shuffle": (37.5, SAPA),
-        "carafe": (38.6, SAPA),
-        "dysample": (38.6, DYSAMPLE),
-    },
-}
 # Stated in the paper's abstract / Sec. 3.
-PAPER_TEXT = {"carafe_flops_per_pixel_c256_s2": 199_000, "carafe_gain_faster_rcnn_box_ap": 1.2}
-SOURCE = (
-    "Faster R-CNN R50-FPN 1x COCO box AP from "
-    + SAPA
-    + " and "
-    + DYSAMPLE
-    + "; see ../shared/published-numbers.md"
-)
+PAPER_TEXT = {
+    "carafe_flops_per_pixel_c256_s2": 199_000,
+    "carafe_gain_faster_rcnn_box_ap": 1.2,
+    "carafe_gain_inpainting_db": 1.1,
+}
 
 
-#: The task the published numbers were measured on (detection): no other
-#: task's table carries the column.
-TASK = "det"
+@dataclass(frozen=True)
+class Column:
+    """A task's published column: header, the note under the table (what
+    the numbers are, beside ours), {study: {variant label: (value, source)}},
+    a cell's format and the results' ``published_source``."""
+
+    header: str
+    note: str
+    numbers: dict
+    cell: str
+    source: str
+
+
+COLUMNS = {
+    "det": Column(
+        header="published: Faster R-CNN R50-FPN 1x COCO box AP",
+        note="not ours; COCO, R50-FPN, measured on detection only",
+        numbers={
+            "upsamplers": {
+                "nearest": (37.4, SAPA),
+                "deconv": (37.3, SAPA),
+                "pixel_shuffle": (37.5, SAPA),
+                "carafe": (38.6, SAPA),
+                "dysample": (38.6, DYSAMPLE),
+            },
+        },
+        cell="{:.1f}",
+        source=(
+            "Faster R-CNN R50-FPN 1x COCO box AP from "
+            + SAPA
+            + " and "
+            + DYSAMPLE
+            + "; see ../shared/published-numbers.md"
+        ),
+    ),
+    "inpaint": Column(
+        header="published: CARAFE's inpainting gain (PSNR, dB)",
+        note=(
+            "not ours; the PSNR gain of CARAFE the paper's abstract states for "
+            "inpainting, in the paper's network, data and holes, not a PSNR on this task"
+        ),
+        numbers={
+            "upsamplers": {"carafe": (PAPER_TEXT["carafe_gain_inpainting_db"], CARAFE_ABSTRACT)}
+        },
+        cell="{:+.1f} (gain)",
+        source=(
+            "the inpainting gain (PSNR, dB) from "
+            + CARAFE_ABSTRACT
+            + "; see ../shared/published-numbers.md"
+        ),
+    ),
+}
+
+#: The published numbers by task: {task: {study: {label: (value, source)}}}.
+PUBLISHED = {task: column.numbers for task, column in COLUMNS.items()}
 
 
 def has_column(study, task):
-    """Whether the study's table on task has a published column: the study
-    has a published number, and the task is the one they were measured on."""
-    return task == TASK and bool(PUBLISHED.get(study))
+    """Whether the study's table on task has a published column: the task is
+    one the numbers were measured on, and the study has numbers there."""
+    return task in COLUMNS and bool(COLUMNS[task].numbers.get(study))
 
 
-def paper_cell(study, label):
-    """The published box AP of a variant, or "-" where none was published
-    for it (or none could be read)."""
-    entry = PUBLISHED.get(study, {}).get(label)
-    return "-" if entry is None else f"{entry[0]:.1f}"
+def column(task):
+    """The task's :class:`Column`; an error naming the tasks that have one."""
+    if task not in COLUMNS:
+        raise ValueError(f"task: published numbers exist for {sorted(COLUMNS)}, got {task!r}")
+    return COLUMNS[task]
 
 
-def sources(study):
-    """The distinct sources of a study's published column, in order."""
+def source(study, task):
+    """The results' ``published_source`` of the study on task, or None when
+    its table has no published column."""
+    return COLUMNS[task].source if has_column(study, task) else None
+
+
+def paper_cell(study, label, task):
+    """A variant's published number on task as its cell shows it, or "-"
+    where none was published for it (or none could be read)."""
+    entry = COLUMNS[task].numbers.get(study, {}).get(label) if task in COLUMNS else None
+    return "-" if entry is None else COLUMNS[task].cell.format(entry[0])
+
+
+def sources(study, task):
+    """The distinct sources of a study's published column on task, in order."""
     seen = []
-    for _, src in PUBLISHED.get(study, {}).values():
+    for _, src in COLUMNS[task].numbers.get(study, {}).values() if task in COLUMNS else ():
         if src not in seen:
             seen.append(src)
     return seen

@@ -93,12 +93,13 @@ def verdict_markdown(root=None):
     (:mod:`carafe_lab.ablations.verdict`): per task, CA per step with its
     95% interval and the Holm-corrected comparisons; the kernel_lr study's
     CA and mIoU per learning-rate factor."""
+    from .studies import STUDY_TASKS
     from .tables import values
     from .verdict import ca_sentences, mechanism_sentences, shift_sentences
 
     chosen = latest(load_results(root, warn=lambda message: None))
     lines = []
-    for task in ("seg", "det"):
+    for task in STUDY_TASKS["mechanism"]:
         results = chosen.get(("mechanism", task))
         if results is None:
             lines.append(f"- `mechanism` on `{task}`: no complete results yet.")

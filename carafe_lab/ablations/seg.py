@@ -22,6 +22,7 @@ from torch import nn
 
 from ..environment import intra_op_threads
 from ..upsamplers import build_upsampler
+from .saved import build_saved, save_model
 from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
 from .task import Task
 
@@ -283,44 +284,19 @@ def run(
             result[f"same_segment_boundary_{level}"] = report["masses"]["carafe"]["boundary"]
         result["kernels"] = reports
     if work_dir is not None:
-        from pathlib import Path
-
-        work_dir = Path(work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "upsampler": upsampler,
-                "options": dict(options),
-                "setting": setting,
-                "overrides": dict(overrides),
-                "state_dict": model.state_dict(),
-            },
-            work_dir / MODEL_FILE,
-        )
-        result["work_dir"] = str(work_dir)
+        result["work_dir"] = save_model(work_dir, model, upsampler, options, setting, overrides)
     return result
-
-
-#: The file a trained model is saved to in its run folder (not committed).
-MODEL_FILE = "model.pt"
 
 
 def load_model(work_dir, device="cpu"):
     """The SegNet saved by :func:`run` in work_dir, in eval mode, and what
     it was trained with ({"upsampler", "options", "setting", "overrides"})."""
-    from pathlib import Path
 
-    path = Path(work_dir) / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"work_dir: no trained model at {path} (models are kept "
-            "locally, not committed; retrain the variant)"
-        )
-    saved = torch.load(path, map_location=device, weights_only=True)
-    cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
-    model = SegNet(saved["upsampler"], cfg["channels"], **saved["options"]).to(device)
-    model.load_state_dict(saved["state_dict"])
-    return model.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+    def build(saved):
+        cfg = {**SETTINGS[saved["setting"]], **saved["overrides"]}
+        return SegNet(saved["upsampler"], cfg["channels"], **saved["options"])
+
+    return build_saved(work_dir, build, device)
 
 
 #: The evaluations of a trained model that :func:`evaluate` knows.

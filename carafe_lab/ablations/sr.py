@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..upsamplers import build_upsampler
+from .photos import TEST_IMAGES, TRAIN_IMAGES, load_images, random_patches
 from .schedule import param_groups, warmup_cosine
 from .task import Task
 
@@ -80,20 +81,6 @@ TASK = Task(
     upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],),
 )
 
-TRAIN_IMAGES = (
-    "chelsea",
-    "rocket",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "brick",
-    "grass",
-    "gravel",
-    "coins",
-    "moon",
-)
-TEST_IMAGES = ("astronaut", "coffee", "camera")
-
 SETTINGS = {
     # steps, batch, HR patch, features, eval crop (HR pixels)
     "default": dict(
@@ -107,19 +94,6 @@ SETTINGS = {
 # higher, and the held-out PSNR of CARAFE fell with the slower kernel encoder
 # (seed 0: 31.86 dB at 1, 31.71 at 0.3, 31.31 at 0.1; kernel entropy 1.04,
 # 1.60, 2.39 nats), while its seeds' PSNR spread was already small.
-
-
-def load_images(names):
-    """RGB float images in [0, 1], (3, H, W)."""
-    from skimage import data
-
-    out = []
-    for name in names:
-        im = torch.from_numpy(getattr(data, name)().copy()).float() / 255.0
-        if im.ndim == 2:
-            im = im.unsqueeze(-1).expand(-1, -1, 3)
-        out.append(im[..., :3].permute(2, 0, 1).contiguous())
-    return out
 
 
 def downscale(hr, s):
@@ -188,17 +162,6 @@ def ssim(a, b, border):
     )
 
 
-def _random_patches(images, n, size, gen):
-    out = []
-    for _ in range(n):
-        im = images[int(torch.randint(len(images), (1,), generator=gen))]
-        _, H, W = im.shape
-        y = int(torch.randint(H - size + 1, (1,), generator=gen))
-        x = int(torch.randint(W - size + 1, (1,), generator=gen))
-        out.append(im[:, y : y + size, x : x + size])
-    return torch.stack(out)
-
-
 def train_model(
     upsampler,
     options,
@@ -227,7 +190,7 @@ def train_model(
     start = time.perf_counter()
     steps_iter = range(cfg["steps"])
     for _ in progress(steps_iter) if progress else steps_iter:
-        hr = _random_patches(train, cfg["batch"], patch, gen).to(device)
+        hr = random_patches(train, cfg["batch"], patch, gen).to(device)
         loss = F.l1_loss(model(downscale(hr, scale)), hr)
         opt.zero_grad()
         loss.backward()

@@ -66,7 +66,11 @@ EVALUATED = {"mechanism": {"carafe_phase_mean": ("carafe", "phase_mean")}}
 TRAINING = {"kernel_lr": {f"kernel_lr_scale={x}": {"kernel_lr_scale": x} for x in (0.1, 0.3, 1.0)}}
 
 #: study -> the tasks it runs on (studies not listed run on any task).
-STUDY_TASKS = {"mechanism": ("seg", "det"), "kernel_lr": ("seg",), "kernel_init": ("sr",)}
+STUDY_TASKS = {
+    "mechanism": ("seg", "det", "inpaint"),
+    "kernel_lr": ("seg",),
+    "kernel_init": ("sr",),
+}
 
 
 def evaluated(study, label):

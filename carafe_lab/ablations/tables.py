@@ -78,7 +78,8 @@ def study_markdown(results, run_path=None):
     label = spec.label
     unit = " (%)" if m0 in spec.percent else ""
     d0, d1 = (1, 1) if m0 in spec.percent else (3, 4)
-    published = paper.has_column(results["study"], results["task"])
+    study, task = results["study"], results["task"]
+    published = paper.has_column(study, task)
     first = results["rows"][0]
     params0, _, channels = trained_columns(results, first)
     # a column whose cells are all None (results written before its metric
@@ -97,7 +98,7 @@ def study_markdown(results, run_path=None):
         f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
         f"[95% CI] | median | {m1}{unit} | {label(results, m0)} per seed | "
         + "".join(f"{header} | " for header, _ in columns)
-        + (f"{paper.COLUMN} |" if published else ""),
+        + (f"{paper.column(task).header} |" if published else ""),
         "|---|---:|---:|---:|---:|---:|---:|---|"
         + "---:|" * len(columns)
         + ("---:|" if published else ""),
@@ -126,7 +127,7 @@ def study_markdown(results, run_path=None):
             + ", ".join(f"{x:.{d0}f}" for x in v0)
             + " | "
             + "".join(f"{_cell(cell, row)} | " for _, cell in columns)
-            + (f"{paper.paper_cell(results['study'], row['label'])} |" if published else "")
+            + (f"{paper.paper_cell(study, row['label'], task)} |" if published else "")
         )
     lines += [
         "",
@@ -137,8 +138,8 @@ def study_markdown(results, run_path=None):
     ]
     if published:
         lines.append(
-            "Published column (not ours; COCO, R50-FPN, measured on detection only): "
-            + "; ".join(paper.sources(results["study"]))
+            f"Published column ({paper.column(task).note}): "
+            + "; ".join(paper.sources(study, task))
             + "."
         )
     lines += ["", *comparisons_markdown(results)]
