@@ -175,6 +175,16 @@ def load_export_results(folder=RESULTS, prefix="bench_export_"):
     ]
 
 
+def _run_line(path, data, software=""):
+    """The line above a CPU run's table: machine, threads, software, the file
+    and the commit it was measured at."""
+    m = data["machine"]
+    return (
+        f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']}{software} "
+        f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
+    )
+
+
 def load_convert_results(folder=RESULTS):
     return load_export_results(folder, "bench_convert_")
 
@@ -183,11 +193,7 @@ def render_convert(runs):
     """The before/after table of bench_convert.py's results."""
     parts = []
     for path, data in runs:
-        m = data["machine"]
-        parts.append(
-            f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']} "
-            f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
-        )
+        parts.append(_run_line(path, data))
         parts.append(
             "| model | replaced (channels) | params | GFLOPs | latency ms | "
             "converted / original latency [range over rounds] | share of roofline |"
@@ -216,11 +222,8 @@ def render_export(runs):
     """The ONNX Runtime vs PyTorch eager table of bench_export.py's results."""
     parts = []
     for path, data in runs:
-        m = data["machine"]
         parts.append(
-            f"**CPU: {m['cpu']}, {data['threads']} threads**, torch {m['torch']}, "
-            f"ONNX Runtime {m.get('onnxruntime', '?')} "
-            f"(`benchmarks/results/{path.name}`, commit {m.get('git_commit', '?')})\n"
+            _run_line(path, data, f", ONNX Runtime {data['machine'].get('onnxruntime', '?')}")
         )
         parts.append(
             "| model | PyTorch eager (our CPU op) ms | ONNX Runtime ms | "
