@@ -416,10 +416,10 @@ def test_resume_after_interruption(tmp_path):
         start_new_session=True,
     )
     deadline = time.time() + 600
-    while not (work_dir / "epoch_1.pth").exists() and proc.poll() is None:
+    # mmengine writes last_checkpoint once epoch_1.pth is complete
+    while not (work_dir / "last_checkpoint").exists() and proc.poll() is None:
         assert time.time() < deadline
         time.sleep(0.5)
-    time.sleep(1.0)  # let the checkpoint file be completed
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (work_dir / "epoch_3.pth").exists()
@@ -476,6 +476,31 @@ def test_resume_finds_the_newest_checkpoint_when_last_checkpoint_names_a_removed
     empty = tmp_path / "empty"
     empty.mkdir()
     assert resume_checkpoint(empty, str(empty / "epoch_1.pth")) == str(empty / "epoch_1.pth")
+
+
+def test_resume_without_last_checkpoint_takes_the_newest_complete_checkpoint(tmp_path, capsys):
+    """A run killed during its first save has epoch_N.pth files but no
+    last_checkpoint yet, and its newest file may be cut short: resume takes
+    the newest one that torch.save finished (a whole zip), and a folder with
+    no checkpoint still says so."""
+    from carafe_lab.experiments.launcher import LaunchError, train
+
+    torch.save({"state_dict": {}}, tmp_path / "epoch_1.pth")
+    whole = (tmp_path / "epoch_1.pth").read_bytes()
+    (tmp_path / "epoch_2.pth").write_bytes(whole[: len(whole) // 2])  # killed mid-write
+    assert resume_checkpoint_of(tmp_path) == str(tmp_path / "epoch_1.pth")
+    assert "last_checkpoint is missing" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resume_checkpoint_of(empty) is None
+    with pytest.raises(LaunchError, match="no checkpoint to resume from"):
+        train(CONFIGS / "faster-rcnn_r18_fpn-nearest_offline.py", work_dir=empty, resume=True)
+
+
+def resume_checkpoint_of(folder):
+    from carafe_lab.experiments.launcher import resume_checkpoint
+
+    return resume_checkpoint(folder)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ an existing run. Checkpoints are loaded as data (see checkpoints.py).
 
 import contextlib
 import sys
+import zipfile
 from pathlib import Path
 
 from .. import paths
@@ -185,15 +186,18 @@ def latest_work_dir(config):
     return runs[-1].parent if runs else None
 
 
-def resume_checkpoint(folder, named):
+def resume_checkpoint(folder, named=None):
     """The checkpoint to resume the run in folder from: named (what its
-    last_checkpoint file says) if that file exists, else the newest
-    epoch_N.pth / iter_N.pth in folder. mmengine's CheckpointHook saves the
+    last_checkpoint file says) if that file exists, else the newest complete
+    epoch_N.pth / iter_N.pth in folder. mmengine's CheckpointHook writes the
     new checkpoint, removes the oldest one kept, then rewrites last_checkpoint:
-    a run killed between the last two steps names a file that is gone, while
-    a newer one is complete beside it. With none, named is returned (and the
-    caller's read reports it missing)."""
-    if Path(named).is_file():
+    a run killed between these steps leaves last_checkpoint missing (killed
+    during its first save) or naming a file that is gone, and the newest
+    checkpoint possibly half-written. A checkpoint is complete when it ends in
+    a zip directory (torch.save's format); if none is, the newest is taken.
+    With no checkpoint at all, named is returned (None if there was no
+    last_checkpoint)."""
+    if named is not None and Path(named).is_file():
         return named
     found = [
         (kind == "iter", int(number), path)
@@ -204,11 +208,17 @@ def resume_checkpoint(folder, named):
     if not found:
         return named
     # one run saves either by epoch or by iteration; prefer the newest of the kind named
-    kind_named = Path(named).stem.partition("_")[0]
-    newest = max([f for f in found if kind_named == ("iter" if f[0] else "epoch")] or found)[2]
+    kind_named = None if named is None else Path(named).stem.partition("_")[0]
+    same_kind = [f for f in found if kind_named == ("iter" if f[0] else "epoch")] or found
+    complete = [f for f in same_kind if zipfile.is_zipfile(f[2])]
+    newest = max(complete or same_kind)[2]
+    why = (
+        f"{Path(folder) / 'last_checkpoint'} is missing"
+        if named is None
+        else f"{named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists"
+    )
     print(
-        f"resume: {named} (named in {Path(folder) / 'last_checkpoint'}) no longer exists; "
-        f"resuming from {newest}, the newest checkpoint in the run",
+        f"resume: {why}; resuming from {newest}, the newest complete checkpoint in the run",
         file=sys.stderr,
     )
     return str(newest)
@@ -306,7 +316,9 @@ def train(
             if resume:
                 folder = Path(work_dir) if work_dir else latest_work_dir(config)
                 pointer = None if folder is None else folder / "last_checkpoint"
-                if pointer is None or not pointer.is_file():
+                named = pointer.read_text().strip() if pointer and pointer.is_file() else None
+                checkpoint = None if folder is None else resume_checkpoint(folder, named)
+                if checkpoint is None:
                     where = (
                         folder
                         if folder is not None
@@ -314,9 +326,9 @@ def train(
                     )
                     raise LaunchError(
                         f"resume: no checkpoint to resume from in {where}; "
-                        "expected a last_checkpoint file written by a run"
+                        "expected a last_checkpoint file or an epoch_N.pth / iter_N.pth "
+                        "written by a run"
                     )
-                checkpoint = resume_checkpoint(folder, pointer.read_text().strip())
                 # read it now: a bad checkpoint must fail before anything is written
                 check_readable(checkpoint)
                 return folder, False, checkpoint
