@@ -313,6 +313,61 @@ def test_mechanism_verdict_in_readme_and_docs_is_the_committed_results():
         )
 
 
+def test_task_summary_in_readme_and_docs_is_the_committed_results():
+    """The README's CARAFE-against-nearest line of each task is computed from
+    the committed upsamplers results (report.tasks_markdown)."""
+    from carafe_lab.ablations import report
+
+    expected = report.tasks_markdown(REPO / "experiments" / "ablations").strip()
+    for page in (REPO / "README.md", REPO / "docs" / f"{report.DOCS_PAGE}.md"):
+        assert read_section(page, report.TASKS_MARKERS).strip() == expected, (
+            f"{page.name}: run `python -m carafe_lab.ablations report --update-docs`"
+        )
+
+
+def test_task_summary_corrects_over_tasks_and_says_the_papers_gain(tmp_path):
+    """Two tasks' upsamplers results: each line has the Welch interval with
+    Holm's correction over both tasks, every seed, and the paper's gain where
+    the paper had the task (sr: none)."""
+    from carafe_lab.ablations import report
+    from carafe_lab.stats import compare_seeds, holm
+
+    seeds = {
+        "seg": ([0.30, 0.31, 0.32], [0.20, 0.21, 0.19]),
+        "sr": ([31.0, 31.1, 31.2], [31.0, 31.3, 31.1]),
+    }
+    metric = {"seg": "miou", "sr": "psnr"}
+    for task, (a, b) in seeds.items():
+        folder = tmp_path / "upsamplers" / task / "20260101_000000"
+        folder.mkdir(parents=True)
+        rows = [
+            {"label": label, "seeds": [{metric[task]: v} for v in vals]}
+            for label, vals in (("nearest", b), ("carafe", a))
+        ]
+        folder.joinpath("results.json").write_text(
+            json.dumps(
+                {
+                    "study": "upsamplers",
+                    "task": task,
+                    "setting": "default",
+                    "seeds": 3,
+                    "rows": rows,
+                    "psnr_channel": "Y",
+                }
+            )
+        )
+    text = report.tasks_markdown(tmp_path)
+    lines = text.strip().splitlines()
+    assert [line.split("`")[1] for line in lines] == ["seg", "sr"]
+    ps = [compare_seeds(*seeds[t])["p"] for t in ("seg", "sr")]
+    adjusted = holm(ps)
+    assert f"p = {adjusted[0]:.2g}: resolved" in lines[0]
+    assert f"p = {adjusted[1]:.2g}: not resolved" in lines[1]
+    assert "carafe 0.300, 0.310, 0.320; nearest 0.200, 0.210, 0.190" in lines[0]
+    assert "+1.8% mIoU" in lines[0] and "The paper has no such task" in lines[1]
+    assert "No complete" in report.tasks_markdown(tmp_path / "none")
+
+
 def test_docs_ablation_tables_are_the_committed_results():
     from carafe_lab.ablations import report
 

@@ -75,10 +75,12 @@ def main(argv=None):
 
         text = report.summary_markdown(args.root)
         verdict = report.verdict_markdown(args.root)
-        print(text + "\n" + verdict)
+        tasks = report.tasks_markdown(args.root)
+        print(text + "\n" + verdict + "\n" + tasks)
         if args.update_docs:
             report.update_docs(text)
             report.update_verdict(verdict)
+            report.update_tasks(tasks)
         return 0
     if args.command == "list":
         for study, variants in STUDIES.items():

@@ -30,6 +30,16 @@ PAPER_TEXT = {
     "carafe_gain_inpainting_db": 1.1,
 }
 
+#: CARAFE's gain over nearest on each of the paper's tasks, as its abstract
+#: states it (see ../shared/published-numbers.md): task -> (gain, what it is).
+#: sr is not one of the paper's tasks; ins is the Mask R-CNN mask AP.
+PAPER_GAINS = {
+    "det": (1.2, "+1.2% box AP (detection)"),
+    "ins": (1.3, "+1.3% mask AP (instance segmentation)"),
+    "seg": (1.8, "+1.8% mIoU (semantic segmentation)"),
+    "inpaint": (PAPER_TEXT["carafe_gain_inpainting_db"], "+1.1 dB PSNR (inpainting)"),
+}
+
 
 @dataclass(frozen=True)
 class Column:

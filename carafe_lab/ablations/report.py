@@ -135,6 +135,68 @@ def verdict_markdown(root=None):
     return "\n".join(lines) + "\n"
 
 
+#: The markers of the cross-task summary, in the README and docs/ablations.md.
+TASKS_MARKERS = ("<!-- tasks:start -->", "<!-- tasks:end -->")
+#: The tasks in the order the summary gives them.
+TASK_ORDER = ("det", "ins", "seg", "inpaint", "sr")
+
+
+def tasks_markdown(root=None, a="carafe", b="nearest"):
+    """CARAFE against nearest on every task with complete default-setting
+    `upsamplers` results, one bullet each: the difference of the task's first
+    metric with its 95% interval (Welch over the seeds, Holm-corrected over
+    the tasks, a family of comparisons), each seed's value, and the gain the
+    CARAFE paper's abstract states for that task (paper.PAPER_GAINS: another
+    network, data and scale, beside ours, not a target; source:
+    carafe_lab.published.CARAFE_ABSTRACT)."""
+    from ..stats import ALPHA, compare_seeds, holm
+    from .paper import PAPER_GAINS
+    from .tables import values
+
+    chosen = latest(load_results(root, warn=lambda message: None))
+    found = []
+    for task in TASK_ORDER:
+        results = chosen.get(("upsamplers", task))
+        rows = {r["label"]: r for r in results["rows"]} if results else {}
+        if a not in rows or b not in rows:
+            continue
+        spec = task_of(task)
+        m0 = spec.metrics[0]
+        va, vb = (values(results, rows[x], m0) for x in (a, b))
+        found.append((task, results, spec, m0, va, vb, compare_seeds(va, vb)))
+    if not found:
+        return f"- No complete `upsamplers` results with {a} and {b} yet.\n"
+    adjusted = holm([c["p"] if c else None for *_, c in found])
+    lines = []
+    for (task, results, spec, m0, va, vb, c), p_holm in zip(found, adjusted):
+        digits = 1 if m0 in spec.percent else 3
+        name = spec.label(results, m0)
+        unit = " points" if m0 in spec.percent else ""
+        where = paths.relative(results["_dir"])
+        seeds = lambda v: ", ".join(f"{x:.{digits}f}" for x in v)  # noqa: E731
+        line = f"- `{task}` {name} (`{where}`): {a} - {b} "
+        if c is None:
+            line += "not compared (fewer than two seeds)"
+        else:
+            line += (
+                f"{c['diff']:+.{digits}f}{unit} [95% CI {c['low']:+.{digits}f}, "
+                f"{c['high']:+.{digits}f}] (Welch, Holm-corrected over the tasks p = "
+                f"{p_holm:.2g}: " + ("resolved" if p_holm < ALPHA else "not resolved") + ")"
+            )
+        line += f"; {a} {seeds(va)}; {b} {seeds(vb)}."
+        gain = PAPER_GAINS.get(task)
+        line += f" The paper's abstract: {gain[1]}." if gain else " The paper has no such task."
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def update_tasks(text, pages=None):
+    """Write text between the tasks markers of the README and
+    docs/ablations.md (or of pages)."""
+    for page in pages or (paths.readme(), paths.docs_page(DOCS_PAGE)):
+        write_section(page, TASKS_MARKERS, text)
+
+
 def update_verdict(text, pages=None):
     """Write text between the mechanism markers of the README and
     docs/ablations.md (or of pages)."""
