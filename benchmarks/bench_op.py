@@ -13,7 +13,9 @@ the larger of the compute and memory floors as a share of its time (the
 share of the roofline), medians over rounds: this VM's speed drifts by up to
 2x over minutes. Then carafe and the compiled peer are timed again, and
 placed on the roofline again, with freed memory kept for reuse
-(_glibc_keep_freed_memory).
+(_glibc_keep_freed_memory). carafe.window_similarity, the primitive of
+SAPA-style kernels, is timed the same way against the same two peers, with
+its roofline (time_similarity).
 
     python benchmarks/bench_op.py [--device cpu|cuda] [--quick] [--out FILE]
 
@@ -40,9 +42,14 @@ import torch
 import torch.nn.functional as F
 
 import carafe
-from carafe.reference import carafe_reference, carafe_unfold, random_inputs
+from carafe.reference import (
+    carafe_reference,
+    carafe_unfold,
+    random_inputs,
+    window_similarity_reference,
+)
 from carafe_lab.environment import describe
-from carafe_lab.roofline import floor_bytes, paired_shares, useful_gflop
+from carafe_lab.roofline import floor_bytes, paired_shares, similarity_floor_bytes, useful_gflop
 from carafe_lab.timing import median_seconds, seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -279,6 +286,87 @@ def roofline(device, sizes, heading):
     return out
 
 
+def similarity_methods(peer=True):
+    """carafe.window_similarity, the pure-PyTorch spec compiled (the strongest
+    peer, as for the reassembly; left out with peer=False, as --quick does:
+    its compilation takes about a minute per size) and the spec eager
+    (dilated F.unfold, what a SAPA-style implementation without this op
+    computes)."""
+    spec = lambda q, k: window_similarity_reference(q, k, K, G, S)  # noqa: E731
+    out = {"window_similarity": lambda q, k: carafe.window_similarity(q, k, K, G, S)}
+    if peer:
+        out["compiled"] = torch.compile(spec, dynamic=False)
+    out["unfold"] = spec
+    return out
+
+
+def time_similarity(device, sizes, repeat, peer=True):
+    """carafe.window_similarity for a key (N, C, H, W) and a query
+    (N, C, s*H, s*W): forward and forward+backward times of it and its peers
+    (ratios peer / ours) and, on CPU, its place on the roofline (the same
+    useful FLOPs as the reassembly; its own byte floor,
+    carafe_lab.roofline.similarity_floor_bytes)."""
+    out = {}
+    for size_name, shape in sizes.items():
+        N, C, H, W = shape
+        g = torch.Generator().manual_seed(0)
+        key = torch.randn(N, C, H, W, generator=g).to(device)
+        query = torch.randn(N, C, S * H, S * W, generator=g).to(device)
+        grad = torch.randn(N, G * K * K, S * H, S * W, generator=g).to(device)
+        rows = {}
+        for name, fn in similarity_methods(peer).items():
+            forward, forward_backward = _calls(fn, query, key, grad)
+            reps = repeat if name != "unfold" else max(3, repeat // 4)
+            rows[name] = {
+                "forward_ms": 1e3 * median_seconds(forward, device, reps),
+                "forward_backward_ms": 1e3 * median_seconds(forward_backward, device, reps),
+            }
+            print(
+                f"  {size_name:>14} {name:>17}: fwd {rows[name]['forward_ms']:9.2f} ms, "
+                f"fwd+bwd {rows[name]['forward_backward_ms']:9.2f} ms",
+                flush=True,
+            )
+        ours = rows["window_similarity"]
+        entry = {
+            "results": rows,
+            "ratios": {
+                name: {
+                    "forward_time": r["forward_ms"] / ours["forward_ms"],
+                    "forward_backward_time": r["forward_backward_ms"] / ours["forward_backward_ms"],
+                }
+                for name, r in rows.items()
+                if name != "window_similarity"
+            },
+        }
+        if device == "cpu":
+            forward, forward_backward = _calls(
+                similarity_methods()["window_similarity"], query, key, grad
+            )
+            fwd_bytes = similarity_floor_bytes(*shape, K, G, S, 4, backward=False)
+            both_bytes = fwd_bytes + similarity_floor_bytes(*shape, K, G, S, 4, backward=True)
+            entry["roofline"] = {
+                "forward": paired_shares(forward, useful_gflop(*shape, K, S), fwd_bytes, device),
+                "forward_backward": paired_shares(
+                    forward_backward, useful_gflop(*shape, K, S, backward=True), both_bytes, device
+                ),
+            }
+            for what, x in entry["roofline"].items():
+                print(
+                    f"  {size_name:>14} {what:>17}: {x['ms']:8.2f} ms; {x['bound']}-bound, "
+                    f"{x['pct_of_sgemm']:5.1f}% of the compute ceiling, "
+                    f"{x['pct_of_roofline']:5.1f}% of the roofline",
+                    flush=True,
+                )
+        for name, r in entry["ratios"].items():
+            print(
+                f"  {size_name:>14} {name:>17} / ours: fwd {r['forward_time']:6.1f}x, "
+                f"fwd+bwd {r['forward_backward_time']:6.1f}x",
+                flush=True,
+            )
+        out[size_name] = entry
+    return out
+
+
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -393,6 +481,8 @@ def main(argv=None):
             + "):"
         )
         dtypes = time_dtypes(args.device, sizes, args.repeat, peer=not args.quick)
+    print("window_similarity (the primitive of SAPA-style kernels; query s*H x s*W, key H x W):")
+    similarity = time_similarity(args.device, sizes, args.repeat, peer=not args.quick)
     probe_memory(args.device, sizes, rows)
     reused = run_with_reused_memory(args.device, sizes, args.repeat)
     result = {
@@ -408,6 +498,7 @@ def main(argv=None):
     }
     if dtypes:
         result["dtypes"] = dtypes
+    result["window_similarity"] = similarity
     if roof:
         result["roofline"] = roof
         result["roofline_method"] = (

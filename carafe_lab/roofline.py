@@ -23,7 +23,10 @@ from carafe_lab.timing import cuda_event_seconds, median_seconds, seconds
 
 def useful_gflop(N, C, H, W, k, s, backward=False):
     """FLOP (in units of 1e9) of one forward, or of forward+backward (3x),
-    for features (N, C, H, W) upsampled s times with k x k kernels."""
+    for features (N, C, H, W) upsampled s times with k x k kernels. The same
+    counts hold for :func:`carafe.window_similarity` with a key (N, C, H, W):
+    k*k multiply-adds per query channel and pixel forward, and the same again
+    for each of its two input gradients."""
     forward = 2 * k * k * N * C * (s * H) * (s * W) / 1e9
     return 3 * forward if backward else forward
 
@@ -34,6 +37,18 @@ def floor_bytes(N, C, H, W, k, G, s, dtype_size, backward):
     backward reads grad_output, features and masks and writes both gradients."""
     f, m, o = N * C * H * W, N * k * k * G * s * H * s * W, N * C * s * H * s * W
     n = (f + m + o) if not backward else (o + f + m + f + m)
+    return n * dtype_size
+
+
+def similarity_floor_bytes(N, C, H, W, k, G, s, dtype_size, backward):
+    """Bytes :func:`carafe.window_similarity` must move at least, for a key
+    (N, C, H, W) and a query (N, C, s*H, s*W). The forward reads both and
+    writes the similarity (N, G*k*k, s*H, s*W): the same three sizes as
+    CARAFE's forward. The backward reads the similarity's gradient, query and
+    key and writes the gradients of query and key, so it moves the
+    query-sized tensor where CARAFE's moves the masks-sized one."""
+    f, m, o = N * C * H * W, N * k * k * G * s * H * s * W, N * C * s * H * s * W
+    n = (f + m + o) if not backward else (m + o + f + o + f)
     return n * dtype_size
 
 
