@@ -1,10 +1,19 @@
 """python -m carafe_lab.ablations list
 python -m carafe_lab.ablations report [--update-docs]
 python -m carafe_lab.ablations run STUDY [--task sr|seg|det|inpaint] [--quick] [--seeds N]
-                                     [--device cpu|cuda] [--scale 2|4]
+                                     [--setting NAME] [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N] [--out DIR]
+                                     [--data-root DIR] [--cfg-options KEY=VALUE ...]
+                                     [--launcher none|pytorch] [--dry-run]
 python -m carafe_lab.ablations resume FOLDER [--jobs N] [--seeds N] [--reevaluate]
+                                     [--data-root DIR] [--launcher none|pytorch]
                                      (an interrupted study, or more seeds for one)
+
+The paper's detection setting on GPUs (det, --setting coco: R-50 FPN, COCO
+2017, mmdet's 1x), every process torchrun starts training each run together:
+
+    torchrun --nproc_per_node 8 -m carafe_lab.ablations run upsamplers --task det \
+        --setting coco --data-root data/coco --seeds 5
 
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
@@ -13,11 +22,44 @@ inpaint (filling rectangular and free-form holes in photographs; PSNR in the
 holes, SSIM).
 Writes experiments/ablations/<study>/<task>/<timestamp>/ (results.json,
 table.md, figure.png; runs/ with det's mmengine logs and the trained models of
-seg and inpaint, kept locally). --scale 4 is for sr.
+seg and inpaint, kept locally). --scale 4 is for sr. --dry-run prints the
+runs and, for det's coco setting, their V100 GPU-hours (and the figures'
+source) without training or writing anything.
 """
 
 import argparse
+import os
 import sys
+
+
+class _CfgOptions(argparse.Action):
+    """mmengine's DictAction (KEY=VALUE ..., as mmdet's tools/train.py takes
+    them), imported when used: mmengine comes with the mmdet extra."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            from mmengine.config import DictAction
+        except ImportError:
+            parser.error(f"{option_string}: needs mmengine (pip install -e .[mmdet])")
+        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
+
+
+def _add_distributed(parser):
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "pytorch"],
+        default=None,
+        help="pytorch: started by torchrun, every process trains each run together "
+        "(default: pytorch inside torchrun, else none)",
+    )
+
+
+def _launcher(asked):
+    """The launcher asked for, or "pytorch" inside a process torchrun started
+    (it sets LOCAL_RANK), else "none"."""
+    if asked is not None:
+        return asked
+    return "pytorch" if "LOCAL_RANK" in os.environ else "none"
 
 
 def main(argv=None):
@@ -31,6 +73,11 @@ def main(argv=None):
     p.add_argument("study", choices=sorted(STUDIES))
     p.add_argument("--task", choices=sorted(TASKS), default="sr")
     p.add_argument("--quick", action="store_true", help="a few-minute CPU setting")
+    p.add_argument(
+        "--setting",
+        default=None,
+        help="the task's setting (default 'default'; det: default, quick, coco)",
+    )
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--scale", type=int, choices=[2, 4], default=2)
@@ -48,9 +95,33 @@ def main(argv=None):
         help="trainings at once, in separate processes sharing the CPU's threads",
     )
     p.add_argument("--out", default=None, help="root folder (default experiments/ablations)")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="det --setting coco: COCO 2017 (annotations/instances_{train,val}2017.json, "
+        "train2017/, val2017/)",
+    )
+    p.add_argument(
+        "--cfg-options",
+        nargs="+",
+        action=_CfgOptions,
+        default=None,
+        metavar="KEY=VALUE",
+        help="det: mmengine config options applied over the setting's (as mmdet's "
+        "tools/train.py takes them), e.g. train_cfg.max_epochs=1; saved with the study",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs and their estimated GPU-hours; train and write nothing",
+    )
+    _add_distributed(p)
     q = sub.add_parser("resume", help="continue an interrupted study in its folder")
     q.add_argument("folder")
     q.add_argument("--jobs", type=int, default=1)
+    q.add_argument("--data-root", default=None, metavar="DIR", help="the study's data, if it moved")
+    _add_distributed(q)
     q.add_argument(
         "--seeds", type=int, default=None, help="raise the study's seed count to this many"
     )
@@ -91,9 +162,32 @@ def main(argv=None):
             from .harness import resume_study
 
             out = resume_study(
-                args.folder, jobs=args.jobs, seeds=args.seeds, reevaluate=args.reevaluate
+                args.folder,
+                jobs=args.jobs,
+                seeds=args.seeds,
+                reevaluate=args.reevaluate,
+                data_root=args.data_root,
+                launcher=_launcher(args.launcher),
             )
-            print(f"wrote {out}")
+            _wrote(out)
+            return 0
+        if args.dry_run:
+            from .harness import plan_study
+
+            print(
+                plan_study(
+                    args.study,
+                    args.task,
+                    args.quick,
+                    args.seeds,
+                    args.scale,
+                    args.out,
+                    variants=args.variants,
+                    setting=args.setting,
+                    data_root=args.data_root,
+                    cfg_options=args.cfg_options,
+                )
+            )
             return 0
         out = run_study(
             args.study,
@@ -105,11 +199,22 @@ def main(argv=None):
             args.out,
             variants=args.variants,
             jobs=args.jobs,
+            setting=args.setting,
+            data_root=args.data_root,
+            cfg_options=args.cfg_options,
+            launcher=_launcher(args.launcher),
         )
     except ValueError as e:
         parser.error(str(e))
-    print(f"wrote {out}")
+    _wrote(out)
     return 0
+
+
+def _wrote(out):
+    from ..experiments.launcher import _is_main_rank
+
+    if _is_main_rank():  # the other ranks of a distributed study wrote nothing
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

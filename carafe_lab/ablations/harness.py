@@ -77,6 +77,85 @@ def select_variants(study, labels=None):
     return [v for v in variants if v[0] in labels]
 
 
+def _task_accepts(task, name):
+    """Whether the task's run() takes the keyword `name`."""
+    import inspect
+
+    return name in inspect.signature(TASKS[task].run).parameters
+
+
+def _study_params(
+    study,
+    task,
+    quick,
+    seeds,
+    device,
+    scale,
+    steps,
+    variants,
+    jobs,
+    setting,
+    data_root,
+    cfg_options,
+    launcher,
+    need_data=True,
+):
+    """The validated parameters of a new study (run_study's arguments)."""
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose from {sorted(STUDIES)}")
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
+    if task not in STUDY_TASKS.get(study, (task,)):
+        raise ValueError(f"task: study {study!r} runs on {list(STUDY_TASKS[study])}, got {task!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
+    if quick and setting not in (None, "quick"):
+        raise ValueError(f"setting: --quick is setting 'quick'; got setting {setting!r} too")
+    setting = "quick" if quick else (setting or "default")
+    if setting not in TASKS[task].SETTINGS:
+        raise ValueError(
+            f"setting: task {task!r} has settings {sorted(TASKS[task].SETTINGS)}, got {setting!r}"
+        )
+    _check_jobs(jobs, device, launcher)
+    _check_task_options(task, setting, data_root, cfg_options, launcher, need_data)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
+    chosen = select_variants(study, variants)
+    params = {
+        "study": study,
+        "task": task,
+        "setting": setting,
+        "scale": scale,
+        "seeds": seeds,
+        "device": device,
+        "steps": steps,
+        "variants": [label for label, _, _ in chosen],
+    }
+    if data_root is not None:
+        params["data_root"] = str(Path(data_root).expanduser().resolve())
+    if cfg_options:
+        params["cfg_options"] = dict(cfg_options)
+    return params
+
+
+def _check_task_options(task, setting, data_root, cfg_options, launcher, need_data=True):
+    """Errors naming the argument for options the task does not take, and
+    the task's own check of the data root (need_data=False: a missing one
+    is allowed, for a dry run)."""
+    for name, value, unset in (
+        ("data_root", data_root, None),
+        ("cfg_options", cfg_options, None),
+        ("launcher", launcher, "none"),
+    ):
+        if value not in (unset, {}) and not _task_accepts(task, name):
+            raise ValueError(
+                f"{name}: task {task!r} does not take it (only det does); got {value!r}"
+            )
+    check = getattr(TASKS[task], "check_data_root", None)
+    if check is not None and (data_root is not None or need_data):
+        check(setting, data_root)
+
+
 def run_study(
     study,
     task="sr",
@@ -89,6 +168,10 @@ def run_study(
     log=print,
     variants=None,
     jobs=1,
+    setting=None,
+    data_root=None,
+    cfg_options=None,
+    launcher="none",
 ):
     """Train every variant of `study` on `task` for seeds 0..seeds-1 and write
     results.json, table.md and figure.png into a new folder
@@ -101,46 +184,132 @@ def run_study(
     variants: labels to run (default: all of the study's); jobs: trainings run
     at once in separate processes, each with torch's thread count divided by
     jobs (on a 2-core CPU, jobs=2 runs two 1-thread trainings, which finish
-    sooner in total than one 2-thread training after another)."""
-    if study not in STUDIES:
-        raise ValueError(f"unknown study {study!r}; choose from {sorted(STUDIES)}")
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not available; available: {sorted(TASKS)}")
-    if task not in STUDY_TASKS.get(study, (task,)):
-        raise ValueError(f"task: study {study!r} runs on {list(STUDY_TASKS[study])}, got {task!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: expected an integer >= 1, got {seeds!r}")
-    _check_jobs(jobs, device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
-    chosen = select_variants(study, variants)
-    params = {
-        "study": study,
-        "task": task,
-        "setting": "quick" if quick else "default",
-        "scale": scale,
-        "seeds": seeds,
-        "device": device,
-        "steps": steps,
-        "variants": [label for label, _, _ in chosen],
-    }
-    out = new_folder(Path(out_root or paths.ablations()) / study / task)
-    return _execute(out, params, {}, jobs, log)
+    sooner in total than one 2-thread training after another). setting: one
+    of the task's SETTINGS (quick=True is "quick"; default "default").
+    data_root, cfg_options (mmengine options applied over the setting's) and
+    launcher ("pytorch": every process torchrun started calls this, and all
+    train each run together; rank 0 alone writes the study's files): det
+    only; they are saved with the study, except the launcher."""
+    params = _study_params(
+        study,
+        task,
+        quick,
+        seeds,
+        device,
+        scale,
+        steps,
+        variants,
+        jobs,
+        setting,
+        data_root,
+        cfg_options,
+        launcher,
+    )
+    from ..experiments.launcher import _agree
+
+    out = _agree(
+        launcher, {}, lambda: new_folder(Path(out_root or paths.ablations()) / study / task)
+    )
+    return _execute(out, params, {}, jobs, log, launcher)
 
 
-def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
+def plan_study(
+    study,
+    task="sr",
+    quick=False,
+    seeds=1,
+    scale=2,
+    out_root=None,
+    variants=None,
+    setting=None,
+    data_root=None,
+    cfg_options=None,
+):
+    """What run_study would run, as text, without training or writing: one
+    line per (variant, seed) with its config and work dir, and the study's
+    cost where the task publishes one (det's coco setting: V100 GPU-hours
+    and their source). data_root may be missing; the text says what the
+    setting needs."""
+    params = _study_params(
+        study,
+        task,
+        quick,
+        seeds,
+        "cpu",
+        scale,
+        None,
+        variants,
+        1,
+        setting,
+        data_root,
+        cfg_options,
+        "none",
+        need_data=False,
+    )
+    setting, module = params["setting"], TASKS[task]
+    config = module.SETTINGS[setting].get("config") if hasattr(module, "SETTINGS") else None
+    root = Path(out_root or paths.ablations()) / study / task / "<timestamp>"
+    lines = [f"dry run: study {study!r} on task {task!r}, setting {setting!r}, {seeds} seed(s)"]
+    if config:
+        lines.append(f"config: {paths.configs() / config}")
+    needed = getattr(module, "data_needed", lambda s: None)(setting)
+    if needed:
+        where = params.get("data_root") or "not given: pass --data-root DIR"
+        lines.append(f"data root: {where} (needs {needed})")
+    if params.get("cfg_options"):
+        lines.append(f"cfg options: {params['cfg_options']}")
+    cost = getattr(module, "cost", lambda s: None)(setting)
+    labels = params["variants"]
+    total = 0.0
+    lines.append("runs (variant, seed, work dir[, V100 GPU-hours]):")
+    for seed in range(seeds):
+        for i, label in enumerate(labels):
+            source = evaluated(study, label)
+            work_dir = root / "runs" / f"{i:02d}_{label}_seed{seed}"
+            what = f"  {label:<22} seed {seed}  "
+            if source:
+                what += f"evaluates {source[0]}'s model ({source[1]})"
+                hours = cost and cost["eval_gpu_hours"]
+            else:
+                what += str(work_dir)
+                hours = cost and cost["train_gpu_hours"] + (
+                    cost["evaluations_per_run"] * cost["eval_gpu_hours"]
+                )
+            if cost:
+                what += f"  {hours:.1f}"
+                total += hours
+            lines.append(what)
+    if cost:
+        lines.append(
+            f"estimate: {total:.0f} V100 GPU-hours for {len(labels) * seeds} run(s) "
+            f"(about {total / 8:.0f} h on 8 GPUs); source: {cost['source']}"
+        )
+    else:
+        lines.append(f"estimate: none published for setting {setting!r} (a CPU setting)")
+    lines.append("nothing was trained or written")
+    return "\n".join(lines)
+
+
+def resume_study(
+    folder, jobs=1, log=print, seeds=None, reevaluate=False, data_root=None, launcher="none"
+):
     """Continue the study whose partial results.json is in folder: the
     (variant, seed) trainings it lacks are run, the others kept. seeds: raise
     the study's seed count to this many (more seeds for a difference the
     first ones did not resolve); the study is then incomplete until they
     are run. reevaluate: run every evaluated variant's seeds again from the
-    kept trained models, with the current code (a complete study too)."""
+    kept trained models, with the current code (a complete study too).
+    data_root: the study's data now (det's coco setting; default: where the
+    study found it); launcher: as for run_study."""
     path = Path(folder) / "results.json"
     try:
         saved = json.loads(path.read_text())
         params = {k: saved[k] for k in ("study", "task", "setting", "scale", "seeds", "device")}
         params["steps"] = saved.get("steps")
         params["variants"] = [r["label"] for r in saved["rows"]]
+        for key in ("data_root", "cfg_options"):
+            if saved.get(key) is not None:
+                params[key] = saved[key]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(
             f"resume: {path} is missing or damaged ({type(e).__name__}: {e}); nothing to resume"
@@ -154,7 +323,16 @@ def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
             params["seeds"], saved["complete"] = seeds, False
     if saved.get("complete") and not reevaluate:
         raise ValueError(f"resume: the study in {folder} is complete; nothing to resume")
-    _check_jobs(jobs, params["device"])
+    if data_root is not None:
+        params["data_root"] = str(Path(data_root).expanduser().resolve())
+    _check_jobs(jobs, params["device"], launcher)
+    _check_task_options(
+        params["task"],
+        params["setting"],
+        params.get("data_root"),
+        params.get("cfg_options"),
+        launcher,
+    )
     select_variants(params["study"], params["variants"])  # the study still has them
     # keyed by label: the study's variants may be listed in another order now
     finished = {
@@ -163,14 +341,24 @@ def resume_study(folder, jobs=1, log=print, seeds=None, reevaluate=False):
         for s in r["seeds"]
         if not (reevaluate and evaluated(params["study"], r["label"]))
     }
-    return _execute(Path(folder), params, finished, jobs, log)
+    return _execute(Path(folder), params, finished, jobs, log, launcher)
 
 
-def _check_jobs(jobs, device):
+LAUNCHERS = ("none", "pytorch")
+
+
+def _check_jobs(jobs, device, launcher="none"):
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     if jobs > 1 and device == "cuda":
         raise ValueError("jobs: parallel trainings are for CPU; use jobs=1 with device='cuda'")
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"launcher: expected one of {LAUNCHERS}, got {launcher!r}")
+    if jobs > 1 and launcher != "none":
+        raise ValueError(
+            f"jobs: torchrun's processes train each run together; use jobs=1 with "
+            f"launcher={launcher!r}"
+        )
 
 
 def _check_sources(study, labels):
@@ -192,8 +380,26 @@ def trained_size(task, name, options, setting):
     return sum(count_parameters(m) for m in modules), modules[0].flops_per_pixel()
 
 
-def _execute(out, params, finished, jobs, log):
+def _from_rank0(launcher, outcome):
+    """Rank 0's outcome on every rank of a distributed study (the others'
+    own are dropped: rank 0 read the run's records); outcome itself when
+    not distributed."""
+    if launcher == "none":
+        return outcome
+    from mmengine.dist import broadcast_object_list
+
+    box = [outcome]
+    broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _execute(out, params, finished, jobs, log, launcher="none"):
+    from ..experiments.launcher import _is_main_rank
+
     study, task, device = params["study"], params["task"], params["device"]
+    writer = _is_main_rank()  # one process writes the study's files and log
+    if not writer:
+        log = lambda *_: None  # noqa: E731
     chosen = select_variants(study, params["variants"])
     labels = [label for label, _, _ in chosen]
     _check_sources(study, labels)
@@ -236,6 +442,11 @@ def _execute(out, params, finished, jobs, log):
             steps=params["steps"],
             **training_overrides(study, label),
         )
+        for key in ("data_root", "cfg_options"):
+            if params.get(key) is not None:
+                kwargs[key] = params[key]
+        if launcher != "none":
+            kwargs["launcher"] = launcher
         if task_of(task).keeps_run_folders or task_of(task).saves_models or i in sources:
             kwargs["work_dir"] = out / "runs" / f"{i:02d}_{label}_seed{seed}"
         return kwargs
@@ -248,6 +459,8 @@ def _execute(out, params, finished, jobs, log):
     results_by_run = dict(finished)
 
     def save(complete):
+        if not writer:
+            return None
         for i, row in enumerate(rows):
             row["seeds"] = [
                 {"seed": seed, **results_by_run[i, seed]}
@@ -263,6 +476,7 @@ def _execute(out, params, finished, jobs, log):
                 k: params[k]
                 for k in ("study", "task", "setting", "scale", "seeds", "device", "steps")
             },
+            **{k: params[k] for k in ("data_root", "cfg_options") if k in params},
             "torch": torch.__version__,
             "machine": platform.platform(),
             "jobs": jobs,
@@ -316,6 +530,8 @@ def _execute(out, params, finished, jobs, log):
         kwargs = dict(
             setting=params["setting"], device=device, **training_overrides(study, labels[i])
         )
+        if launcher != "none":
+            kwargs["launcher"] = launcher
         return _evaluate_one, (task, source[1], trained, kwargs)
 
     save(complete=False)
@@ -327,11 +543,10 @@ def _execute(out, params, finished, jobs, log):
         return next(((i, seed) for i, seed in waiting if job(i, seed) is not None), None)
 
     def failed(i, seed, error):
+        """error: the exception, or its "Type: message" from rank 0."""
         failures.append((labels[i], seed))
-        log(
-            f"[{study}/{task}] {labels[i]} seed {seed} failed ({type(error).__name__}: "
-            f"{error}); left for `resume`"
-        )
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        log(f"[{study}/{task}] {labels[i]} seed {seed} failed ({why}); left for `resume`")
 
     if jobs == 1:
         waiting = list(todo)
@@ -339,9 +554,15 @@ def _execute(out, params, finished, jobs, log):
             waiting.remove(item)
             fn, args = job(*item)
             try:
-                done(*item, fn(*args, None))
+                outcome = ("ok", fn(*args, None))
             except Exception as e:  # noqa: BLE001  (one failed training must not end the study)
-                failed(*item, e)
+                outcome = ("error", f"{type(e).__name__}: {e}")
+            # every rank goes on with rank 0's result, so that all pick the same next run
+            kind, value = _from_rank0(launcher, outcome)
+            if kind == "ok":
+                done(*item, value)
+            else:
+                failed(*item, value)
     else:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -376,7 +597,7 @@ def _execute(out, params, finished, jobs, log):
         )
     complete = all((i, seed) in results_by_run for i in range(len(chosen)) for seed in range(seeds))
     results = save(complete=complete)
-    if complete:
+    if complete and writer:
         (out / "table.md").write_text(table(results))
         figure(results, out / "figure.png")
     return out

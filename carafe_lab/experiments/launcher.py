@@ -224,10 +224,39 @@ def resume_checkpoint(folder, named=None):
     return str(newest)
 
 
+def _checkpoint_in(work_dir):
+    """The checkpoint a run in work_dir would resume from, or None when the
+    folder holds none (or is missing)."""
+    if work_dir is None or not Path(work_dir).is_dir():
+        return None
+    pointer = Path(work_dir) / "last_checkpoint"
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    checkpoint = resume_checkpoint(work_dir, named)
+    return checkpoint if checkpoint is not None and Path(checkpoint).is_file() else None
+
+
 def _is_main_rank():
     import os
 
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def init_distributed(launcher, dist_cfg=None):
+    """Join the process group of `launcher` ("pytorch": the environment
+    torchrun sets: RANK, WORLD_SIZE, MASTER_ADDR, ...) unless this process
+    has joined one already; "none" does nothing. With CUDA through mmengine's
+    init_dist (dist_cfg: its backend, NCCL in mmdet's runtime); without, a
+    gloo group (mmengine's init_dist would call torch.cuda.set_device)."""
+    import torch.distributed as dist
+
+    if launcher == "none" or dist.is_initialized():
+        return
+    if torch_cuda_available():
+        from mmengine.dist import init_dist
+
+        init_dist(launcher, **dict(dist_cfg or {}))
+    else:
+        dist.init_process_group(backend="gloo")
 
 
 def _agree(launcher, cfg, choose):
@@ -237,13 +266,7 @@ def _agree(launcher, cfg, choose):
         return choose()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        if torch_cuda_available():
-            from mmengine.dist import init_dist
-
-            init_dist(launcher, **dict(cfg.get("env_cfg", {}).get("dist_cfg", {})))
-        else:
-            _cpu_distributed(cfg)
+    init_distributed(launcher, cfg.get("env_cfg", {}).get("dist_cfg", {}))
     box = [None]
     if dist.get_rank() == 0:
         try:
@@ -295,8 +318,9 @@ def train(
 ):
     """Train config; returns the run folder. With resume=True, continue the
     run in work_dir (default: this config's latest run that has a checkpoint)
-    from its last checkpoint; the earlier logs stay in place. Without it,
-    work_dir must be new or empty (default: a new folder under
+    from its last checkpoint; the earlier logs stay in place. resume="auto"
+    (a study's runs): continue the run in work_dir when it has a checkpoint,
+    else start it there. Otherwise work_dir must be new or empty (default: a new folder under
     experiments/runs/<config name>/). quiet=True (for notebooks): mmengine's
     log (environment, config, losses, warnings) and what pycocotools prints go
     to the run's log file (<run>/<timestamp>/<timestamp>.log) only, errors
@@ -313,7 +337,12 @@ def train(
 
     def choose():
         with trusting(trusted_checkpoint):
-            if resume:
+            if resume == "auto":
+                checkpoint = _checkpoint_in(work_dir)
+                if checkpoint is not None:
+                    check_readable(checkpoint)
+                    return Path(work_dir), False, checkpoint
+            elif resume:
                 folder = Path(work_dir) if work_dir else latest_work_dir(config)
                 pointer = None if folder is None else folder / "last_checkpoint"
                 named = pointer.read_text().strip() if pointer and pointer.is_file() else None
@@ -338,6 +367,12 @@ def train(
                 return new_work_dir(config), True, None
             folder = Path(work_dir)
             if folder.exists() and not is_empty(folder):
+                if resume == "auto":
+                    raise LaunchError(
+                        f"work_dir: {folder} holds files but no checkpoint (a run "
+                        "stopped before its first save); move the folder aside to "
+                        "train that run again from the start"
+                    )
                 raise LaunchError(
                     f"work_dir: {folder} already holds files; pass --resume to "
                     "continue the run there, or give a new folder"
@@ -347,7 +382,7 @@ def train(
             return folder, created, None
 
     folder, created, checkpoint = _agree(launcher, cfg, choose)
-    if resume:
+    if checkpoint is not None:  # rank 0's choice: every rank resumes, or none
         cfg.resume = True
         cfg.load_from = checkpoint  # mmengine resumes from load_from when resume is set
     _run_in(
