@@ -56,7 +56,7 @@ COCO_FILES = dict(
 
 # What one coco run costs, from published numbers (none is measured here):
 #: mmdet's training speed of Faster R-CNN R-50-FPN 1x (the plain FPN), s/iter
-#: on 8 V100 GPUs at 2 images each: mmdetection docs/MODEL_ZOO.md (v2.0),
+#: on 8 V100 GPUs at 2 images each: mmdetection docs/MODEL_ZOO.md (commit 1779eaf),
 #: "Comparison with Detectron2", "Training Speed".
 MMDET_SECONDS_PER_ITER = 0.216
 MMDET_GPUS = 8
@@ -69,10 +69,11 @@ VAL_IMAGES = 5000
 #: (detectron2 configs/Base-RCNN-FPN.yaml, SOLVER.MAX_ITER): an upper bound.
 ONE_X_ITERATIONS = 90_000
 COST_SOURCE = (
-    "mmdetection docs/MODEL_ZOO.md (v2.0, 'Comparison with Detectron2'): Faster R-CNN "
+    "mmdetection docs/MODEL_ZOO.md (commit 1779eaf, 'Comparison with Detectron2'): Faster R-CNN "
     "R-50-FPN 1x trains at 0.216 s/iter on 8 V100 GPUs (2 images each) and infers at "
     "22.2 images/s on one V100; at most 90,000 iterations (mmdet's 1x is 'slightly less "
-    "iterations than Detectron', whose 1x is 90k: detectron2 configs/Base-RCNN-FPN.yaml). "
+    "iterations than Detectron', whose 1x is 90k: detectron2 configs/Base-RCNN-FPN.yaml "
+    "at 3169651). "
     "Assumed: the upsamplers under test train at the plain FPN's speed (not measured)"
 )
 BATCH = 8  # the offline config's training batch
