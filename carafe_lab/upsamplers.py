@@ -1,18 +1,25 @@
 """The upsampler zoo of the paper's ablations (Wang et al., ICCV 2019,
-Sec. 4.4 / Table 5) plus DySample (Liu et al., ICCV 2023), and the two
-controls of the ``mechanism`` study: ``static_carafe`` (CARAFE's reassembly
-with learned kernels that depend on the sub-pixel phase only, not on the
-content) and ``nearest_conv`` (nearest followed by convolutions with about
-CARAFE's parameter count).
+Sec. 4.4 / Table 5) plus DySample (Liu et al., ICCV 2023), two successors
+built on the library's two ops, FADE (ECCV 2022) and SAPA-B (NeurIPS 2022),
+and the two controls of the ``mechanism`` study: ``static_carafe`` (CARAFE's
+reassembly with learned kernels that depend on the sub-pixel phase only, not
+on the content) and ``nearest_conv`` (nearest followed by convolutions with
+about CARAFE's parameter count).
 
 Every upsampler is an ``nn.Module`` built as ``cls(channels, scale_factor,
 **options)`` and maps (N, C, H, W) -> (N, C, s*H, s*W); ``build_upsampler(name,
-channels, scale_factor, **options)`` builds one by name. Each also reports
+channels, scale_factor, **options)`` builds one by name. Those whose class
+sets ``needs_skip = True`` (FADE, SAPA) also take the encoder feature at the
+output resolution, ``forward(x, skip)`` with skip (N, C, s*H, s*W), and raise
+a ValueError without it; networks call every upsampler through
+``upsample(module, x, skip)``, which passes skip only to those. Each also reports
 ``flops_per_pixel()``: the paper's convention, 2 x multiply-adds per *input*
 pixel, weights only (biases, softmax and other elementwise work left out), so
 CARAFE at C=256, s=2 with the defaults comes out at the paper's ~199K.
 Only torch is needed.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -390,6 +397,211 @@ class NearestConv(nn.Module):
         )
 
 
+def _check_skip(owner: str, x: Tensor, skip, scale_factor: int) -> None:
+    """The encoder feature of an upsampler that needs one: (N, C, s*H, s*W)
+    for x (N, C, H, W), on x's device and dtype."""
+    N, C, H, W = x.shape
+    expected = (N, C, scale_factor * H, scale_factor * W)
+    if skip is None:
+        raise ValueError(
+            f"{owner}: skip (the encoder feature at the output resolution) is required, "
+            f"expected a tensor of shape {expected}, got None"
+        )
+    if not isinstance(skip, Tensor) or tuple(skip.shape) != expected:
+        got = tuple(skip.shape) if isinstance(skip, Tensor) else type(skip).__name__
+        raise ValueError(
+            f"{owner}: skip must have shape {expected} (x is {tuple(x.shape)}), got {got}"
+        )
+    if skip.dtype != x.dtype or skip.device != x.device:
+        raise ValueError(
+            f"{owner}: skip must be {x.dtype} on {x.device} like x, "
+            f"got {skip.dtype} on {skip.device}"
+        )
+
+
+class FADE(nn.Module):
+    """FADE (Lu et al., "FADE: Fusing the Assets of Decoder and Encoder for
+    Task-Agnostic Upsampling", ECCV 2022, arXiv 2207.10392): CARAFE's
+    reassembly of the decoder feature x with kernels predicted from both x
+    and the encoder feature ``skip`` at the output resolution, and a gate,
+    predicted from x, that lets the encoder feature through::
+
+        e = compress_skip(skip)                   (N, d, sH, sW), 1x1 conv
+        c = compress_x(x)                         (N, d, H, W),   1x1 conv, no bias
+        logits = conv_W(e) + nearest_s(conv_W(c)) (N, k*k, sH, sW)
+        out = g * skip + (1 - g) * carafe(x, softmax_kk(logits)),
+        g = sigmoid(nearest_s(gate(x)))           (N, 1, sH, sW),  1x1 conv
+
+    conv_W is one e x e convolution (k*k outputs) applied to both maps: the
+    paper's semi-shift convolution, which for output pixel (p, q) sums W over
+    the e x e window of e around (p, q) and over the e x e window of c around
+    (p // s, q // s). The paper writes it as s*s shifted stride-s windows
+    over e; that equals conv_W at full resolution, computed here as such.
+    The decoder's term is computed once per input pixel and shared by its
+    s x s output pixels. The paper uses s = 2; the equations hold for any s.
+
+    Defaults as the paper: k_up 5, e 3, d 64; initialisation xavier (uniform
+    for the 1x1 convs, normal for conv_W), biases zero.
+
+    Control: ``static_carafe`` is the content-agnostic twin of the
+    reassembly (same k x k window, learned per-phase kernels); the gate has
+    no twin in the zoo (a learned per-phase constant gate would be one).
+
+    forward(x (N, C, H, W), skip (N, C, s*H, s*W)) -> (N, C, s*H, s*W)."""
+
+    #: forward takes the encoder feature: ``forward(x, skip)``.
+    needs_skip = True
+
+    def __init__(
+        self,
+        channels: int,
+        scale_factor: int,
+        up_kernel: int = 5,
+        encoder_kernel: int = 3,
+        compressed_channels: int = 64,
+    ):
+        super().__init__()
+        for name, value in (("up_kernel", up_kernel), ("encoder_kernel", encoder_kernel)):
+            if not isinstance(value, int) or value < 1 or value % 2 == 0:
+                raise ValueError(f"FADE: {name} must be an odd integer >= 1, got {value!r}")
+        if not isinstance(compressed_channels, int) or compressed_channels < 1:
+            raise ValueError(
+                f"FADE: compressed_channels must be an integer >= 1, got {compressed_channels!r}"
+            )
+        self.channels, self.scale_factor = channels, scale_factor
+        self.up_kernel, self.encoder_kernel = up_kernel, encoder_kernel
+        self.compressed_channels = d = compressed_channels
+        self.compress_skip = nn.Conv2d(channels, d, 1)
+        # no bias: the two compressed maps go through the same conv_W and are
+        # summed, so one bias (compress_skip's) already shifts the sum
+        self.compress_x = nn.Conv2d(channels, d, 1, bias=False)
+        self.kernel_conv = nn.Conv2d(d, up_kernel**2, encoder_kernel, padding=encoder_kernel // 2)
+        self.gate = nn.Conv2d(channels, 1, 1)
+        for conv in (self.compress_skip, self.compress_x, self.gate):
+            nn.init.xavier_uniform_(conv.weight)
+        nn.init.xavier_normal_(self.kernel_conv.weight)
+        for conv in (self.compress_skip, self.kernel_conv, self.gate):
+            nn.init.zeros_(conv.bias)
+
+    def kernel_logits(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The semi-shift convolution: (N, k*k, s*H, s*W) logits."""
+        e = self.encoder_kernel // 2
+        from_skip = self.kernel_conv(self.compress_skip(skip))
+        from_x = F.conv2d(self.compress_x(x), self.kernel_conv.weight, padding=e)
+        return from_skip + F.interpolate(from_x, scale_factor=self.scale_factor, mode="nearest")
+
+    def predict_kernels(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The reassembly kernels, CARAFE's masks (N, k*k, s*H, s*W), each
+        summing to one over its k*k taps."""
+        return F.softmax(self.kernel_logits(x, skip), dim=1)
+
+    def forward(self, x: Tensor, skip: Tensor = None) -> Tensor:
+        from carafe import carafe
+
+        _check_skip("FADE", x, skip, self.scale_factor)
+        s = self.scale_factor
+        gate = torch.sigmoid(F.interpolate(self.gate(x), scale_factor=s, mode="nearest"))
+        up = carafe(x, self.predict_kernels(x, skip), self.up_kernel, 1, s)
+        return gate * skip + (1 - gate) * up
+
+    def flops_per_pixel(self) -> int:
+        C, d, s2 = self.channels, self.compressed_channels, self.scale_factor**2
+        kk, ee = self.up_kernel**2, self.encoder_kernel**2
+        return 2 * (
+            s2 * C * d  # compress_skip at the output resolution
+            + C * d  # compress_x
+            + (s2 + 1) * ee * d * kk  # conv_W on both maps
+            + C  # gate
+            + s2 * kk * C  # reassembly
+        )
+
+
+class SAPA(nn.Module):
+    """SAPA-B (Lu et al., "SAPA: Similarity-Aware Point Affiliation for
+    Feature Upsampling", NeurIPS 2022, arXiv 2209.12866; the base module of
+    the extension "On Point Affiliation in Feature Upsampling", arXiv
+    2307.08198): CARAFE's reassembly of the decoder feature x with kernels
+    that are the softmax, over each k x k window, of the similarity between
+    the encoder feature ``skip`` at the output pixel (the query) and the
+    decoder feature at the window's pixels (the keys)::
+
+        q = P norm(skip)     (N, d, sH, sW), 1x1 conv (linear embedding)
+        k = Q norm(x)        (N, d, H, W),   1x1 conv
+        w[p, t] = softmax_t(q[p] . k[p // s + t])   t over the k x k window
+        out = carafe(x, w)
+
+    The similarity is the low-rank bilinear one, skip^T P^T Q x ("B"), as
+    in the extension's SAPA-B; the gated variant of the NeurIPS paper is not
+    this one. norm: a GroupNorm per input (the reference code's 32 groups;
+    here gcd(32, C), so that any C works), affine. It is
+    ``carafe.window_similarity`` then ``carafe.carafe``. The raw x, not its
+    normalised copy, is reassembled. Taps outside x are 0 in the
+    similarity and skipped by the reassembly, as CARAFE's zero padding.
+
+    Defaults as the reference: k_up 5, d 32, embeddings N(0, 0.02) with
+    zero biases.
+
+    Control: ``static_carafe`` is the content-agnostic twin (same k x k
+    window, learned per-phase kernels, no encoder feature).
+
+    forward(x (N, C, H, W), skip (N, C, s*H, s*W)) -> (N, C, s*H, s*W)."""
+
+    #: forward takes the encoder feature: ``forward(x, skip)``.
+    needs_skip = True
+
+    def __init__(
+        self,
+        channels: int,
+        scale_factor: int,
+        up_kernel: int = 5,
+        embedding_dim: int = 32,
+        norm_groups: int = 32,
+    ):
+        super().__init__()
+        if not isinstance(up_kernel, int) or up_kernel < 1 or up_kernel % 2 == 0:
+            raise ValueError(f"SAPA: up_kernel must be an odd integer >= 1, got {up_kernel!r}")
+        for name, value in (("embedding_dim", embedding_dim), ("norm_groups", norm_groups)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SAPA: {name} must be an integer >= 1, got {value!r}")
+        self.channels, self.scale_factor = channels, scale_factor
+        self.up_kernel, self.embedding_dim = up_kernel, embedding_dim
+        groups = math.gcd(norm_groups, channels)
+        self.norm_skip = nn.GroupNorm(groups, channels)
+        self.norm_x = nn.GroupNorm(groups, channels)
+        self.query = nn.Conv2d(channels, embedding_dim, 1)
+        self.key = nn.Conv2d(channels, embedding_dim, 1)
+        for conv in (self.query, self.key):
+            nn.init.normal_(conv.weight, std=0.02)
+            nn.init.zeros_(conv.bias)
+
+    def similarity(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The query-key similarities, CARAFE's masks layout (N, k*k, s*H, s*W)."""
+        from carafe import window_similarity
+
+        q = self.query(self.norm_skip(skip))
+        k = self.key(self.norm_x(x))
+        return window_similarity(q, k, self.up_kernel, 1, self.scale_factor)
+
+    def predict_kernels(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The reassembly kernels (N, k*k, s*H, s*W): softmax over the taps."""
+        return F.softmax(self.similarity(x, skip), dim=1)
+
+    def forward(self, x: Tensor, skip: Tensor = None) -> Tensor:
+        from carafe import carafe
+
+        _check_skip("SAPA", x, skip, self.scale_factor)
+        return carafe(x, self.predict_kernels(x, skip), self.up_kernel, 1, self.scale_factor)
+
+    def flops_per_pixel(self) -> int:
+        C, d, s2, kk = self.channels, self.embedding_dim, self.scale_factor**2, self.up_kernel**2
+        return 2 * (
+            s2 * C * d  # query embedding at the output resolution
+            + C * d  # key embedding
+            + s2 * kk * d  # similarities
+            + s2 * kk * C  # reassembly
+        )
+
+
 #: The paper's kernel normalisers (ablation, Table 8): sigmoid,
 #: sigmoid + normalise (sum to one), softmax.
 NORMALIZERS = ("sigmoid", "sigmoid_normalized", "softmax")
@@ -405,6 +617,8 @@ UPSAMPLERS = {
     "dysample": DySample,
     "static_carafe": StaticCARAFE,
     "nearest_conv": NearestConv,
+    "fade": FADE,
+    "sapa": SAPA,
 }
 
 
@@ -417,33 +631,74 @@ def build_upsampler(name: str, channels: int, scale_factor: int, **options) -> n
     return UPSAMPLERS[name](channels, scale_factor, **options)
 
 
+def needs_skip(upsampler) -> bool:
+    """Whether an upsampler (a module, its class or its zoo name) takes the
+    encoder feature at the output resolution: ``forward(x, skip)``."""
+    if isinstance(upsampler, str):
+        upsampler = UPSAMPLERS[upsampler]
+    return bool(getattr(upsampler, "needs_skip", False))
+
+
+def upsample(module: nn.Module, x: Tensor, skip=None) -> Tensor:
+    """``module(x, skip)`` for an upsampler that needs the encoder feature
+    skip (N, C, s*H, s*W), else ``module(x)``: how a network calls any of the
+    zoo's upsamplers on x (N, C, H, W)."""
+    return module(x, skip) if needs_skip(module) else module(x)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _carafe_flops(features, masks, kernel_size, group_size, scale_factor, *, out_shape, **_):
+    # each output element: a k*k-tap weighted sum
+    N, C, Ho, Wo = out_shape
+    return 2 * N * C * Ho * Wo * kernel_size**2
+
+
+def _window_similarity_flops(query, key, kernel_size, group_size, scale_factor, *, out_shape, **_):
+    # each query element: a product with each of its k*k window taps
+    N, C, Ho, Wo = query
+    return 2 * N * C * Ho * Wo * kernel_size**2
+
+
+def carafe_flop_formulas() -> dict:
+    """FlopCounterMode's ``custom_mapping`` for the library's ops, which it
+    does not know (a function: the ops exist once carafe is imported)."""
+    import carafe  # noqa: F401  (registers the ops)
+
+    return {
+        torch.ops.carafe.carafe: _carafe_flops,
+        torch.ops.carafe.window_similarity: _window_similarity_flops,
+    }
+
+
 def measured_flops_per_pixel(module: nn.Module, channels: int, size: int = 8) -> float:
     """FLOPs per input pixel as torch's FlopCounterMode counts them on a
-    (1, C, size, size) input, with our op's reassembly counted as 2*C*k*k per
-    output pixel: the check of flops_per_pixel()."""
+    (1, C, size, size) input (and, for an upsampler that needs one, a random
+    encoder feature at the output resolution), with our ops counted by
+    carafe_flop_formulas(): the check of flops_per_pixel()."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.randn(1, channels, size, size)
-    with FlopCounterMode(display=False) as counter:
-        module(x)
-    total = counter.get_total_flops()
-    for sub in module.modules():
-        if isinstance(sub, (CARAFEPack, StaticCARAFE)):
-            s = sub.scale_factor
-            total += 2 * channels * sub.up_kernel**2 * (size * s) ** 2
-    return total / size**2
+    skip = None
+    if needs_skip(module):
+        s = module.scale_factor
+        skip = torch.randn(1, channels, s * size, s * size)
+    with FlopCounterMode(display=False, custom_mapping=carafe_flop_formulas()) as counter:
+        upsample(module, x, skip)
+    return counter.get_total_flops() / size**2
 
 
 __all__ = [
     "UPSAMPLERS",
     "NORMALIZERS",
     "build_upsampler",
+    "needs_skip",
+    "upsample",
     "count_parameters",
     "carafe_parameter_count",
     "tile_phase_kernels",
     "measured_flops_per_pixel",
+    "carafe_flop_formulas",
 ] + [c.__name__ for c in UPSAMPLERS.values()]

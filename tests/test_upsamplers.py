@@ -14,10 +14,13 @@ def test_shape_and_gradient_flow(name, s):
     torch.manual_seed(0)
     m = U.build_upsampler(name, 16, s)
     x = torch.randn(2, 16, 5, 7, requires_grad=True)
-    y = m(x)
+    # the encoder feature, for the upsamplers that take one (FADE, SAPA)
+    skip = torch.randn(2, 16, 5 * s, 7 * s, requires_grad=True) if U.needs_skip(m) else None
+    y = U.upsample(m, x, skip)
     assert y.shape == (2, 16, 5 * s, 7 * s)
     y.square().sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    assert skip is None or skip.grad.abs().sum() > 0
     for p in m.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
 

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ..environment import intra_op_threads
-from ..upsamplers import build_upsampler
+from ..upsamplers import build_upsampler, upsample
 from .photos import TEST_IMAGES, TRAIN_IMAGES, load_images, random_patches
 from .saved import build_saved, save_model
 from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
@@ -314,7 +314,10 @@ class InpaintNet(nn.Module):
         f2 = self.enc2(f1)
         p = self.reduce(self.enc3(f2))
         for i, skip in enumerate((f2, f1, f0)):
-            p = self.smooth[i](self.laterals[i](skip) + self.ups[i](p))
+            # the lateral projection is the encoder feature at the output
+            # resolution, for upsamplers that take one (FADE, SAPA)
+            lateral = self.laterals[i](skip)
+            p = self.smooth[i](lateral + upsample(self.ups[i], p, lateral))
         return x[:, :3] + self.head(p)
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..environment import intra_op_threads
-from ..upsamplers import build_upsampler
+from ..upsamplers import build_upsampler, upsample
 from .saved import build_saved, save_model
 from .schedule import KERNEL_LR_SCALE, param_groups, warmup_cosine
 from .task import Task
@@ -120,7 +120,10 @@ class SegNet(nn.Module):
         f2 = self.enc2(f1)
         p = self.reduce(self.enc3(f2))
         for i, skip in enumerate((f2, f1, f0)):
-            p = self.laterals[i](skip) + self.ups[i](p)
+            # the lateral projection is the encoder feature at the output
+            # resolution, for upsamplers that take one (FADE, SAPA)
+            lateral = self.laterals[i](skip)
+            p = lateral + upsample(self.ups[i], p, lateral)
             if i < 2:
                 p = self.smooth[i](p)
         return self.classifier(p)

@@ -7,11 +7,12 @@ mmdet's MODELS as ``CARAFEZooFPN``::
 (the launcher imports this module; from mmdet's own tools add
 ``carafe_lab.experiments.necks`` to the config's custom_imports)."""
 
+import torch.nn.functional as F
 from mmdet.registry import MODELS
 
 from carafe.mmdet import UPSAMPLE_ALIASES, CARAFEOpFPN
 
-from ..upsamplers import UPSAMPLERS, build_upsampler
+from ..upsamplers import UPSAMPLERS, build_upsampler, needs_skip
 
 #: The upsample ``type`` of this neck.
 ZOO_TYPE = "zoo"
@@ -23,7 +24,12 @@ UPSAMPLE_ALIASES.add("carafe_lab")
 class CARAFEZooFPN(CARAFEOpFPN):
     """``CARAFEOpFPN`` whose upsamplers are ``build_upsampler(name,
     out_channels, 2, **options)`` for ``upsample_cfg=dict(type='zoo',
-    name=name, **options)``; all other arguments as mmdet's ``FPN_CARAFE``."""
+    name=name, **options)``; all other arguments as mmdet's ``FPN_CARAFE``.
+
+    Upsamplers that take an encoder feature (FADE, SAPA) get, in the
+    top-down path, the lateral of the finer level the upsampled coarser one
+    is added to (the backbone feature at the output resolution, projected
+    to out_channels), as FADE and SAPA sit in FPN in their papers."""
 
     def __init__(self, *args, upsample_cfg=None, **kwargs):
         options = dict(upsample_cfg or {})
@@ -48,3 +54,35 @@ class CARAFEZooFPN(CARAFEOpFPN):
         super().init_weights()
         for m, state in zip(self.upsample_modules, self._zoo_init):
             m.load_state_dict(state)
+
+    def forward(self, inputs):
+        """``FPN_CARAFE.forward``; with upsamplers that take an encoder feature,
+        each top-down step passes them the finer level's lateral."""
+        if not needs_skip(self.upsample_modules[0]):
+            return super().forward(inputs)
+        if len(inputs) != len(self.in_channels):
+            raise ValueError(
+                f"inputs: expected {len(self.in_channels)} feature maps (in_channels="
+                f"{self.in_channels}), got {len(inputs)}"
+            )
+        laterals = []
+        for i, lateral_conv in enumerate(self.lateral_convs):
+            # FPN_CARAFE's extra levels are lateral convs of the level below
+            if i <= self.backbone_end_level - self.start_level:
+                source = inputs[min(i + self.start_level, len(inputs) - 1)]
+            else:
+                source = laterals[-1]
+            laterals.append(lateral_conv(source))
+        for i in range(len(laterals) - 1, 0, -1):
+            coarse, fine = laterals[i], laterals[i - 1]
+            skip = _fit(fine, 2 * coarse.shape[-2], 2 * coarse.shape[-1])
+            laterals[i - 1] = self.tensor_add(fine, self.upsample_modules[i - 1](coarse, skip))
+        return tuple(conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals))
+
+
+def _fit(feature, height, width):
+    """feature (N, C, H, W) as (N, C, height, width): zero-padded at the
+    bottom and right, or cropped there. An odd level's coarser neighbour
+    upsamples to one row or column more than it has; tensor_add crops the
+    sum back, so the padding never reaches the output."""
+    return F.pad(feature, (0, width - feature.shape[-1], 0, height - feature.shape[-2]))
