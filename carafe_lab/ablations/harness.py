@@ -12,7 +12,7 @@ import torch
 from .. import paths
 from ..experiments.folders import new_folder
 from ..timing import median_seconds
-from ..upsamplers import build_upsampler, count_parameters
+from ..upsamplers import build_upsampler, count_parameters, needs_skip, upsample
 from . import det, inpaint, paper, seg, sr
 from .studies import STUDIES, STUDY_TASKS, evaluated, training_overrides
 
@@ -32,11 +32,13 @@ def metrics_of(task):
 
 
 def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
-    """Median forward time of the upsampler alone on (1, channels, size, size)."""
+    """Median forward time of the upsampler alone on (1, channels, size, size)
+    (and a (1, channels, 2*size, 2*size) encoder feature if it takes one)."""
     m = build_upsampler(name, channels, 2, **options).to(device).eval()
     x = torch.randn(1, channels, size, size, device=device)
+    skip = torch.randn(1, channels, 2 * size, 2 * size, device=device) if needs_skip(m) else None
     with torch.no_grad():
-        return 1e3 * median_seconds(lambda: m(x), device, repeat)
+        return 1e3 * median_seconds(lambda: upsample(m, x, skip), device, repeat)
 
 
 def _run_one(task, name, options, kwargs, threads):
@@ -62,17 +64,29 @@ def _evaluate_one(task, evaluation, trained, kwargs, threads):
         return None
 
 
-def select_variants(study, labels=None):
+def select_variants(study, labels=None, task=None):
     """The study's (label, name, options) variants, all of them or those whose
-    labels are listed (kept in the study's order)."""
+    labels are listed (kept in the study's order). With a task whose model
+    has no encoder feature to give (``Task.encoder_features`` False: sr),
+    the variants whose upsampler needs one (FADE, SAPA) are left out of
+    "all of them", and naming one is an error."""
     variants = STUDIES[study]
+    runnable = variants
+    if task is not None and not task_of(task).encoder_features:
+        runnable = [v for v in variants if not needs_skip(v[1])]
     if labels is None:
-        return list(variants)
+        return list(runnable)
     known = [label for label, _, _ in variants]
     unknown = [label for label in labels if label not in known]
     if unknown or not labels:
         raise ValueError(
             f"variants: {unknown or labels!r} not in study {study!r}; choose from {known}"
+        )
+    refused = [v[0] for v in variants if v[0] in labels and v not in runnable]
+    if refused:
+        raise ValueError(
+            f"variants: {refused!r} need the encoder feature at the output resolution, "
+            f"which task {task!r} does not have; choose from {[v[0] for v in runnable]}"
         )
     return [v for v in variants if v[0] in labels]
 
@@ -120,7 +134,7 @@ def _study_params(
     _check_task_options(task, setting, data_root, cfg_options, launcher, need_data)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' was asked for but torch.cuda.is_available() is False")
-    chosen = select_variants(study, variants)
+    chosen = select_variants(study, variants, task)
     params = {
         "study": study,
         "task": task,
@@ -205,6 +219,10 @@ def run_study(
         cfg_options,
         launcher,
     )
+    if variants is None:
+        left_out = [v[0] for v in STUDIES[study] if v[0] not in params["variants"]]
+        if left_out:
+            log(f"{study} on {task}: {left_out} left out (they need an encoder feature it lacks)")
     from ..experiments.launcher import _agree
 
     out = _agree(
@@ -333,7 +351,7 @@ def resume_study(
         params.get("cfg_options"),
         launcher,
     )
-    select_variants(params["study"], params["variants"])  # the study still has them
+    select_variants(params["study"], params["variants"], params["task"])  # still has them
     # keyed by label: the study's variants may be listed in another order now
     finished = {
         (r["label"], s["seed"]): {k: v for k, v in s.items() if k != "seed"}
@@ -400,7 +418,7 @@ def _execute(out, params, finished, jobs, log, launcher="none"):
     writer = _is_main_rank()  # one process writes the study's files and log
     if not writer:
         log = lambda *_: None  # noqa: E731
-    chosen = select_variants(study, params["variants"])
+    chosen = select_variants(study, params["variants"], task)
     labels = [label for label, _, _ in chosen]
     _check_sources(study, labels)
     # finished runs, {(label, seed): result}, by their index in this order

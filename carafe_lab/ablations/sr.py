@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..upsamplers import build_upsampler
+from ..upsamplers import build_upsampler, needs_skip
 from .photos import TEST_IMAGES, TRAIN_IMAGES, load_images, random_patches
 from .schedule import param_groups, warmup_cosine
 from .task import Task
@@ -79,6 +79,12 @@ TASK = Task(
     baseline_note=lambda row: f" (bicubic {row['seeds'][0]['bicubic_psnr']:.2f})",
     metric_label=_psnr_label,
     upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],),
+    # No encoder feature exists at the output resolution: the only
+    # high-resolution signal is the bicubic upsampling of the input, which
+    # holds nothing the low-resolution features lack, so feeding FADE or SAPA
+    # a projection of it would test another operator than the papers'
+    # (whose premise is high-resolution encoder detail).
+    encoder_features=False,
 )
 
 SETTINGS = {
@@ -107,6 +113,12 @@ class SRNet(nn.Module):
 
     def __init__(self, upsampler: str, scale: int, channels: int, **options):
         super().__init__()
+        if needs_skip(upsampler):
+            raise ValueError(
+                f"upsampler: {upsampler!r} needs an encoder feature at the output resolution, "
+                "which sr does not have (its input is the low-resolution image alone); "
+                "choose an upsampler that takes none"
+            )
         self.scale = scale
         self.encoder = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1),

@@ -7,7 +7,9 @@ with those settings of the task changed. A study listed in STUDY_TASKS runs
 only on those tasks."""
 
 STUDIES = {
-    # The paper's upsampler comparison, plus DySample (ICCV 2023).
+    # The paper's upsampler comparison, plus DySample (ICCV 2023) and the
+    # successors that also read the encoder feature, FADE (ECCV 2022) and
+    # SAPA-B (NeurIPS 2022); those two are left out on tasks without one (sr).
     "upsamplers": [
         ("nearest", "nearest", {}),
         ("bilinear", "bilinear", {}),
@@ -17,6 +19,8 @@ STUDIES = {
         ("gum", "gum", {}),
         ("carafe", "carafe", {}),
         ("dysample", "dysample", {}),
+        ("fade", "fade", {}),
+        ("sapa", "sapa", {}),
     ],
     # Channel compressor width C_m.
     "compressed_channels": [

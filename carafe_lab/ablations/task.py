@@ -27,6 +27,10 @@ class Task:
     upsampler_channels: setting -> the channels of each upsampler the task's
     model holds (one entry per upsampler), for the tables' parameter counts
     of the model as trained.
+    encoder_features: the task's model has an encoder feature at each
+    upsampler's output resolution and passes it to the upsamplers that take
+    one (``upsamplers.needs_skip``: FADE, SAPA); False: they cannot run on
+    it, and studies leave them out.
     """
 
     name: str
@@ -40,6 +44,7 @@ class Task:
     baseline_note: Optional[Callable] = None
     metric_label: Optional[Callable] = None
     upsampler_channels: Callable = lambda setting: (256,)
+    encoder_features: bool = True
 
     def label(self, results, metric):
         return self.metric_label(results, metric) if self.metric_label else metric
