@@ -208,3 +208,13 @@ def test_det_neck_passes_the_finer_lateral_at_odd_sizes(name):
     sum(o.sum() for o in outs).backward()
     for up in neck.upsample_modules:
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in _skip_consumers(up))
+
+
+def test_published_det_numbers():
+    from carafe_lab.ablations import paper
+    from carafe_lab.published import SAPA
+
+    assert paper.paper_cell("upsamplers", "fade", "det") == "38.5"
+    assert paper.paper_cell("upsamplers", "sapa", "det") == "37.8"
+    numbers = paper.COLUMNS["det"].numbers["upsamplers"]
+    assert numbers["fade"][1] == numbers["sapa"][1] == SAPA

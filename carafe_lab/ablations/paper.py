@@ -65,6 +65,9 @@ COLUMNS = {
                 "pixel_shuffle": (37.5, SAPA),
                 "carafe": (38.6, SAPA),
                 "dysample": (38.6, DYSAMPLE),
+                "fade": (38.5, SAPA),
+                # the README's SAPA-B, the base module the zoo's "sapa" is
+                "sapa": (37.8, SAPA),
             },
         },
         cell="{:.1f}",
