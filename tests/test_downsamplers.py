@@ -132,3 +132,92 @@ def test_options_and_errors():
         D.build_downsampler("carafe_pp", 4, down_group=3)
     with pytest.raises(ValueError, match="kernels: expected shape"):
         D.strided_reassembly(torch.randn(1, 2, 6, 6), torch.rand(1, 9, 2, 2), 3)
+
+
+# --- the downsamplers study ----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seg_model_with_each_downsampler(name):
+    from carafe_lab.ablations import seg
+    from carafe_lab.ablations.harness import trained_size
+
+    torch.manual_seed(0)
+    net = seg.SegNet("nearest", 8, downsampler=name)
+    downs = [m for m in net.modules() if isinstance(m, D.DOWNSAMPLERS[name])]
+    assert [m.channels for m in downs] == [8 * m for m in seg.DOWNSAMPLER_CHANNELS]
+    x = torch.rand(2, 3, 32, 32)
+    logits = net(x)
+    assert logits.shape == (2, seg.NUM_CLASSES, 32, 32)
+    logits.square().mean().backward()
+    assert all(p.grad is not None for m in downs for p in m.parameters())
+    # the table's counts are of these modules, at the setting's channels
+    params, flops = trained_size("seg", "nearest", {"downsampler": name}, "quick")
+    quick = seg.SETTINGS["quick"]["channels"]
+    built = seg.SegNet("nearest", quick, downsampler=name)
+    assert params == sum(
+        sum(p.numel() for p in m.parameters())
+        for m in built.modules()
+        if isinstance(m, D.DOWNSAMPLERS[name])
+    )
+    assert flops == D.build_downsampler(name, quick).flops_per_pixel()
+
+
+def test_seg_without_downsampler_is_unchanged():
+    """The default model keeps its strided convs (saved models still load)."""
+    from carafe_lab.ablations import seg
+
+    net = seg.SegNet("nearest", 8)
+    assert "enc1.0.0.weight" in net.state_dict() and net.enc1[0][0].stride == (2, 2)
+    assert not any(isinstance(m, tuple(D.DOWNSAMPLERS.values())) for m in net.modules())
+
+
+def test_carafe_pp_encoder_learns_at_the_kernel_rate():
+    from carafe_lab.ablations import seg
+    from carafe_lab.ablations.schedule import param_groups
+
+    net = seg.SegNet("nearest", 8, downsampler="carafe_pp")
+    rest, slow = param_groups(net, 1.0, 0.1)
+    encoders = [m.content_encoder for m in net.modules() if isinstance(m, D.CARAFEDown)]
+    assert len(encoders) == 3 and slow["lr"] == pytest.approx(0.1)
+    assert {id(p) for p in slow["params"]} == {id(p) for e in encoders for p in e.parameters()}
+
+
+def test_study_is_listed_and_runs_on_seg(tmp_path, capsys):
+    import json
+
+    from carafe_lab.ablations import harness
+    from carafe_lab.ablations.__main__ import main
+    from carafe_lab.ablations.studies import STUDIES, STUDY_TASKS
+
+    assert STUDY_TASKS["downsamplers"] == ("seg", "det")
+    assert main(["list"]) == 0
+    assert "downsamplers: conv, maxpool, avgpool, carafe_pp" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="runs on"):
+        harness.run_study("downsamplers", "sr", quick=True, out_root=tmp_path)
+    out = harness.run_study(
+        "downsamplers",
+        "seg",
+        quick=True,
+        seeds=1,
+        out_root=tmp_path,
+        steps=1,
+        log=lambda *_: None,
+        variants=["conv", "carafe_pp"],
+    )
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["label"]: r for r in results["rows"]}
+    assert [lb for lb, _, _ in STUDIES["downsamplers"]] == [
+        "conv",
+        "maxpool",
+        "avgpool",
+        "carafe_pp",
+    ]
+    conv, cpp = D.build_downsampler("conv", 256), D.build_downsampler("carafe_pp", 256)
+    assert rows["carafe_pp"]["sized"] == "downsampler"
+    assert rows["carafe_pp"]["params_c256_s2"] == sum(p.numel() for p in cpp.parameters())
+    assert rows["conv"]["flops_per_pixel_c256_s2"] == conv.flops_per_pixel()
+    assert rows["conv"]["downsampler_channels"] == [16, 16, 32]  # quick: 16 channels
+    table = (out / "table.md").read_text()
+    assert "downsampler params as trained (C=16, 16, 32)" in table
+    assert "FLOPs/output px" in table and "carafe_pp - conv" in table

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .. import paths
+from ..downsamplers import build_downsampler, split_options
 from ..experiments.folders import new_folder
 from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters, needs_skip, upsample
@@ -31,10 +32,21 @@ def metrics_of(task):
     return task_of(task).metrics
 
 
+def sized_module(name, options, channels):
+    """The module a variant's sizes (parameters, FLOPs, latency) describe:
+    the downsampler its options name (carafe_lab.downsamplers.split_options),
+    else its upsampler at scale 2."""
+    up_options, down = split_options(options)
+    if down is not None:
+        return build_downsampler(down[0], channels, **down[1])
+    return build_upsampler(name, channels, 2, **up_options)
+
+
 def latency_ms(name, options, channels=64, size=64, device="cpu", repeat=10):
-    """Median forward time of the upsampler alone on (1, channels, size, size)
-    (and a (1, channels, 2*size, 2*size) encoder feature if it takes one)."""
-    m = build_upsampler(name, channels, 2, **options).to(device).eval()
+    """Median forward time of the upsampler (or the variant's downsampler)
+    alone on (1, channels, size, size) (and a (1, channels, 2*size, 2*size)
+    encoder feature if it takes one)."""
+    m = sized_module(name, options, channels).to(device).eval()
     x = torch.randn(1, channels, size, size, device=device)
     skip = torch.randn(1, channels, 2 * size, 2 * size, device=device) if needs_skip(m) else None
     with torch.no_grad():
@@ -389,12 +401,24 @@ def _check_sources(study, labels):
             )
 
 
+def sized_channels(task, options, setting):
+    """The channels of each slot of the task's model that a variant's sizes
+    count: its downsamplers' when it names one, else its upsamplers'."""
+    spec = task_of(task)
+    if split_options(options)[1] is not None:
+        return tuple(spec.downsampler_channels(setting))
+    return tuple(spec.upsampler_channels(setting))
+
+
 def trained_size(task, name, options, setting):
-    """(parameters, FLOPs per input pixel of one upsampler) of the upsamplers
-    as they sit in the task's trained model at this setting: every slot's
-    upsampler at that slot's channels, summed; FLOPs at the first slot's."""
-    channels = task_of(task).upsampler_channels(setting)
-    modules = [build_upsampler(name, c, 2, **options) for c in channels]
+    """(parameters, FLOPs per low-resolution pixel of one module) of the
+    upsamplers (or the variant's downsamplers) as they sit in the task's
+    trained model at this setting: every slot's module at that slot's
+    channels, summed; FLOPs at the first slot's."""
+    channels = sized_channels(task, options, setting)
+    if not channels:
+        raise ValueError(f"task {task!r} takes no downsampler; options: {options!r}")
+    modules = [sized_module(name, options, c) for c in channels]
     return sum(count_parameters(m) for m in modules), modules[0].flops_per_pixel()
 
 
@@ -427,7 +451,7 @@ def _execute(out, params, finished, jobs, log, launcher="none"):
     threads = max(1, torch.get_num_threads() // jobs) if jobs > 1 else torch.get_num_threads()
     rows = []
     for label, name, options in chosen:
-        module = build_upsampler(name, 256, 2, **options)
+        module = sized_module(name, options, 256)
         params_trained, flops_trained = trained_size(task, name, options, params["setting"])
         rows.append(
             {
@@ -442,6 +466,11 @@ def _execute(out, params, finished, jobs, log, launcher="none"):
                 "latency_ms_c64_64px": latency_ms(name, options, device=device),
             }
         )
+        if split_options(options)[1] is not None:  # the sizes are the downsampler's
+            rows[-1]["sized"] = "downsampler"
+            rows[-1]["downsampler_channels"] = list(
+                sized_channels(task, options, params["setting"])
+            )
         if evaluated(study, label):
             rows[-1]["evaluates"] = dict(zip(("variant", "evaluation"), evaluated(study, label)))
         if training_overrides(study, label):

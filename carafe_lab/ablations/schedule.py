@@ -32,14 +32,17 @@ KERNEL_LR_SCALE = 0.1
 
 def param_groups(model, lr: float, kernel_lr_scale: float = KERNEL_LR_SCALE):
     """The model's parameters as optimizer groups: CARAFE's content encoders
-    (every ``content_encoder`` of a :class:`carafe.CARAFEPack`) at
+    (every ``content_encoder`` of a :class:`carafe.CARAFEPack`, and of
+    CARAFE++'s downsampler, whose softmax kernels saturate the same way) at
     ``lr * kernel_lr_scale``, the rest at ``lr``."""
     from carafe.modules import CARAFEPack
+
+    from ..downsamplers import CARAFEDown
 
     kernel = {
         id(p)
         for m in model.modules()
-        if isinstance(m, CARAFEPack)
+        if isinstance(m, (CARAFEPack, CARAFEDown))
         for p in m.content_encoder.parameters()
     }
     rest = [p for p in model.parameters() if id(p) not in kernel]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..downsamplers import build_downsampler, split_options
 from ..environment import intra_op_threads
 from ..upsamplers import build_upsampler, upsample
 from .saved import build_saved, save_model
@@ -33,7 +34,13 @@ TASK = Task(
     saves_models=True,
     # three decoder steps at the setting's width
     upsampler_channels=lambda setting: (SETTINGS[setting]["channels"],) * 3,
+    # the encoder's three stride-2 steps (1/1 -> 1/2 -> 1/4 -> 1/8)
+    downsampler_channels=lambda setting: tuple(
+        m * SETTINGS[setting]["channels"] for m in DOWNSAMPLER_CHANNELS
+    ),
 )
+#: The input channels of the encoder's stride-2 steps, in multiples of the width.
+DOWNSAMPLER_CHANNELS = (1, 1, 2)
 
 NUM_CLASSES = 5  # background + disk, square, triangle, star
 SETTINGS = {
@@ -90,19 +97,35 @@ def _conv(cin, cout, stride=1):
     )
 
 
+def _down(cin, cout, downsampler):
+    """An encoder's stride-2 step: the strided 3x3 conv, or, with a
+    downsampler (name, options), that downsampler (cin -> cin) followed by
+    the same conv at stride 1."""
+    if downsampler is None:
+        return _conv(cin, cout, 2)
+    name, options = downsampler
+    return nn.Sequential(build_downsampler(name, cin, **options), _conv(cin, cout))
+
+
 class SegNet(nn.Module):
-    """(N, 3, H, W) -> logits (N, NUM_CLASSES, H, W); H, W divisible by 8."""
+    """(N, 3, H, W) -> logits (N, NUM_CLASSES, H, W); H, W divisible by 8.
+
+    options: the upsampler's, except ``downsampler`` (a name in
+    carafe_lab.downsamplers, or dict(name=..., **options)): each of the
+    encoder's three stride-2 steps then becomes that downsampler followed
+    by its conv at stride 1 (channels as DOWNSAMPLER_CHANNELS)."""
 
     def __init__(self, upsampler: str, channels: int, **options):
         super().__init__()
         c = channels
+        options, down = split_options(options)
         # Encoder to 1/8: the shape classes need a receptive field of a whole
         # object; the work is at low resolution, where it is cheap.
         self.enc0 = _conv(3, c)  # 1/1
-        self.enc1 = nn.Sequential(_conv(c, c, 2), _conv(c, c))  # 1/2
-        self.enc2 = nn.Sequential(_conv(c, 2 * c, 2), _conv(2 * c, 2 * c))  # 1/4
+        self.enc1 = nn.Sequential(_down(c, c, down), _conv(c, c))  # 1/2
+        self.enc2 = nn.Sequential(_down(c, 2 * c, down), _conv(2 * c, 2 * c))  # 1/4
         self.enc3 = nn.Sequential(
-            _conv(2 * c, 2 * c, 2), _conv(2 * c, 2 * c), _conv(2 * c, 2 * c)
+            _down(2 * c, 2 * c, down), _conv(2 * c, 2 * c), _conv(2 * c, 2 * c)
         )  # 1/8
         # FPN-style top-down path: reduce to c channels, then three x2 steps
         # with the upsampler under test, each added to a lateral projection.

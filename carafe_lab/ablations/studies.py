@@ -1,6 +1,8 @@
 """The studies: which upsamplers (and options) each one compares.
 
-Each variant is (label, upsampler name in carafe_lab.upsamplers, options).
+Each variant is (label, upsampler name in carafe_lab.upsamplers, options);
+an option ``downsampler`` (a name in carafe_lab.downsamplers) puts that
+downsampler in the task's stride-2 steps (the others are the upsampler's).
 A variant listed in EVALUATED is not trained: it is another variant's trained
 model evaluated differently (per seed). A variant listed in TRAINING trains
 with those settings of the task changed. A study listed in STUDY_TASKS runs
@@ -62,6 +64,16 @@ STUDIES["kernel_init"] = [
     ("carafe_init=bilinear", "carafe", {"kernel_init": "bilinear"}),
 ]
 
+# The encoder's stride-2 steps (seg) or the backbone's (det), each replaced
+# by a downsampler of carafe_lab.downsamplers followed by the step's own conv
+# at stride 1; CARAFE++ (Wang et al., TPAMI 2021) against a strided conv and
+# the pools. The upsampler is nearest in every arm, so the downsampler is the
+# one content-aware part and the arms differ in it alone (CARAFE++'s unified
+# setting, carafe in both directions, would confound the two).
+STUDIES["downsamplers"] = [
+    (name, "nearest", {"downsampler": name}) for name in ("conv", "maxpool", "avgpool", "carafe_pp")
+]
+
 #: study -> evaluated variant label -> (trained variant label, evaluation name)
 #: (the task's ``evaluate`` implements the evaluation).
 EVALUATED = {"mechanism": {"carafe_phase_mean": ("carafe", "phase_mean")}}
@@ -74,6 +86,7 @@ STUDY_TASKS = {
     "mechanism": ("seg", "det", "inpaint"),
     "kernel_lr": ("seg",),
     "kernel_init": ("sr",),
+    "downsamplers": ("seg", "det"),
 }
 
 
@@ -105,6 +118,13 @@ COMPARISONS = {
         ("carafe_init=nearest", "nearest", False),  # against what it starts as
         ("carafe_init=bilinear", "bilinear", False),
         ("carafe", "nearest", False),
+    ],
+    "downsamplers": [
+        ("carafe_pp", "conv", False),  # content-aware vs the learned strided conv
+        ("carafe_pp", "avgpool", False),  # vs a fixed average (carafe_pp starts as a 5x5 one)
+        ("carafe_pp", "maxpool", False),
+        ("maxpool", "conv", False),
+        ("avgpool", "conv", False),
     ],
 }
 

@@ -34,13 +34,23 @@ def trained_columns(results, row):
     """(parameters as trained, FLOPs per input pixel as trained, channels):
     from the row, or computed for results written before rows kept them."""
     if "params_trained" in row:
-        return row["params_trained"], row["flops_per_pixel_trained"], row["upsampler_channels"]
-    from .harness import trained_size
+        channels = row.get("downsampler_channels") or row["upsampler_channels"]
+        return row["params_trained"], row["flops_per_pixel_trained"], channels
+    from .harness import sized_channels, trained_size
 
     params, flops = trained_size(
         results["task"], row["upsampler"], row["options"], results["setting"]
     )
-    return params, flops, list(_spec(results).upsampler_channels(results["setting"]))
+    return params, flops, list(sized_channels(results["task"], row["options"], results["setting"]))
+
+
+def _sized_header(row, channels):
+    """The header words of the size columns: what the counts are of (the
+    variants' downsamplers when the first row's are, else their upsamplers),
+    and the channels of the slots."""
+    if row.get("sized") == "downsampler":
+        return "downsampler ", "output px", f"C={', '.join(map(str, channels))}"
+    return "", "px", f"{len(channels)} x C={channels[0]}"
 
 
 def values(results, row, metric):
@@ -82,6 +92,7 @@ def study_markdown(results, run_path=None):
     published = paper.has_column(study, task)
     first = results["rows"][0]
     params0, _, channels = trained_columns(results, first)
+    what, pixel, slots = _sized_header(first, channels)
     # a column whose cells are all None (results written before its metric
     # existed) is left out rather than shown empty
     columns = [
@@ -94,8 +105,8 @@ def study_markdown(results, run_path=None):
         f"**{results['study']}** on `{results['task']}` (x{results['scale']}, "
         f"{results['setting']} setting, {results['seeds']} seeds{where})",
         "",
-        f"| variant | params as trained ({len(channels)} x C={channels[0]}) | "
-        f"params (C=256) | FLOPs/px (C={channels[0]}) | {label(results, m0)}{unit} "
+        f"| variant | {what}params as trained ({slots}) | "
+        f"{what}params (C=256) | FLOPs/{pixel} (C={channels[0]}) | {label(results, m0)}{unit} "
         f"[95% CI] | median | {m1}{unit} | {label(results, m0)} per seed | "
         + "".join(f"{header} | " for header, _ in columns)
         + (f"{paper.column(task).header} |" if published else ""),
@@ -132,9 +143,15 @@ def study_markdown(results, run_path=None):
     lines += [
         "",
         "95% CI: the t-interval of the mean over the seeds; median: of the seeds. "
-        "Parameters as trained: "
-        "all the upsamplers of the task's model at its channels; FLOPs per input "
-        "pixel of one of them (2 x multiply-adds, weights only).",
+        + (
+            "Parameters as trained: all the downsamplers of the task's model (each "
+            "stride-2 step's, at its channels; the upsamplers are the same in every "
+            "row); FLOPs per output pixel of the first (2 x multiply-adds, weights only)."
+            if what
+            else "Parameters as trained: "
+            "all the upsamplers of the task's model at its channels; FLOPs per input "
+            "pixel of one of them (2 x multiply-adds, weights only)."
+        ),
     ]
     if published:
         lines.append(

@@ -31,6 +31,9 @@ class Task:
     upsampler's output resolution and passes it to the upsamplers that take
     one (``upsamplers.needs_skip``: FADE, SAPA); False: they cannot run on
     it, and studies leave them out.
+    downsampler_channels: setting -> the channels of each stride-2 step a
+    variant's ``downsampler`` option replaces (carafe_lab.downsamplers),
+    for the same counts; () where the task takes no downsampler.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Task:
     metric_label: Optional[Callable] = None
     upsampler_channels: Callable = lambda setting: (256,)
     encoder_features: bool = True
+    downsampler_channels: Callable = lambda setting: ()
 
     def label(self, results, metric):
         return self.metric_label(results, metric) if self.metric_label else metric
