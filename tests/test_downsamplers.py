@@ -221,3 +221,64 @@ def test_study_is_listed_and_runs_on_seg(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "downsampler params as trained (C=16, 16, 32)" in table
     assert "FLOPs/output px" in table and "carafe_pp - conv" in table
+
+
+def _det_model(options):
+    pytest.importorskip("mmdet", reason="the det task needs the mmdet extra")
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import carafe_lab.experiments.backbones  # noqa: F401
+    import carafe_lab.experiments.necks  # noqa: F401
+    from carafe_lab import paths
+    from carafe_lab.ablations import det
+
+    register_all_modules()
+    cfg = Config.fromfile(str(paths.configs() / det.CONFIG_NAME))
+    overrides = det.cfg_options("nearest", options, seed=0, max_epochs=1)
+    cfg.merge_from_dict({k: v for k, v in overrides.items() if k.startswith("model.")})
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def test_det_backbone_takes_the_carafe_pp_downsampler(monkeypatch):
+    from pathlib import Path
+
+    from carafe_lab.ablations import det
+    from carafe_lab.ablations.harness import trained_size
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the lab root: its configs
+    torch.manual_seed(0)
+    model = _det_model({"downsampler": "carafe_pp"})
+    backbone = model.backbone
+    assert type(backbone).__name__ == "ZooDownResNet"
+    downs = [m for m in backbone.modules() if isinstance(m, D.CARAFEDown)]
+    assert tuple(m.channels for m in downs) == det.DOWNSAMPLER_CHANNELS
+    # every stride-2 conv of the strided stages is gone; the stem keeps its own
+    strided = [
+        n
+        for n, m in backbone.named_modules()
+        if getattr(m, "stride", None) == (2, 2) and ".down." not in n
+    ]
+    assert strided == ["conv1"]
+    # the downsampler's own init survived ResNet's Kaiming init
+    assert all(m.content_encoder.weight.std() < 0.01 for m in downs)
+    # the block's zero_init_residual init still reached the wrapped block
+    assert backbone.layer2[0].block.norm2.weight.abs().sum() == 0
+    model.eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2, 1]
+    params, _ = trained_size("det", "nearest", {"downsampler": "carafe_pp"}, "quick")
+    assert params == sum(p.numel() for m in downs for p in m.parameters())
+
+
+def test_det_without_downsampler_keeps_resnet(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    model = _det_model({})
+    assert type(model.backbone).__name__ == "ResNet"
+    assert model.backbone.layer2[0].conv1.stride == (2, 2)

@@ -2,7 +2,10 @@
 Runner), with every upsampler of the FPN neck replaced by the one under test
 (``CARAFEZooFPN(upsample_cfg=dict(type='zoo', name=...))``,
 experiments/necks.py). Box AP on the held-out images, as mmdet's COCO metric
-reports it.
+reports it. A variant's option ``downsampler`` (the ``downsamplers`` study) also
+puts that downsampler in the ResNet-18's three strided stages
+(``ZooDownResNet``, experiments/backbones.py, where and why; offline
+settings only).
 
 Settings: "default" and "quick" train a ResNet-18 FPN from random init on the
 offline shapes dataset (CPU); "coco" is the paper's setting, R-50 FPN
@@ -16,6 +19,7 @@ import json
 from pathlib import Path
 
 from .. import paths
+from ..downsamplers import split_options
 from ..environment import intra_op_threads
 from .task import Task
 
@@ -30,9 +34,14 @@ TASK = Task(
     upsampler_channels=lambda setting: (
         (COCO_FPN_CHANNELS if setting == "coco" else FPN_CHANNELS,) * 4
     ),
+    # a variant's downsampler: the ResNet-18's three strided stages
+    downsampler_channels=lambda setting: DOWNSAMPLER_CHANNELS,
 )
 FPN_CHANNELS = 128  # experiments/configs/_base_/offline_r18_fpn_carafe.py (a test checks it)
 COCO_FPN_CHANNELS = 256  # mmdet's FPN_CARAFE config (out_channels)
+#: The input channels of ResNet-18's strided stages (layer2..layer4), where a
+#: variant's ``downsampler`` goes (carafe_lab.experiments.backbones; a test checks it).
+DOWNSAMPLER_CHANNELS = (64, 128, 256)
 CONFIG_NAME = "faster-rcnn_r18_fpn-carafe_offline.py"
 COCO_CONFIG_NAME = "faster-rcnn_r50_fpn-carafe_1x_coco.py"
 SETTINGS = {
@@ -129,6 +138,11 @@ def coco_cfg_options(upsampler, options, seed, data_root):
     from data_root (the config's own schedule is kept); the learning rate
     follows the total batch (mmdet's 0.02 is for 16 images: 8 GPUs x 2), as
     mmdet's --auto-scale-lr does, so that other GPU counts keep the recipe."""
+    if split_options(options)[1] is not None:
+        raise ValueError(
+            "options: a downsampler goes in the offline ResNet-18 (ZooDownResNet); the "
+            "coco setting's R-50 takes none"
+        )
     root = str(Path(data_root)) + "/"
     out = {
         "model.neck.type": "CARAFEZooFPN",
@@ -150,9 +164,11 @@ def coco_cfg_options(upsampler, options, seed, data_root):
 
 
 def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=None):
-    """mmengine cfg_options that put the upsampler in the neck and set the
-    schedule; train_images limits training to the first images; steps
-    (tests) trains on the first BATCH*steps images for one epoch."""
+    """mmengine cfg_options that put the upsampler in the neck (and an
+    option ``downsampler`` in the backbone's strided stages, ZooDownResNet)
+    and set the schedule; train_images limits training to the first images;
+    steps (tests) trains on the first BATCH*steps images for one epoch."""
+    options, down = split_options(options)
     out = {
         "model.neck.type": "CARAFEZooFPN",
         "model.neck.upsample_cfg": dict(_delete_=True, type="zoo", name=upsampler, **options),
@@ -162,6 +178,9 @@ def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=N
         "default_hooks.checkpoint.interval": max_epochs,
         "default_hooks.checkpoint.max_keep_ckpts": 1,
     }
+    if down is not None:
+        out["model.backbone.type"] = "ZooDownResNet"
+        out["model.backbone.downsample_cfg"] = dict(name=down[0], **down[1])
     if train_images is not None:
         out["train_dataloader.dataset.indices"] = train_images
     if steps is not None:

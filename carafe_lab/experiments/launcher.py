@@ -110,6 +110,7 @@ def load_config(config, cfg_options=None, launcher="none", extra_hooks=()):
     # custom_imports are acted on inside Config.fromfile only, so the modules
     # the launcher adds are imported here.
     import carafe.mmdet  # noqa: F401
+    import carafe_lab.experiments.backbones  # noqa: F401  (registers ZooDownResNet)
     import carafe_lab.experiments.hooks  # noqa: F401  (registers CarafeRunRecorderHook)
     import carafe_lab.experiments.necks  # noqa: F401  (registers CARAFEZooFPN)
 
