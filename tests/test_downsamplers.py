@@ -236,7 +236,7 @@ def _det_model(options):
 
     register_all_modules()
     cfg = Config.fromfile(str(paths.configs() / det.CONFIG_NAME))
-    overrides = det.cfg_options("nearest", options, seed=0, max_epochs=1)
+    overrides = det.offline_cfg_options("nearest", options, seed=0, max_epochs=1)
     cfg.merge_from_dict({k: v for k, v in overrides.items() if k.startswith("model.")})
     model = MODELS.build(cfg.model)
     model.init_weights()

@@ -163,7 +163,7 @@ def coco_cfg_options(upsampler, options, seed, data_root):
     return out
 
 
-def cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=None):
+def offline_cfg_options(upsampler, options, seed, max_epochs, steps=None, train_images=None):
     """mmengine cfg_options that put the upsampler in the neck (and an
     option ``downsampler`` in the backbone's strided stages, ZooDownResNet)
     and set the schedule; train_images limits training to the first images;
@@ -228,7 +228,7 @@ def run(
         threads = torch.get_num_threads()  # GPU runs: torch's own choice
     else:
         check_data_root(setting, data_root)
-        options_ = cfg_options(
+        options_ = offline_cfg_options(
             upsampler, options, seed, chosen["max_epochs"], steps, chosen["train_images"]
         )
         threads = TRAIN_THREADS
