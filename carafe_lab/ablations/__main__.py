@@ -1,6 +1,6 @@
 """python -m carafe_lab.ablations list
 python -m carafe_lab.ablations report [--update-docs]
-python -m carafe_lab.ablations run STUDY [--task sr|seg|det|inpaint] [--quick] [--seeds N]
+python -m carafe_lab.ablations run STUDY [--task sr|seg|det|ins|inpaint] [--quick] [--seeds N]
                                      [--setting NAME] [--device cpu|cuda] [--scale 2|4]
                                      [--variants LABEL ...] [--jobs N] [--out DIR]
                                      [--data-root DIR] [--cfg-options KEY=VALUE ...]
@@ -18,10 +18,11 @@ The paper's detection setting on GPUs (det, --setting coco: R-50 FPN, COCO
 Tasks: sr (x2/x4 super-resolution of photographs; PSNR, SSIM), seg (semantic
 segmentation of the offline shapes; mIoU, boundary F), det (Faster R-CNN on the
 offline shapes through the detection launcher; box AP; needs the mmdet extra),
-inpaint (filling rectangular and free-form holes in photographs; PSNR in the
+ins (Mask R-CNN likewise, the upsampler in the FPN and the mask head; mask AP,
+box AP), inpaint (filling rectangular and free-form holes in photographs; PSNR in the
 holes, SSIM).
 Writes experiments/ablations/<study>/<task>/<timestamp>/ (results.json,
-table.md, figure.png; runs/ with det's mmengine logs and the trained models of
+table.md, figure.png; runs/ with det's and ins's mmengine logs and the trained models of
 seg and inpaint, kept locally). --scale 4 is for sr. --dry-run prints the
 runs and, for det's coco setting, their V100 GPU-hours (and the figures'
 source) without training or writing anything.

@@ -204,6 +204,7 @@ def run(
     data_root=None,
     cfg_options=None,
     launcher="none",
+    prefixes=("bbox",),
 ):
     """Train and evaluate once; returns {"bbox_mAP", "bbox_mAP_50", ...,
     "train_seconds", "threads", "work_dir"} (on rank 0; None on the other
@@ -214,7 +215,8 @@ def run(
     rank trains this run together. A work_dir holding a checkpoint (an
     interrupted study) is resumed. The offline settings train with
     TRAIN_THREADS intra-op threads whatever the caller's setting (run studies
-    with --jobs 2 on two cores)."""
+    with --jobs 2 on two cores). prefixes: the COCO metrics returned
+    ("bbox"; the ins task adds "segm")."""
     if scale != 2:
         raise ValueError(f"scale: the FPN neck upsamples by 2 per level; got {scale}")
     import torch
@@ -246,7 +248,11 @@ def run(
         record_or_warn(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "run.json").read_text())
-    result = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("coco/bbox")}
+    result = {
+        k.split("/", 1)[1]: v
+        for k, v in metrics.items()
+        if any(k.startswith(f"coco/{p}_") for p in prefixes)
+    }
     result["train_seconds"] = summary.get("wall_seconds", float("nan"))
     result["threads"] = threads
     result["work_dir"] = str(run_dir)

@@ -14,11 +14,11 @@ from ..downsamplers import build_downsampler, split_options
 from ..experiments.folders import new_folder
 from ..timing import median_seconds
 from ..upsamplers import build_upsampler, count_parameters, needs_skip, upsample
-from . import det, inpaint, paper, seg, sr
+from . import det, inpaint, ins, paper, seg, sr
 from .studies import STUDIES, STUDY_TASKS, evaluated, training_overrides
 
 #: task name -> its module (each declares TASK, SETTINGS and run()).
-TASKS = {m.TASK.name: m for m in (sr, seg, det, inpaint)}
+TASKS = {m.TASK.name: m for m in (sr, seg, det, ins, inpaint)}
 
 
 def task_of(name):

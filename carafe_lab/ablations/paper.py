@@ -7,6 +7,12 @@ measured on, so no number stands beside a metric it was not measured in:
 
 - ``det``: the upsampler comparison's Faster R-CNN R50-FPN 1x COCO box AP,
   from the SAPA and DySample authors' repositories;
+- ``ins``: the CARAFE paper's Mask R-CNN R50-FPN 1x COCO mask AP, baseline
+  and "FPN + mask head with CARAFE" (the ins task's carafe variant puts
+  CARAFE in both), as chensnathan/CARAFE_CUDA's README quotes the paper. The
+  paper's baseline has nearest upsampling in the FPN and mmdet's
+  deconvolution in the mask head; it stands on the ``nearest`` row (the
+  study's baseline), and the note under the table says so;
 - ``inpaint``: the inpainting gain the CARAFE paper's abstract states
   (+1.1 dB), on CARAFE's row of the upsampler comparison; the paper's
   per-upsampler inpainting table could not be read.
@@ -21,7 +27,7 @@ and ~199K FLOPs per pixel at C=256, s=2.
 
 from dataclasses import dataclass
 
-from ..published import CARAFE_ABSTRACT, DYSAMPLE, SAPA
+from ..published import CARAFE_ABSTRACT, DYSAMPLE, PAPER_VIA, SAPA
 
 # Stated in the paper's abstract / Sec. 3.
 PAPER_TEXT = {
@@ -77,6 +83,20 @@ COLUMNS = {
             + " and "
             + DYSAMPLE
             + "; see ../shared/published-numbers.md"
+        ),
+    ),
+    "ins": Column(
+        header="published: Mask R-CNN R50-FPN 1x COCO mask AP",
+        note=(
+            "not ours; COCO, R50-FPN; on the nearest row the paper's baseline, with "
+            "nearest upsampling in the FPN and a deconvolution in the mask head; on the "
+            "carafe row CARAFE in both"
+        ),
+        numbers={"upsamplers": {"nearest": (34.2, PAPER_VIA), "carafe": (35.7, PAPER_VIA)}},
+        cell="{:.1f}",
+        source=(
+            "Mask R-CNN R50-FPN 1x COCO mask AP (baseline; FPN + mask head with CARAFE) "
+            "from the " + PAPER_VIA + "; see ../shared/published-numbers.md"
         ),
     ),
     "inpaint": Column(
