@@ -151,7 +151,9 @@ def main(argv=None):
         print(text + "\n" + verdict + "\n" + tasks)
         if args.update_docs:
             report.update_docs(text)
-            report.update_verdict(verdict)
+            report.update_verdict(
+                verdict, readme_text=report.verdict_markdown(args.root, kernel_lr=False)
+            )
             report.update_tasks(tasks)
         return 0
     if args.command == "list":

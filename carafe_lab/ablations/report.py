@@ -87,12 +87,13 @@ update_readme = update_docs  # --update-readme's name for it
 VERDICT_MARKERS = ("<!-- mechanism:start -->", "<!-- mechanism:end -->")
 
 
-def verdict_markdown(root=None):
+def verdict_markdown(root=None, kernel_lr=True):
     """The mechanism study's verdict as bullet points, every sentence
     computed from the latest complete default-setting results
     (:mod:`carafe_lab.ablations.verdict`): per task, CA per step with its
-    95% interval and the Holm-corrected comparisons; the kernel_lr study's
-    CA and mIoU per learning-rate factor."""
+    95% interval and the Holm-corrected comparisons; with kernel_lr, the
+    kernel_lr study's CA and mIoU per learning-rate factor (the docs page has
+    them, the README not)."""
     from .studies import STUDY_TASKS
     from .tables import values
     from .verdict import ca_sentences, mechanism_sentences, shift_sentences
@@ -110,7 +111,7 @@ def verdict_markdown(root=None):
             f"  - {s}"
             for s in ca_sentences(results) + shift_sentences(results) + mechanism_sentences(results)
         ]
-    results = chosen.get(("kernel_lr", "seg"))
+    results = chosen.get(("kernel_lr", "seg")) if kernel_lr else None
     if results is not None:
         from ..stats import mean_ci
         from .verdict import ca_by_level
@@ -197,11 +198,16 @@ def update_tasks(text, pages=None):
         write_section(page, TASKS_MARKERS, text)
 
 
-def update_verdict(text, pages=None):
-    """Write text between the mechanism markers of the README and
-    docs/ablations.md (or of pages)."""
-    for page in pages or (paths.readme(), paths.docs_page(DOCS_PAGE)):
-        write_section(page, VERDICT_MARKERS, text)
+def update_verdict(text, pages=None, readme_text=None):
+    """Write text between the mechanism markers of docs/ablations.md and
+    readme_text (default: text) between those of the README (or text into
+    every page of pages)."""
+    if pages is not None:
+        for page in pages:
+            write_section(page, VERDICT_MARKERS, text)
+        return
+    write_section(paths.docs_page(DOCS_PAGE), VERDICT_MARKERS, text)
+    write_section(paths.readme(), VERDICT_MARKERS, text if readme_text is None else readme_text)
 
 
 def tradeoff_figure(results, path=None, x="latency_ms_c64_64px"):
