@@ -77,6 +77,9 @@ def render(runs):
         if data.get("dtypes"):
             parts.append("")
             parts.append(dtypes_line(data))
+        if data.get("window_similarity"):
+            parts.append("")
+            parts.append(similarity_line(data))
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
 
@@ -157,6 +160,36 @@ def dtypes_line(data):
     return (
         "Per dtype, forward / fwd+bwd, in rounds that call each dtype in turn (times as a "
         "multiple of float32's): " + "; ".join(parts) + "."
+    )
+
+
+def similarity_line(data):
+    """One sentence: carafe.window_similarity (query s*H x s*W, key H x W of
+    the size named) against its compiled and unfold peers, and its roofline."""
+    parts = []
+    for size, res in data["window_similarity"].items():
+        ours = res["results"]["window_similarity"]
+        peers = ", ".join(
+            f"{name} {r['forward_time']:.1f}x / {r['forward_backward_time']:.1f}x slower"
+            for name, r in res["ratios"].items()
+        )
+        roof = res.get("roofline")
+        parts.append(
+            f"{size}: forward {ours['forward_ms']:.2f} ms, fwd+bwd "
+            f"{ours['forward_backward_ms']:.2f} ms ({peers})"
+            + (
+                f"; in rounds, forward {_shares(roof['forward'])}, fwd+bwd "
+                f"{_shares(roof['forward_backward'])}"
+                if roof
+                else ""
+            )
+        )
+    return (
+        "`carafe.window_similarity` (a query of the output's size, a key of the input's; "
+        "its FLOP as carafe's, its byte floor its own), forward / fwd+bwd, with the "
+        "torch.compile'd pure-PyTorch spec and the eager unfold spec as peers: "
+        + "; ".join(parts)
+        + "."
     )
 
 
