@@ -11,7 +11,8 @@ network needed; carry build/gpu-check/ from `make gpu-check-prepare`):
    bandwidth floor: the bytes each call must move at the device-to-device
    copy rate measured in the same run. Times are GPU times from CUDA events
    around calls made back to back (carafe_lab.timing.cuda_event_seconds),
-   not synchronised calls, which would add each call's host dispatch;
+   not synchronised calls, which would add each call's host dispatch; and
+   carafe.window_similarity against its unfold spec at the same shapes;
 4. runs the CUDA cases of the op, property and module tests, then
    compute-sanitizer (SANITIZER_TOOLS: memcheck, racecheck, synccheck) over
    scripts/gpu_sanitize.py;
@@ -184,6 +185,7 @@ def benchmark(quick, log):
                         moved = floor_bytes(N, C, H, W, K, G, S, size_b, back)
                         row[name][f"{what}_GBps"] = moved / t / 1e9
                         row[name][f"{what}_pct_of_copy"] = 100 * moved / t / bandwidth
+            row.update(similarity_timings(N, C, H, W, dtype))
             if "mmcv" in row:
                 row["mmcv_over_carafe_forward"] = (
                     row["mmcv"]["forward_us"] / row["carafe"]["forward_us"]
@@ -202,6 +204,46 @@ def benchmark(quick, log):
         "mmcv_peer_error": peer_error,
         "rows": rows,
     }
+
+
+def similarity_timings(N, C, H, W, dtype):
+    """carafe.window_similarity for a key (N, C, H, W) and a query
+    (N, C, s*H, s*W) in dtype: forward and forward+backward (us) of ours and
+    of its pure-PyTorch unfold spec (mmcv has no such op; SAPA's own CUDA op
+    is not packaged), as {"window_similarity": ..., "window_similarity_unfold":
+    ..., "unfold_over_similarity_forward", ..._forward_backward}."""
+    import torch
+
+    import carafe
+    from carafe.reference import window_similarity_reference
+    from carafe_lab.timing import cuda_event_seconds
+
+    g = torch.Generator().manual_seed(0)
+    key = torch.randn(N, C, H, W, generator=g).to("cuda", dtype)
+    query = torch.randn(N, C, S * H, S * W, generator=g).to("cuda", dtype)
+    grad = torch.randn(N, G * K * K, S * H, S * W, generator=g).to("cuda", dtype)
+    out = {}
+    for name, fn in (
+        ("window_similarity", carafe.window_similarity),
+        ("window_similarity_unfold", window_similarity_reference),
+    ):
+        qr, kr = query.clone().requires_grad_(), key.clone().requires_grad_()
+
+        def fwd_bwd():
+            torch.autograd.grad(fn(qr, kr, K, G, S), (qr, kr), grad)
+
+        with torch.no_grad():
+            fwd = cuda_event_seconds(lambda: fn(query, key, K, G, S))
+        out[name] = {
+            "forward_us": 1e6 * fwd,
+            "forward_backward_us": 1e6 * cuda_event_seconds(fwd_bwd),
+        }
+    ours, peer = out["window_similarity"], out["window_similarity_unfold"]
+    out["unfold_over_similarity_forward"] = peer["forward_us"] / ours["forward_us"]
+    out["unfold_over_similarity_forward_backward"] = (
+        peer["forward_backward_us"] / ours["forward_backward_us"]
+    )
+    return out
 
 
 # Nsight Compute sections recorded per kernel launch (standard section names).
@@ -413,6 +455,14 @@ def summary(report):
                 line += (
                     f"; mmcv/ours fwd {r['mmcv_over_carafe_forward']:.2f}x, fwd+bwd "
                     f"{r['mmcv_over_carafe_forward_backward']:.2f}x"
+                )
+            if "window_similarity" in r:
+                w = r["window_similarity"]
+                line += (
+                    f"; window_similarity fwd {w['forward_us']:.1f} us, fwd+bwd "
+                    f"{w['forward_backward_us']:.1f} us (unfold/ours "
+                    f"{r['unfold_over_similarity_forward']:.2f}x, "
+                    f"{r['unfold_over_similarity_forward_backward']:.2f}x)"
                 )
             lines.append(line)
     for launch in report.get("ncu_profile") or []:

@@ -257,6 +257,10 @@ def test_gpu_check_accounting_and_summary():
         "mmcv": {"forward_us": 120.0, "forward_backward_us": 800.0},
         "mmcv_over_carafe_forward": 2.0,
         "mmcv_over_carafe_forward_backward": 5.0,
+        "window_similarity": {"forward_us": 40.0, "forward_backward_us": 150.0},
+        "window_similarity_unfold": {"forward_us": 400.0, "forward_backward_us": 900.0},
+        "unfold_over_similarity_forward": 10.0,
+        "unfold_over_similarity_forward_backward": 6.0,
     }
     report = {
         "machine": {"gpu": "NVIDIA H100", "torch": "2.11.0", "driver": "580"},
@@ -284,6 +288,7 @@ def test_gpu_check_accounting_and_summary():
     assert "sanitizer_memcheck     ok 30.0" in text and "sanitizer_racecheck    ok 30.0" in text
     assert "sanitizer_synccheck    FAILED 30.0" in text
     assert "mmcv/ours fwd 2.00x, fwd+bwd 5.00x" in text
+    assert "window_similarity fwd 40.0 us, fwd+bwd 150.0 us (unfold/ours 10.00x, 6.00x)" in text
     assert "ncu carafe_forward_window_kernel<float, int, 5, 2>: time 210 usecond" in text
 
 
