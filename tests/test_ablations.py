@@ -673,7 +673,7 @@ def test_sr_reports_a_wide_border_shave_beside_the_conventional_one():
     assert sr._wide_shave_cell({"seeds": [{"psnr": 30.0}]}) is None
 
 
-def test_kernel_init_study_runs_on_sr_only():
+def test_kernel_init_study_runs_on_sr_and_inpaint():
     from carafe_lab.ablations.studies import STUDIES, STUDY_TASKS
 
     labels = [label for label, _, _ in STUDIES["kernel_init"]]
@@ -684,4 +684,4 @@ def test_kernel_init_study_runs_on_sr_only():
         "carafe_init=nearest",
         "carafe_init=bilinear",
     ]
-    assert STUDY_TASKS["kernel_init"] == ("sr",)
+    assert STUDY_TASKS["kernel_init"] == ("sr", "inpaint")

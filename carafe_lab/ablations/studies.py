@@ -85,7 +85,7 @@ TRAINING = {"kernel_lr": {f"kernel_lr_scale={x}": {"kernel_lr_scale": x} for x i
 STUDY_TASKS = {
     "mechanism": ("seg", "det", "inpaint"),
     "kernel_lr": ("seg",),
-    "kernel_init": ("sr",),
+    "kernel_init": ("sr", "inpaint"),
     "downsamplers": ("seg", "det"),
 }
 
