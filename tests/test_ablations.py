@@ -258,8 +258,8 @@ def test_report_and_tradeoff_figure(tmp_path):
 
 
 def test_committed_results_cover_every_study():
-    """Each study on sr at the default setting with 3 seeds, and the
-    upsamplers study on seg, are committed with every variant."""
+    """Each study on sr at the default setting, and the upsamplers study on
+    seg, are committed with every variant and at least 3 seeds."""
     from carafe_lab.ablations import report
 
     chosen = report.latest(report.load_results(REPO / "experiments" / "ablations"))
@@ -268,11 +268,11 @@ def test_committed_results_cover_every_study():
     ]
     # variants added to a study after its committed results were run: they
     # are missing there until it is rerun (then drop the entry)
-    added_since = {("upsamplers", "seg"): {"fade", "sapa"}}
+    added_since = {}
     for key in wanted:
         assert key in chosen, f"no committed default-setting result for {key}"
         r = chosen[key]
-        assert r["seeds"] == 3
+        assert r["seeds"] >= 3
         expected = [
             label
             for label, _, _ in harness.select_variants(key[0], task=key[1])
