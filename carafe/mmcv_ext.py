@@ -37,7 +37,7 @@ it appends an import finder for that one name to ``sys.meta_path``, and the
 finders there run in order, so Python's own finder, which finds a compiled
 ``mmcv._ext`` wherever one is installed, answers first. With full mmcv
 nothing is replaced. ``carafe.mmdet`` (the configs' ``custom_imports``) and
-``carafe_lab.experiments`` call it; call it yourself before importing mmdet
+the research toolkit's launcher call it; call it yourself before importing mmdet
 otherwise. Importing this module changes nothing; tests call its functions
 directly.
 """

@@ -94,6 +94,21 @@ def test_core_imports_only_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_library_never_names_the_research_toolkit():
+    # One-way imports: carafe/ must work without carafe_lab, so it does not
+    # even mention it (a string import would hide from the import check above).
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "carafe"
+    named = [
+        str(p.relative_to(root.parent))
+        for p in sorted(root.rglob("*"))
+        if p.suffix in {".py", ".pyi", ".cpp", ".h", ".cu", ".txt", ".md"}
+        and "carafe_lab" in p.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert named == [], f"carafe/ names carafe_lab in {named}"
+
+
 def _import_built_for(version, env=None):
     import os
     import subprocess
