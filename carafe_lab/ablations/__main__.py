@@ -214,8 +214,9 @@ def main(argv=None):
 
 
 def _wrote(out):
-    from ..experiments.launcher import _is_main_rank
+    from ..experiments.launcher import _is_main_rank, finish_distributed
 
+    finish_distributed()
     if _is_main_rank():  # the other ranks of a distributed study wrote nothing
         print(f"wrote {out}")
 

@@ -146,7 +146,7 @@ def _run(args):
         root = ensure_offline_coco(args.root)
         print(f"offline dataset at {root}")
     elif args.command == "train":
-        from .launcher import train
+        from .launcher import finish_distributed, train
 
         run = train(
             args.config,
@@ -156,9 +156,10 @@ def _run(args):
             args.resume,
             trusted_checkpoint=args.trust_checkpoint,
         )
+        finish_distributed()
         print(f"run folder: {run}")
     elif args.command == "test":
-        from .launcher import test
+        from .launcher import finish_distributed, test
 
         metrics = test(
             args.config,
@@ -168,6 +169,7 @@ def _run(args):
             args.launcher,
             trusted_checkpoint=args.trust_checkpoint,
         )
+        finish_distributed()
         print(metrics)
     else:
         from .summarize import summarize

@@ -242,6 +242,18 @@ def _is_main_rank():
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def finish_distributed():
+    """Wait for every rank, then leave the process group, if this process
+    joined one. A process that exits with gloo's threads still running can
+    abort in its destructor ("terminate called without an active exception",
+    SIGABRT) after its work is done, and torchrun then fails the whole job."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def init_distributed(launcher, dist_cfg=None):
     """Join the process group of `launcher` ("pytorch": the environment
     torchrun sets: RANK, WORLD_SIZE, MASTER_ADDR, ...) unless this process
